@@ -1,0 +1,10 @@
+"""lmforge: pretrain, fine-tune, evaluate and benchmark efficient Transformer language models.
+
+Public API only: ``build_model``, ``get_config``, ``list_models`` and ``__version__``. Everything else is
+imported from its submodule (``lmforge.nn``, ``lmforge.data``, ``lmforge.train``, ...).
+"""
+
+from lmforge.models.registry import build_model, get_config, list_models
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "build_model", "get_config", "list_models"]

@@ -1,0 +1,1 @@
+"""Architectures: one folder each (config.py, model.py, convert.py), registered in ``registry``."""

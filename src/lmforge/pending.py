@@ -1,0 +1,69 @@
+"""Stages announced in the CLI whose implementation has not landed yet.
+
+Each keeps its final argument names so ``--help`` documents the interface, and running it says which issue
+delivers it instead of failing obscurely. An entry moves out of this file when its stage lands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def _pending(stage: str, issue: int) -> None:
+    raise ValueError(f"'lmforge {stage}' is not implemented in this version yet (tracked in issue #{issue})")
+
+
+@dataclass(kw_only=True)
+class FinetuneArgs:
+    task: str = "classification"
+    """tnews, iflytek, afqmc, ocnli, cmnli, cluewsc2020, csl, cmrc2018, cluener or classification."""
+    model: str | None = None
+    """A run directory, checkpoint or exported Hugging Face directory."""
+    data_dir: str | None = None
+    """Directory with the task's train/dev/test JSON-lines files."""
+    output_dir: str = "runs/finetune"
+    """Where the run directory is written."""
+
+
+def finetune(args: FinetuneArgs) -> None:
+    _pending("finetune", 9)
+
+
+@dataclass(kw_only=True)
+class EvaluateArgs:
+    model: str | None = None
+    """A run directory or checkpoint."""
+    data: str | None = None
+    """A jsonl file or prepared shards to evaluate on."""
+    lengths: list[int] = field(default_factory=list)
+    """Evaluation lengths for the length-generalisation table (e.g. 64,128,256,512,1024)."""
+
+
+def evaluate(args: EvaluateArgs) -> None:
+    _pending("evaluate", 9)
+
+
+@dataclass
+class GenerateArgs:  # not kw_only: required fields are positional on the command line
+    model: str
+    """A run directory or checkpoint of a causal LM."""
+    prompt: str
+    """The prompt text."""
+    max_new_tokens: int = 64
+    """Number of tokens to generate."""
+
+
+def generate(args: GenerateArgs) -> None:
+    _pending("generate", 6)
+
+
+@dataclass(kw_only=True)
+class BenchArgs:
+    kind: str = "speed"
+    """speed or flops."""
+    lengths: list[int] = field(default_factory=lambda: [512, 1024, 2048])
+    """Sequence lengths to measure."""
+
+
+def bench(args: BenchArgs) -> None:
+    _pending("bench", 10)
