@@ -1,0 +1,20 @@
+"""BERT and RoFormer baselines, registered as ``"bert"``.
+
+RoFormer is the same registered name with a ``roformer-*`` preset (``position_embedding_type="rotary"``):
+``lmforge.build_model("bert", task="mlm", preset="roformer-tiny")``. Tasks: ``backbone``, ``mlm``, ``clm``.
+See ``docs/architectures/bert.md``.
+"""
+
+from lmforge.models.bert.config import PRESETS, BertConfig
+from lmforge.models.bert.model import BertModel, build_clm, build_mlm, init_weights
+from lmforge.models.registry import register
+
+register(
+    "bert",
+    BertConfig,
+    {"backbone": BertModel, "mlm": build_mlm, "clm": build_clm},
+    presets=PRESETS,
+    description="BERT (absolute positions) / RoFormer (interleaved RoPE) post-LN baseline; MLM and causal LM.",
+)
+
+__all__ = ["PRESETS", "BertConfig", "BertModel", "build_clm", "build_mlm", "init_weights"]
