@@ -81,7 +81,10 @@ STAGES: dict[str, Stage | dict[str, Stage]] = {
         positional=True,
     ),
     "generate": Stage(
-        "lmforge.pending:GenerateArgs", "lmforge.pending:generate", "Generate text from a causal LM.", positional=True
+        "lmforge.eval.generate_cli:GenerateArgs",
+        "lmforge.eval.generate_cli:generate",
+        "Generate text from a causal LM (KV cache; greedy, top-k/top-p sampling, repetition penalty).",
+        positional=True,
     ),
     "bench": Stage(
         "lmforge.pending:BenchArgs",

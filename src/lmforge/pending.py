@@ -43,20 +43,6 @@ def evaluate(args: EvaluateArgs) -> None:
     _pending("evaluate", 9)
 
 
-@dataclass
-class GenerateArgs:  # not kw_only: required fields are positional on the command line
-    model: str
-    """A run directory or checkpoint of a causal LM."""
-    prompt: str
-    """The prompt text."""
-    max_new_tokens: int = 64
-    """Number of tokens to generate."""
-
-
-def generate(args: GenerateArgs) -> None:
-    _pending("generate", 6)
-
-
 @dataclass(kw_only=True)
 class BenchArgs:
     kind: str = "speed"

@@ -81,12 +81,16 @@ class LMDecoder(nn.Module):
     def is_tied(self) -> bool:
         return self._tied is not None
 
+    @property
+    def output_weight(self) -> Tensor:
+        """The ``(V, D)`` matrix the decoder multiplies by: the tied embedding table or its own weight."""
+        return self._tied[0].weight if self._tied is not None else self.weight
+
     def extra_repr(self) -> str:
         return f"tied={self.is_tied}, bias={self.bias is not None}"
 
     def forward(self, x_BTD: Tensor) -> Tensor:
-        weight_VD = self._tied[0].weight if self._tied is not None else self.weight
-        return F.linear(x_BTD, weight_VD, self.bias)
+        return F.linear(x_BTD, self.output_weight, self.bias)
 
 
 class MaskedLMHead(nn.Module):

@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Architecture packages that call ``register`` on import. Adding an architecture = adding its module here.
-ARCHITECTURE_MODULES: tuple[str, ...] = ("lmforge.models.bert",)
+ARCHITECTURE_MODULES: tuple[str, ...] = (
+    "lmforge.models.bert",
+    "lmforge.models.gpt",
+    "lmforge.models.gau_alpha",
+    "lmforge.models.flash",
+)
 
 
 @dataclass

@@ -29,7 +29,6 @@ Legend: B batch, T queries, S keys, D model width, E expansion (u, v width), K s
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -268,6 +267,3 @@ class GatedAttentionUnit(nn.Module):
 
     def extra_repr(self) -> str:
         return f"expansion={self.expansion}, key_size={self.key_size}, causal={self.causal}"
-
-
-ShiftMode = Literal["none", "half"]

@@ -23,6 +23,8 @@ Deliberate choices and deviations:
   MoE blocks of a model, averaged over layers (HF Mixtral's ``load_balancing_loss_func`` also pools all layers,
   so the coefficient does not grow with depth; Switch/ST-MoE sum per layer instead).
 - ``keep`` (optional, True = real token) excludes padding from the statistics; padding rows are still routed.
+- The combine accumulates in the dtype of the input (the fp32 residual stream under autocast), not in the
+  experts' autocast dtype.
 
 Legend: N tokens (B*T flattened), D model width, F expert hidden width, E experts, K experts per token (top-k).
 """

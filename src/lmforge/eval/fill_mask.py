@@ -1,0 +1,92 @@
+"""``lmforge fill-mask RUN "...[MASK]..." --top_k 5``: the top-k tokens and probabilities for every [MASK].
+
+``predict_masks`` splits the text on the literal ``[MASK]`` and inserts the tokenizer's mask id between the
+encoded pieces: our tokenizers deliberately encode a ``"[MASK]"`` spelled in raw text as ordinary characters
+(``lmforge.data.tokenizer``), so the mask must be placed by id. The input is ``[CLS] text [SEP]`` as in training.
+Probabilities are the softmax over the vocabulary at each mask position, all masks predicted jointly in one
+forward pass (as HF's fill-mask pipeline does).
+
+This module's top level imports no torch (``--help`` stays fast).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["MASK", "FillMaskArgs", "fill_mask", "format_predictions", "predict_masks"]
+
+MASK = "[MASK]"
+
+
+@dataclass  # not kw_only: model and text are positional (lmforge fill-mask RUN TEXT)
+class FillMaskArgs:
+    model: str
+    """A run directory (its newest checkpoint) or a checkpoint-STEP directory of a masked LM."""
+    text: str
+    """Text with one or more [MASK] markers, e.g. "今天的天[MASK]很好"."""
+    top_k: int = 5
+    """Predictions to show for each mask."""
+
+
+def predict_masks(model: Any, tokenizer: Any, text: str, *, top_k: int = 5) -> list[list[tuple[str, float]]]:
+    """For each ``[MASK]`` in ``text`` (left to right): ``[(token, probability), ...]`` best first."""
+    import torch
+
+    if MASK not in text:
+        raise ValueError(f"the text contains no {MASK}: {text!r}")
+    if top_k < 1:
+        raise ValueError(f"--top_k must be >= 1, got {top_k}")
+    ids = [tokenizer.cls_token_id]
+    for i, piece in enumerate(text.split(MASK)):
+        if i:
+            ids.append(tokenizer.mask_token_id)
+        ids.extend(tokenizer.encode(piece))
+    ids.append(tokenizer.sep_token_id)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if (
+        limit is not None
+        and getattr(model.config, "position_embedding_type", "absolute") == "absolute"
+        and len(ids) > limit
+    ):
+        raise ValueError(f"the text is {len(ids)} tokens long, the model takes at most {limit}")
+    input_ids = torch.tensor([ids], device=next(model.parameters()).device)
+    with torch.no_grad():
+        logits = model(input_ids, attention_mask=torch.ones_like(input_ids)).logits[0]
+    positions = (input_ids[0] == tokenizer.mask_token_id).nonzero().flatten().tolist()
+    results = []
+    for position in positions:
+        probs = torch.softmax(logits[position].float(), dim=-1)
+        top = torch.topk(probs, min(top_k, probs.numel()))
+        tokens = tokenizer.convert_ids_to_tokens(top.indices.tolist())
+        results.append([(token, float(p)) for token, p in zip(tokens, top.values.tolist())])
+    return results
+
+
+def format_predictions(text: str, predictions: list[list[tuple[str, float]]]) -> str:
+    lines = [text]
+    for i, options in enumerate(predictions, start=1):
+        shown = "  ".join(f"{token} {p:.3f}" for token, p in options)
+        lines.append(f"  {MASK} #{i}: {shown}")
+    best = iter(options[0][0].removeprefix("##") for options in predictions)
+    filled = "".join(piece if i == 0 else next(best) + piece for i, piece in enumerate(text.split(MASK)))
+    lines.append(f"  best: {filled}")
+    return "\n".join(lines)
+
+
+def fill_mask(args: FillMaskArgs) -> list[list[tuple[str, float]]]:
+    """CLI entry point: load the model and tokenizer of ``args.model``, print and return the predictions."""
+    from lmforge.data.tokenizer import load_tokenizer
+    from lmforge.train.checkpoint import TOKENIZER_DIR, load_model, load_model_info, resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(args.model)
+    info = load_model_info(checkpoint)
+    if info["task"] != "mlm":
+        raise ValueError(f"{checkpoint} is a {info['task']!r} model; fill-mask needs a masked LM (mlm)")
+    if not (checkpoint / TOKENIZER_DIR).is_dir():
+        raise ValueError(f"{checkpoint} has no {TOKENIZER_DIR}/ directory")
+    tokenizer = load_tokenizer(checkpoint / TOKENIZER_DIR)
+    model = load_model(checkpoint)
+    predictions = predict_masks(model, tokenizer, args.text, top_k=args.top_k)
+    print(format_predictions(args.text, predictions))
+    return predictions

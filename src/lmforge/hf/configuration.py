@@ -1,0 +1,49 @@
+"""``LmforgeConfig``: a ``transformers`` config that carries an lmforge architecture name, task and config dict.
+
+One subclass per registered architecture (``model_type = "lmforge-<arch>"``), made by ``config_class_for`` and
+registered with ``AutoConfig`` by ``lmforge.hf.register()``. The lmforge dataclass stays the source of truth
+(R1): the HF config only stores its fields (``lmforge_config``) plus the few HF-level fields that tools read
+(``vocab_size``, ``hidden_size``, ...), copied from it. Loading such a directory needs ``import lmforge.hf``
+first (no ``trust_remote_code``, no code in the directory).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PretrainedConfig
+
+__all__ = ["LmforgeConfig", "config_class_for"]
+
+_MIRRORED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "max_position_embeddings")
+
+
+class LmforgeConfig(PretrainedConfig):
+    model_type = "lmforge"
+
+    def __init__(
+        self,
+        lmforge_model: str | None = None,
+        lmforge_task: str = "mlm",
+        lmforge_config: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ):
+        self.lmforge_model = lmforge_model
+        self.lmforge_task = lmforge_task
+        self.lmforge_config = dict(lmforge_config or {})
+        for key in _MIRRORED:
+            if key in self.lmforge_config:
+                kwargs.setdefault(key, self.lmforge_config[key])
+        kwargs.setdefault("tie_word_embeddings", False)  # our heads tie internally; HF must not re-tie
+        super().__init__(**kwargs)
+
+
+_CLASSES: dict[str, type[LmforgeConfig]] = {}
+
+
+def config_class_for(arch: str) -> type[LmforgeConfig]:
+    """The ``LmforgeConfig`` subclass with ``model_type = "lmforge-<arch>"`` (one per architecture, cached)."""
+    if arch not in _CLASSES:
+        name = "Lmforge" + "".join(part.capitalize() for part in arch.replace("-", "_").split("_")) + "Config"
+        _CLASSES[arch] = type(name, (LmforgeConfig,), {"model_type": f"lmforge-{arch}", "__module__": __name__})
+    return _CLASSES[arch]

@@ -1,0 +1,19 @@
+"""GAU-alpha (ZhuiyiTechnology/GAU-alpha), registered as ``"gau-alpha"``. Tasks: ``backbone``, ``mlm``, ``clm``.
+
+``lmforge.build_model("gau-alpha", task="mlm", preset="small")``; JunnYu/GAU-alpha-pytorch checkpoints load with
+``convert.load_junnyu_checkpoint(DIR)``. See ``docs/architectures/gau-alpha.md``.
+"""
+
+from lmforge.models.gau_alpha.config import PRESETS, GAUAlphaConfig
+from lmforge.models.gau_alpha.model import GAUAlphaModel, build_clm, build_mlm, init_weights
+from lmforge.models.registry import register
+
+register(
+    "gau-alpha",
+    GAUAlphaConfig,
+    {"backbone": GAUAlphaModel, "mlm": build_mlm, "clm": build_clm},
+    presets=PRESETS,
+    description="GAU-alpha: post-norm encoder of gated attention units (softmax_plus, RoPE), no FFN; MLM/CLM.",
+)
+
+__all__ = ["PRESETS", "GAUAlphaConfig", "GAUAlphaModel", "build_clm", "build_mlm", "init_weights"]

@@ -1,0 +1,311 @@
+"""Checkpoints: ``checkpoint-STEP/`` directories written atomically, found again after crashes, loadable anywhere.
+
+Layout of one checkpoint (R12)::
+
+    checkpoint-STEP/
+      model.safetensors     weights (fp32 as trained), no shared tensors
+      config.json           {"model": registry name, "task": "mlm"|"clm", "config": {...dataclass fields...}}
+      tokenizer/            a copy of the tokenizer files (load with lmforge.data.tokenizer.load_tokenizer)
+      training_state.pt     optimizer, step counters, loader position and RNG states of every rank
+      manifest.json         sha256 and size of every file above; written last
+
+``load_model(dir)`` rebuilds the model from ``config.json`` + ``model.safetensors`` with the registry only: no
+training code, no pickle. ``training_state.pt`` holds only tensors and primitive containers, so it loads with
+``torch.load(weights_only=True)`` (no arbitrary code execution from a checkpoint).
+
+Atomicity: everything is written into ``.tmp-checkpoint-STEP-PID/`` (each file fsynced, then the directory), which
+is renamed to ``checkpoint-STEP`` in one ``os.replace``; a crash leaves either the old state or the complete new
+checkpoint, never a half-written one. ``find_latest_checkpoint`` additionally verifies the manifest (sizes and
+sha256), so a checkpoint damaged later (disk full, manual edits) is skipped, not loaded.
+
+References: HF ``Trainer._save_checkpoint``/``_rotate_checkpoints`` (names ``checkpoint-STEP``,
+``save_total_limit``); torchtune's ``recipe_state.pt``; gpt-neox's RNG states in checkpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+__all__ = [
+    "CONFIG_FILE",
+    "MANIFEST_FILE",
+    "MODEL_FILE",
+    "STATE_FILE",
+    "TOKENIZER_DIR",
+    "capture_rng_state",
+    "find_latest_checkpoint",
+    "list_checkpoints",
+    "load_model",
+    "load_model_info",
+    "load_training_state",
+    "resolve_checkpoint",
+    "restore_rng_state",
+    "rotate_checkpoints",
+    "save_checkpoint",
+    "verify_checkpoint",
+]
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+STATE_FILE = "training_state.pt"
+MANIFEST_FILE = "manifest.json"
+TOKENIZER_DIR = "tokenizer"
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+# ----------------------------------------------------------------------------- RNG
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU (and CUDA when present) generator states, as tensors and primitives only."""
+    numpy_state = np.random.get_state(legacy=False)  # {"bit_generator", "state": {"key", "pos"}, ...}
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "bit_generator": numpy_state["bit_generator"],
+            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+            "pos": int(numpy_state["state"]["pos"]),
+            "has_gauss": int(numpy_state["has_gauss"]),
+            "gauss": float(numpy_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": n["bit_generator"],
+            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+            "has_gauss": n["has_gauss"],
+            "gauss": n["gauss"],
+        }
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _unshared(weights: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Contiguous CPU copies; shared storage is an error (safetensors cannot store it and our heads avoid it)."""
+    out: dict[str, Tensor] = {}
+    seen: dict[tuple[int, int], str] = {}
+    for name, tensor in weights.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if tensor.numel() and key in seen:
+            raise ValueError(f"weights {seen[key]!r} and {name!r} share memory; save one of them only")
+        seen[key] = name
+        out[name] = tensor.detach().to("cpu").contiguous()
+    return out
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    *,
+    weights: Mapping[str, Tensor],
+    model_info: Mapping[str, Any],
+    training_state: Mapping[str, Any] | None = None,
+    tokenizer_dir: str | Path | None = None,
+) -> Path:
+    """Write ``run_dir/checkpoint-STEP`` atomically and return its path (an existing one is replaced).
+
+    ``model_info`` is ``{"model": name, "task": task, "config": {...}}`` (written as config.json).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    final = run_dir / f"checkpoint-{step}"
+    tmp = run_dir / f".tmp-checkpoint-{step}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+
+    save_file(_unshared(weights), str(tmp / MODEL_FILE), metadata={"format": "pt"})
+    _fsync_path(tmp / MODEL_FILE)
+    _fsync_write(tmp / CONFIG_FILE, (json.dumps(dict(model_info), indent=2, sort_keys=True) + "\n").encode())
+    if training_state is not None:
+        with open(tmp / STATE_FILE, "wb") as f:
+            torch.save(dict(training_state), f)
+            f.flush()
+            os.fsync(f.fileno())
+    if tokenizer_dir is not None:
+        shutil.copytree(tokenizer_dir, tmp / TOKENIZER_DIR)
+        for path in (tmp / TOKENIZER_DIR).rglob("*"):
+            if path.is_file():
+                _fsync_path(path)
+
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    manifest = {
+        "format": 1,
+        "step": step,
+        "files": {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files},
+    }
+    _fsync_write(tmp / MANIFEST_FILE, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    _fsync_path(tmp)
+
+    if final.exists():  # re-saving a step (e.g. a run restarted without resume): swap, then delete the old one
+        old = run_dir / f".old-checkpoint-{step}-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
+    _fsync_path(run_dir)
+    return final
+
+
+# ----------------------------------------------------------------------------- finding and validating
+
+
+def verify_checkpoint(path: str | Path, *, deep: bool = True) -> str | None:
+    """``None`` if ``path`` is a complete checkpoint, else the reason why not. ``deep`` also checks sha256."""
+    path = Path(path)
+    manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file():
+        return f"{path} has no {MANIFEST_FILE} (incomplete or not a checkpoint)"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        return f"{manifest_path} is unreadable: {error}"
+    for name in (MODEL_FILE, CONFIG_FILE):
+        if name not in files:
+            return f"{path} has no {name} in its manifest"
+    for name, entry in files.items():
+        file = path / name
+        if not file.is_file():
+            return f"{file} is missing"
+        if file.stat().st_size != entry["bytes"]:
+            return f"{file} has {file.stat().st_size} bytes, the manifest says {entry['bytes']}"
+        if deep and _sha256(file) != entry["sha256"]:
+            return f"{file} does not match its sha256 in the manifest"
+    return None
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every ``checkpoint-STEP`` directory (valid or not), oldest first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = []
+    for child in run_dir.iterdir():
+        match = _CHECKPOINT_RE.match(child.name)
+        if match and child.is_dir():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def find_latest_checkpoint(run_dir: str | Path, *, deep: bool = True) -> Path | None:
+    """The newest checkpoint in ``run_dir`` that passes ``verify_checkpoint``; incomplete/corrupt ones are skipped."""
+    for _, path in reversed(list_checkpoints(run_dir)):
+        if verify_checkpoint(path, deep=deep) is None:
+            return path
+    return None
+
+
+def rotate_checkpoints(run_dir: str | Path, keep: int | None) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints, and stale temporary directories. Returns what was deleted."""
+    run_dir = Path(run_dir)
+    deleted = []
+    for child in run_dir.glob(".tmp-checkpoint-*"):
+        if child.name.rsplit("-", 1)[-1] != str(os.getpid()):
+            shutil.rmtree(child, ignore_errors=True)
+            deleted.append(child)
+    if keep is not None:
+        for _, path in list_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(path)
+            deleted.append(path)
+    return deleted
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory itself, or the newest valid checkpoint of a run directory. ``ValueError`` if none."""
+    path = Path(path)
+    if (path / MODEL_FILE).is_file() and (path / CONFIG_FILE).is_file():
+        return path
+    if not path.is_dir():
+        raise ValueError(f"{path} is neither a checkpoint nor a run directory")
+    latest = find_latest_checkpoint(path)
+    if latest is None:
+        raise ValueError(f"{path} contains no complete checkpoint-STEP directory")
+    return latest
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_model_info(path: str | Path) -> dict[str, Any]:
+    """``config.json`` of a checkpoint: ``{"model", "task", "config"}``."""
+    file = Path(path) / CONFIG_FILE
+    try:
+        info = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read {file}: {error}") from None
+    if not isinstance(info, dict) or not {"model", "task", "config"} <= set(info):
+        raise ValueError(f"{file} is not an lmforge checkpoint config (needs model, task and config)")
+    return info
+
+
+def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model of a checkpoint (or of a run's newest checkpoint) in eval mode, without training code."""
+    from lmforge.models.registry import build_model, config_from_dict
+
+    checkpoint = resolve_checkpoint(path)
+    info = load_model_info(checkpoint)
+    config = config_from_dict(info["model"], info["config"])
+    model = build_model(info["model"], task=info["task"], config=config)
+    model.load_state_dict(load_file(str(checkpoint / MODEL_FILE)), strict=True)
+    return model.to(device).eval()
+
+
+def load_training_state(path: str | Path) -> dict[str, Any]:
+    """``training_state.pt`` of a checkpoint, loaded with ``weights_only=True``."""
+    file = Path(path) / STATE_FILE
+    if not file.is_file():
+        raise ValueError(f"{path} has no {STATE_FILE}: it can initialise a model but not resume a run")
+    return torch.load(file, map_location="cpu", weights_only=True)

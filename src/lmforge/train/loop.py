@@ -1,0 +1,280 @@
+"""The training loop: one function, read top to bottom (R11; nanoGPT ``train.py``, lingua ``train.py``).
+
+``train(job)`` owns stepping, gradient accumulation, mixed precision, clipping, non-finite handling, logging,
+evaluation and checkpointing. The model owns its loss (``model(**batch).loss``); ``pretrain.py`` builds the
+``TrainingJob`` (model, optimizer, loaders, schedule, state) and restores it from a checkpoint when resuming.
+
+Exact resume: a checkpoint after step k holds the weights, optimizer, GradScaler, ``TrainState`` (including
+the logging window), every rank's loader position and RNG states. Nothing else in here draws from a global RNG
+during evaluation or saving (evaluation masks with its own generator, sampling too), so N straight steps and
+"k steps, SIGKILL, resume, N - k steps" give bitwise-equal losses and weights on CPU (``tests/train``).
+
+Conventions as HF ``Trainer``: the loss of a step is the mean of its micro-batch losses (each already a mean
+over that micro-batch's predicted tokens); the update with 0-based index ``step`` uses ``lr * schedule(step)``;
+a skipped (non-finite) step still advances the step counter and the schedule.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from lmforge.eval.lm import count_predictions, evaluate_lm, sample
+from lmforge.train.checkpoint import capture_rng_state, rotate_checkpoints, save_checkpoint
+from lmforge.train.config import PretrainArgs
+from lmforge.train.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    gather_objects,
+    model_state_for_save,
+    optimizer_state_for_save,
+    set_gradient_sync,
+)
+from lmforge.train.metrics import MetricLogger, plot_loss
+from lmforge.train.optim import set_learning_rate
+
+__all__ = ["MODEL_INPUTS", "NonFiniteLossError", "TrainState", "TrainingJob", "save_training_checkpoint", "train"]
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+
+
+def _empty_window(elapsed_s: float) -> dict[str, float]:
+    return {"loss": 0.0, "steps": 0, "correct": 0.0, "n": 0.0, "tokens": 0.0, "elapsed_at_start": elapsed_s}
+
+
+class NonFiniteLossError(ValueError):
+    """Too many consecutive non-finite steps. A ``ValueError`` so the CLI prints it as one line: the fix is a
+    setting (learning rate, --bf16 instead of --fp16, --max_grad_norm)."""
+
+
+@dataclass
+class TrainState:
+    """Counters that a checkpoint restores (besides weights, optimizer, loader and RNG)."""
+
+    step: int = 0
+    tokens: int = 0  # non-padding input tokens consumed, all ranks
+    elapsed_s: float = 0.0  # wall time spent in train(), summed over restarts
+    nonfinite_steps: int = 0
+    nonfinite_in_a_row: int = 0
+    # Sums since the last log line: part of the state so a resumed run logs the same means.
+    window: dict[str, float] = field(default_factory=lambda: _empty_window(0.0))
+    last_eval: dict[str, float] = field(default_factory=dict)
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+@dataclass
+class TrainingJob:
+    """Everything ``train`` needs, built by ``lmforge.train.pretrain.build_job``."""
+
+    args: PretrainArgs
+    model: nn.Module  # possibly wrapped: DDP, FSDP2 (in place) or torch.compile
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    schedule: Callable[[int], float]  # step -> multiplier of args.learning_rate
+    train_batches: Iterator[dict[str, Tensor]]  # infinite, with state_dict()/load_state_dict()
+    eval_batches: Callable[[], Iterable[dict[str, Tensor]]] | None  # a fresh pass over the held-out split
+    autocast: Callable[[], AbstractContextManager]
+    state: TrainState
+    info: DistInfo
+    max_steps: int
+    objective: str  # "mlm" | "clm"
+    model_info: dict[str, Any]  # config.json of checkpoints: {"model", "task", "config"}
+    run_dir: Path
+    tokenizer_dir: Path | None = None
+    logger: MetricLogger | None = None  # rank 0 only
+    sample_prompts: list[list[int]] = field(default_factory=list)  # CLM: prompts for sampled continuations
+    decode: Callable[[list[int]], str] | None = None
+    eos_token_id: int | None = None
+
+
+def train(job: TrainingJob) -> dict[str, Any]:
+    """Run from ``job.state.step`` to ``job.max_steps``; returns the final metrics."""
+    args, model, optimizer, state, info = job.args, job.model, job.optimizer, job.state, job.info
+    accum = args.gradient_accumulation_steps
+    max_norm = args.max_grad_norm if args.max_grad_norm > 0 else math.inf
+    progress = tqdm(
+        total=job.max_steps,
+        initial=state.step,
+        disable=args.disable_tqdm or not info.is_main,
+        unit="step",
+        desc="pretrain",
+        dynamic_ncols=True,
+    )
+    metrics: dict[str, Any] = {}
+    model.train()
+    clock = time.perf_counter()
+    while state.step < job.max_steps:
+        lr = set_learning_rate(optimizer, args.learning_rate * job.schedule(state.step))
+
+        # ---- forward/backward over the accumulation window; gradients sync only on its last micro-step
+        step_sums = torch.zeros(4, dtype=torch.float64, device=info.device)  # loss, correct, n, tokens
+        for micro in range(accum):
+            batch = {k: v.to(info.device, non_blocking=True) for k, v in next(job.train_batches).items()}
+            set_gradient_sync(model, micro == accum - 1)  # before the forward (build-nanogpt PR #30)
+            with job.autocast():
+                out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS})
+            loss = out.loss if out.aux_loss is None else out.loss + out.aux_loss  # e.g. a MoE balancing loss
+            job.scaler.scale(loss / accum).backward()
+            step_sums += _micro_step_sums(out, batch, objective=job.objective, accum=accum)
+        step_sums = all_reduce_sum(step_sums)
+        step_loss = step_sums[0].item() / info.world_size
+
+        # ---- clip, then step unless the loss or the gradient is not finite
+        job.scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+        if math.isfinite(step_loss) and math.isfinite(grad_norm):
+            job.scaler.step(optimizer)
+            state.nonfinite_in_a_row = 0
+        else:
+            state.nonfinite_steps += 1
+            state.nonfinite_in_a_row += 1
+            if info.is_main:
+                progress.write(f"step {state.step + 1}: non-finite loss {step_loss} / grad norm {grad_norm}, skipped")
+            if state.nonfinite_in_a_row >= args.max_nonfinite_steps:
+                progress.close()
+                raise NonFiniteLossError(
+                    f"stopping at step {state.step + 1}: {state.nonfinite_in_a_row} consecutive steps with a "
+                    f"non-finite loss or gradient (last loss {step_loss}, grad norm {grad_norm}); lower "
+                    "--learning_rate, use --bf16 instead of --fp16, or resume from the last checkpoint"
+                )
+        job.scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        now = time.perf_counter()
+        state.elapsed_s += now - clock
+        clock = now
+        progress.update(1)
+
+        # ---- log means over the window since the last log line
+        window = state.window
+        if math.isfinite(step_loss):
+            window["loss"] += step_loss
+            window["steps"] += 1
+        window["correct"] += step_sums[1].item()
+        window["n"] += step_sums[2].item()
+        window["tokens"] += step_sums[3].item()
+        state.tokens += int(step_sums[3].item())
+        if (
+            state.step % args.logging_steps == 0
+            or state.step == job.max_steps
+            or (args.logging_first_step and state.step == 1)
+        ):
+            mean_loss = window["loss"] / max(window["steps"], 1)
+            metrics = {"train_loss": mean_loss, "learning_rate": lr, "grad_norm": grad_norm}
+            if job.objective == "mlm":
+                metrics["train_accuracy"] = window["correct"] / max(window["n"], 1)
+            else:
+                metrics["train_perplexity"] = math.exp(min(mean_loss, 700.0))
+            window_time = state.elapsed_s - window["elapsed_at_start"]
+            metrics["tokens_per_s"] = window["tokens"] / max(window_time, 1e-9)
+            metrics |= {"tokens": state.tokens, "elapsed_s": state.elapsed_s, "nonfinite_steps": state.nonfinite_steps}
+            if job.logger is not None:
+                job.logger.log(state.step, metrics)
+            progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+            state.window = _empty_window(state.elapsed_s)
+
+        # ---- evaluate and save
+        last = state.step == job.max_steps
+        if (
+            args.do_eval
+            and job.eval_batches is not None
+            and ((args.eval_steps is not None and state.step % args.eval_steps == 0) or last)
+        ):
+            state.last_eval = run_evaluation(job)
+            metrics |= state.last_eval
+        if state.step % args.save_steps == 0 or last:
+            save_training_checkpoint(job)
+        clock = time.perf_counter()  # evaluation and saving do not count as training time
+
+    progress.close()
+    return {
+        "step": state.step,
+        "tokens": state.tokens,
+        "elapsed_s": state.elapsed_s,
+        "nonfinite_steps": state.nonfinite_steps,
+        **metrics,
+        **state.last_eval,
+    }
+
+
+def _micro_step_sums(out: Any, batch: dict[str, Tensor], *, objective: str, accum: int) -> Tensor:
+    """(LM loss / accum, correct predictions, predicted positions, real tokens) of one micro-batch, float64."""
+    correct, predicted = count_predictions(out.logits.detach(), batch["labels"], objective=objective)
+    mask = batch.get("attention_mask")
+    tokens = mask.sum() if mask is not None else torch.tensor(batch["input_ids"].numel(), device=correct.device)
+    return torch.stack([out.loss.detach().double() / accum, correct.double(), predicted.double(), tokens.double()])
+
+
+def run_evaluation(job: TrainingJob) -> dict[str, Any]:
+    """Held-out metrics (all ranks take part), logged by rank 0; CLM also logs a few sampled continuations."""
+    assert job.eval_batches is not None
+    result = evaluate_lm(
+        job.model, job.eval_batches(), objective=job.objective, device=job.info.device, autocast=job.autocast
+    )
+    if job.objective == "clm" and job.sample_prompts and job.decode is not None:
+        generator = torch.Generator().manual_seed(job.args.seed)  # own generator: the global RNG is untouched
+        for i, prompt in enumerate(job.sample_prompts):
+            new = sample(
+                job.model,
+                prompt,
+                max_new_tokens=job.args.generation_max_new_tokens,
+                generator=generator,
+                top_k=50,
+                eos_token_id=job.eos_token_id,
+                max_context=job.args.max_seq_length,
+                device=job.info.device,
+            )
+            text = f"{job.decode(prompt)} || {job.decode(new)}"
+            result[f"eval_sample_{i}"] = text
+            if job.logger is not None:
+                job.logger.log_text(job.state.step, f"samples/{i}", text)
+    if job.logger is not None:
+        job.logger.log(job.state.step, result)
+    return result
+
+
+def save_training_checkpoint(job: TrainingJob) -> Path | None:
+    """Write ``checkpoint-STEP`` (collective: every rank contributes its loader and RNG state); rank 0 writes."""
+    weights = model_state_for_save(job.model)
+    optimizer_state = optimizer_state_for_save(job.model, job.optimizer)
+    per_rank = gather_objects({"loader": job.train_batches.state_dict(), "rng": capture_rng_state()}, job.info)
+    path = None
+    if job.info.is_main:
+        training_state = {
+            "train": job.state.state_dict(),
+            "optimizer": optimizer_state,
+            "scaler": job.scaler.state_dict(),
+            "ranks": per_rank,
+            "world_size": job.info.world_size,
+        }
+        path = save_checkpoint(
+            job.run_dir,
+            job.state.step,
+            weights=weights,
+            model_info=job.model_info,
+            training_state=training_state,
+            tokenizer_dir=job.tokenizer_dir,
+        )
+        rotate_checkpoints(job.run_dir, job.args.save_total_limit)
+        if job.logger is not None:
+            job.logger.flush()
+        plot_loss(job.run_dir)
+    barrier()
+    return path

@@ -1,0 +1,420 @@
+"""``lmforge pretrain``: resolve data, tokenizer and model, build (or restore) the ``TrainingJob``, run the loop.
+
+Order of construction matters for exact resume and for DDP: the model is initialised from ``--seed`` *before*
+per-rank seeding (every rank and every restart builds identical weights), checkpoint weights are loaded before
+wrapping (FSDP shards what it is given), the optimizer is built over the wrapped parameters, and the RNG states of
+the checkpoint are restored last, right before the loop.
+
+Data: ``--train_dir`` (or HF's ``--train_file``) is a ``lmforge prepare all`` directory (``tokenizer/`` +
+``shards/{train,validation}``), a ``shards/`` directory or one split directory. A raw text/jsonl file is first
+prepared into ``OUTPUT_DIR/data`` (rank 0, others wait). The tokenizer's fingerprint must match the shards'.
+
+Deviations from HF ``run_mlm.py``: sequence length and packing are fixed when the shards are prepared;
+``--max_seq_length`` can only shorten them (the collator cuts, keeping [SEP]). ``--dataloader_num_workers`` is
+accepted and ignored (batches come from memory-mapped shards in-process).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import shutil
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmforge.data.collate import CLMCollator, MLMCollator
+from lmforge.data.loader import ShardLoader
+from lmforge.data.shards import INDEX_FILE, check_fingerprint, open_shards
+from lmforge.data.tokenizer import LMTokenizer, load_tokenizer
+from lmforge.models.registry import build_model, config_from_dict, config_to_dict, get_config, get_entry
+from lmforge.train.checkpoint import (
+    MODEL_FILE,
+    find_latest_checkpoint,
+    list_checkpoints,
+    load_model_info,
+    load_training_state,
+    resolve_checkpoint,
+    restore_rng_state,
+    verify_checkpoint,
+)
+from lmforge.train.config import PretrainArgs
+from lmforge.train.distributed import (
+    DistInfo,
+    barrier,
+    destroy_distributed,
+    init_distributed,
+    load_optimizer_state,
+    unwrap,
+    wrap_model,
+)
+from lmforge.train.loop import TrainingJob, TrainState, run_evaluation, train
+from lmforge.train.metrics import MetricLogger, collect_env, plot_loss, write_yaml
+from lmforge.train.optim import build_optimizer, make_schedule, warmup_steps_for
+from lmforge.utils import seed_everything
+
+__all__ = ["DataPaths", "build_job", "pretrain", "resolve_data"]
+
+RUN_FILES = ("config.yaml", "env.json", "metrics.jsonl", "loss.png", "all_results.json", "tensorboard")
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    train: Path
+    validation: Path | None
+    tokenizer: Path
+
+
+def pretrain(args: PretrainArgs) -> dict[str, Any]:
+    """Train (and/or evaluate) as ``args`` say; returns the final metrics (also in OUTPUT_DIR/all_results.json)."""
+    info = init_distributed(use_cpu=args.use_cpu, backend=args.ddp_backend)
+    try:
+        job = build_job(args, info)
+        if args.do_train:
+            results = train(job)
+        elif job.eval_batches is not None:
+            results = {"step": job.state.step, **run_evaluation(job)}
+        else:
+            raise ValueError("nothing to do: --do_train false and no validation split to evaluate on")
+        if info.is_main:
+            (job.run_dir / "all_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+            plot_loss(job.run_dir)
+            if job.logger is not None:
+                job.logger.close()
+            summary = {k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()}
+            print(f"pretrain finished: {summary}", flush=True)
+        return results
+    finally:
+        destroy_distributed()
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _prepare_raw_file(path: Path, args: PretrainArgs, run_dir: Path, info: DistInfo) -> Path:
+    """``--train_file corpus.txt``: run ``prepare all`` once (rank 0) into OUTPUT_DIR/data."""
+    from lmforge.data.prepare import PrepareAllArgs, prepare_all
+
+    out = run_dir / "data"
+    if info.is_main and not (out / "shards" / "train" / INDEX_FILE).is_file():
+        prepare_args = PrepareAllArgs(
+            input=[str(path)],
+            output_dir=str(out),
+            objective=args.objective or "mlm",
+            max_seq_length=args.max_seq_length,
+            block_size=args.max_seq_length,
+            validation_split_percentage=args.validation_split_percentage,
+            num_proc=args.preprocessing_num_workers or 1,
+            seed=args.seed,
+            progress=not args.disable_tqdm,
+        )
+        prepare_all(prepare_args)
+    barrier()
+    return out
+
+
+def resolve_data(args: PretrainArgs, *, run_dir: Path, info: DistInfo) -> DataPaths:
+    """Find the train/validation shards and the tokenizer from ``--train_dir``/``--train_file``/``--tokenizer_*``."""
+    source = args.train_dir or args.train_file
+    if source is None:
+        raise ValueError("pass --train_dir (a `lmforge prepare all` output directory) or --train_file")
+    path = Path(source)
+    if not path.exists():
+        raise ValueError(f"training data {source!r} does not exist")
+    if path.is_file():
+        path = _prepare_raw_file(path, args, run_dir, info)
+
+    def split(directory: Path) -> Path | None:
+        return directory if (directory / INDEX_FILE).is_file() else None
+
+    if split(path / "shards" / "train"):
+        train, validation, tokenizer = (
+            path / "shards" / "train",
+            split(path / "shards" / "validation"),
+            path / "tokenizer",
+        )
+    elif split(path / "train"):
+        train, validation, tokenizer = path / "train", split(path / "validation"), path.parent / "tokenizer"
+    elif split(path):
+        sibling = path.parent / "validation"
+        train, validation = path, (split(sibling) if sibling != path else None)
+        tokenizer = path.parent.parent / "tokenizer"
+    else:
+        raise ValueError(
+            f"{str(path)!r} holds no shards (no {INDEX_FILE} in it, in train/ or in shards/train/); prepare data with "
+            "`lmforge prepare all --inputs FILES --output_dir D` and pass --train_dir D"
+        )
+    chosen = args.tokenizer_dir
+    if chosen is None and args.tokenizer_name is not None:
+        if Path(args.tokenizer_name).is_dir():
+            chosen = args.tokenizer_name
+        elif info.is_main:
+            print(
+                f"note: --tokenizer_name {args.tokenizer_name!r} is not a local directory; nothing is downloaded, "
+                "the tokenizer the data was prepared with is used",
+                flush=True,
+            )
+    if chosen is not None:
+        tokenizer = Path(chosen)
+    if not tokenizer.is_dir():
+        raise ValueError(f"no tokenizer directory found for {str(path)!r}; pass --tokenizer_dir")
+    return DataPaths(train=train, validation=validation, tokenizer=tokenizer)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def _initial_model(args: PretrainArgs, tokenizer: LMTokenizer, task: str) -> tuple[str, Any, Path | None]:
+    """(architecture, config, checkpoint to take initial weights from or None)."""
+    name = args.model
+    source = args.model_name_or_path
+    if source is not None and not Path(source).exists():
+        get_entry(source)  # a registered name, or a ValueError listing them
+        name, source = source, None
+    if source is not None:
+        checkpoint = resolve_checkpoint(source)
+        model_info = load_model_info(checkpoint)
+        config = config_from_dict(model_info["model"], model_info["config"])
+        if args.model_overrides:
+            config = replace(config, **args.model_overrides)
+        if getattr(config, "vocab_size", tokenizer.vocab_size) != tokenizer.vocab_size:
+            raise ValueError(
+                f"{checkpoint} has vocab_size {config.vocab_size} but the tokenizer has {tokenizer.vocab_size}"
+            )
+        return model_info["model"], config, checkpoint
+    fields = {f.name for f in dataclasses.fields(get_entry(name).config_class)}
+    overrides = dict(args.model_overrides)
+    if "vocab_size" in fields:  # the tokenizer decides the vocabulary (codepoint models have none)
+        overrides.setdefault("vocab_size", tokenizer.vocab_size)
+        if overrides["vocab_size"] < tokenizer.vocab_size:
+            raise ValueError(f"vocab_size {overrides['vocab_size']} < the tokenizer's {tokenizer.vocab_size}")
+    if "pad_token_id" in fields:
+        overrides.setdefault("pad_token_id", tokenizer.pad_token_id)
+    return name, get_config(name, preset=args.model_preset, **overrides), None
+
+
+def _check_length(config: Any, sequence_length: int) -> None:
+    limit = getattr(config, "max_position_embeddings", None)
+    absolute = getattr(config, "position_embedding_type", "absolute") == "absolute"
+    if limit is not None and absolute and sequence_length > limit:
+        raise ValueError(
+            f"sequences are {sequence_length} tokens but the model has {limit} positions; lower --max_seq_length "
+            f"or pass --model_overrides '{{\"max_position_embeddings\": {sequence_length}}}'"
+        )
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+def _prepare_output_dir(args: PretrainArgs, run_dir: Path, info: DistInfo) -> Path | None:
+    """Decide between resume and a fresh start; returns the checkpoint to resume from (or None)."""
+    resume = None
+    if args.resume_from_checkpoint == "auto":
+        resume = find_latest_checkpoint(run_dir)
+    elif args.resume_from_checkpoint is not None:
+        resume = Path(args.resume_from_checkpoint)
+        if resume.is_dir() and list_checkpoints(resume):  # a run directory: its newest valid checkpoint
+            resume = find_latest_checkpoint(resume) or resume
+        reason = verify_checkpoint(resume)
+        if reason is not None:
+            raise ValueError(f"cannot resume from {resume}: {reason}")
+    used = any((run_dir / name).exists() for name in RUN_FILES) or bool(list_checkpoints(run_dir))
+    if resume is None and used:
+        if not args.overwrite_output_dir:
+            raise ValueError(
+                f"output directory {str(run_dir)!r} already holds a run; pass --resume_from_checkpoint auto to "
+                "continue it or --overwrite_output_dir true to start over"
+            )
+        if info.is_main:
+            for child in run_dir.iterdir():
+                if child.name in RUN_FILES or child.name.startswith(("checkpoint-", ".tmp-checkpoint-")):
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+    barrier()
+    return resume
+
+
+def build_job(args: PretrainArgs, info: DistInfo) -> TrainingJob:
+    run_dir = Path(args.output_dir)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    barrier()
+    resume = _prepare_output_dir(args, run_dir, info)
+    if args.full_determinism:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    if args.tf32 is not None and info.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
+
+    # ---- data
+    paths = resolve_data(args, run_dir=run_dir, info=info)
+    tokenizer = load_tokenizer(paths.tokenizer)
+    train_shards = open_shards(paths.train)
+    check_fingerprint(train_shards, tokenizer)
+    objective = args.objective or train_shards.objective
+    if objective != train_shards.objective:
+        raise ValueError(f"--objective {objective} but {paths.train} was prepared for {train_shards.objective}")
+    sequence_length = min(args.max_seq_length, train_shards.sequence_length)
+    if objective == "mlm":
+        collator = MLMCollator(
+            tokenizer, mlm_probability=args.mlm_probability, mode=args.wwm_mode, max_seq_length=sequence_length
+        )
+    else:
+        collator = CLMCollator(tokenizer, max_length=sequence_length)
+    loader = ShardLoader(
+        train_shards,
+        batch_size=args.per_device_train_batch_size,
+        collator=collator,
+        seed=args.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+        shuffle=True,
+        drop_last=True,
+    )
+    eval_batches = _eval_batches(args, paths, tokenizer, collator, info)
+
+    # ---- model (identical on every rank and every restart: seeded before per-rank seeding)
+    task = objective
+    arch, config, init_checkpoint = _initial_model(args, tokenizer, task)
+    _check_length(config, sequence_length)
+    torch.manual_seed(args.seed)
+    model = build_model(arch, task=task, config=config)
+    weights_from = resume or init_checkpoint
+    if weights_from is not None:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(weights_from / MODEL_FILE)), strict=True)
+    seed_everything(args.seed, info.rank)
+    model.to(info.device)
+    if args.torch_compile:
+        model = torch.compile(model)
+    model = wrap_model(model, info, fsdp=bool(args.fsdp), find_unused_parameters=args.ddp_find_unused_parameters)
+
+    # ---- optimisation
+    steps_per_epoch = max(1, len(loader) // args.gradient_accumulation_steps)
+    max_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+    warmup = warmup_steps_for(max_steps, warmup_steps=args.warmup_steps, warmup_ratio=args.warmup_ratio)
+    schedule = make_schedule(
+        args.lr_scheduler_type,
+        total_steps=max_steps,
+        warmup_steps=warmup,
+        min_lr_ratio=args.min_lr_ratio,
+        milestones=args.lr_milestones,
+    )
+    optimizer = build_optimizer(
+        unwrap(model),
+        name=args.optim,
+        lr=args.learning_rate,
+        weight_decay=args.weight_decay,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
+        lamb_bias_correction=args.lamb_bias_correction,
+    )
+    scaler = torch.amp.GradScaler(info.device.type, enabled=args.fp16)
+    dtype = torch.float16 if args.fp16 else torch.bfloat16
+    autocast = (
+        functools.partial(torch.autocast, info.device.type, dtype=dtype) if args.fp16 or args.bf16 else nullcontext
+    )
+
+    # ---- restore a checkpoint's training state
+    state = TrainState()
+    if resume is not None:
+        saved = load_training_state(resume)
+        if saved["world_size"] != info.world_size:
+            raise ValueError(
+                f"{resume} was written by {saved['world_size']} processes, this run has {info.world_size}; "
+                "exact resume needs the same number (use --model_name_or_path to start a new run from its weights)"
+            )
+        load_optimizer_state(model, optimizer, saved["optimizer"])
+        scaler.load_state_dict(saved["scaler"])
+        loader.load_state_dict(saved["ranks"][info.rank]["loader"])
+        state.load_state_dict(saved["train"])
+        if info.is_main:
+            print(f"resuming from {resume} at step {state.step}", flush=True)
+
+    # ---- run directory
+    logger = None
+    model_info = {"model": arch, "task": task, "config": config_to_dict(unwrap(model).config)}
+    if info.is_main:
+        resolved = replace(
+            args,
+            train_dir=str(paths.train.parent.parent if paths.train.parent.name == "shards" else paths.train),
+            train_file=None,
+            tokenizer_dir=str(paths.tokenizer),
+            tokenizer_name=None,
+            objective=objective,
+            model=arch,
+        )
+        write_yaml(run_dir / "config.yaml", resolved.to_dict())
+        env = collect_env(info.device, world_size=info.world_size)
+        env |= {"model_config": model_info, "data": {k: str(v) for k, v in vars(paths).items()}}
+        env["parameters"] = sum(p.numel() for p in unwrap(model).parameters())
+        (run_dir / "env.json").write_text(json.dumps(env, indent=2, ensure_ascii=False) + "\n")
+        tensorboard = None if args.report_to == "none" else Path(args.logging_dir or run_dir / "tensorboard")
+        logger = MetricLogger(run_dir, tensorboard_dir=tensorboard, resume_step=state.step if resume else None)
+
+    job = TrainingJob(
+        args=args,
+        model=model,
+        optimizer=optimizer,
+        scaler=scaler,
+        schedule=schedule,
+        train_batches=loader,
+        eval_batches=eval_batches,
+        autocast=autocast,
+        state=state,
+        info=info,
+        max_steps=max_steps,
+        objective=objective,
+        model_info=model_info,
+        run_dir=run_dir,
+        tokenizer_dir=paths.tokenizer,
+        logger=logger,
+        decode=tokenizer.decode,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    if objective == "clm" and eval_batches is not None and args.num_generation_samples:
+        job.sample_prompts = _sample_prompts(paths.validation, args.num_generation_samples)
+    if resume is not None:
+        restore_rng_state(saved["ranks"][info.rank]["rng"])  # last: nothing may draw random numbers after this
+    return job
+
+
+def _eval_batches(args: PretrainArgs, paths: DataPaths, tokenizer: LMTokenizer, collator: Any, info: DistInfo):
+    """A function returning a fresh pass over (at most --max_eval_samples of) the validation split, or None."""
+    if not args.do_eval or paths.validation is None:
+        return None
+    shards = open_shards(paths.validation)
+    check_fingerprint(shards, tokenizer)
+    per_rank = len(shards) // info.world_size
+    if per_rank == 0:
+        return None
+    batch_size = min(args.per_device_eval_batch_size, per_rank)
+    # several ranks drop the last partial batch: every rank must run as many forwards (FSDP's are collectives)
+    loader = ShardLoader(
+        shards,
+        batch_size=batch_size,
+        collator=collator,
+        seed=args.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+        shuffle=False,
+        drop_last=info.enabled,
+    )
+    limit = len(loader)
+    if args.max_eval_samples is not None:
+        limit = max(1, min(limit, args.max_eval_samples // (batch_size * info.world_size)))
+    return lambda: islice(loader.iter_epoch(), limit)
+
+
+def _sample_prompts(validation: Path | None, count: int, length: int = 16) -> list[list[int]]:
+    if validation is None:
+        return []
+    shards = open_shards(validation)
+    return [shards[i]["input_ids"][:length].tolist() for i in range(min(count, len(shards)))]

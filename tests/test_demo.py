@@ -1,0 +1,53 @@
+"""``lmforge demo`` end to end on a slice of the bundled corpus with a tiny model (seconds, not minutes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmforge.demo import DEFAULT_TEXT, DemoArgs, find_corpus, run_demo
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_demo_pipeline_with_tiny_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = DemoArgs(
+        output_dir=str(tmp_path / "demo"),
+        max_steps=40,
+        model_preset="tiny",
+        max_seq_length=64,
+        per_device_train_batch_size=8,
+        learning_rate=3e-3,
+        max_documents=150,
+        top_k=3,
+        disable_tqdm=True,
+    )
+    result = run_demo(args)
+    out = capsys.readouterr().out
+    assert "yes: the training loss fell" in out and "[MASK] #2" in out
+    assert result["last_loss"] < 0.9 * result["first_loss"]
+    assert len(result["predictions"]) == DEFAULT_TEXT.count("[MASK]")
+    for options in result["predictions"]:
+        probabilities = [p for _, p in options]
+        assert len(options) == 3 and probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1
+    run = tmp_path / "demo"
+    assert (run / "loss.png").is_file() and (run / "metrics.jsonl").is_file() and (run / "tensorboard").is_dir()
+    assert list(run.glob("checkpoint-*/model.safetensors"))
+
+
+def test_corpus_location_can_be_overridden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert find_corpus()  # the repository's data/corpus
+    monkeypatch.setenv("LMFORGE_DATA", str(tmp_path))
+    with pytest.raises(ValueError, match="no corpus found"):
+        find_corpus()
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.jsonl").write_text('{"text": "天气很好"}\n')
+    assert find_corpus() == [tmp_path / "corpus" / "a.jsonl"]

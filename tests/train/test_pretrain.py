@@ -1,0 +1,126 @@
+"""``pretrain()`` in-process on tiny data: run directory records, determinism, options, user errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lmforge import cli
+from lmforge.train.config import PretrainArgs
+from lmforge.train.pretrain import pretrain
+
+TINY = dict(
+    model="bert",
+    model_preset="tiny",
+    max_seq_length=32,
+    per_device_train_batch_size=4,
+    per_device_eval_batch_size=8,
+    learning_rate=1e-3,
+    warmup_steps=2,
+    max_steps=6,
+    logging_steps=2,
+    save_steps=3,
+    max_eval_samples=16,
+    disable_tqdm=True,
+    report_to="none",
+    seed=0,
+)
+
+
+def _run(data: Path, out: Path, **kw) -> dict:
+    return pretrain(PretrainArgs(train_dir=str(data), output_dir=str(out), **(TINY | kw)))
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_directory_records_everything(mlm_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = _run(mlm_data, run, report_to="tensorboard", eval_steps=3, save_total_limit=1)
+    assert result["step"] == 6 and result["eval_predictions"] > 0
+    assert {p.name for p in run.iterdir()} >= {
+        "config.yaml",
+        "env.json",
+        "metrics.jsonl",
+        "loss.png",
+        "tensorboard",
+        "all_results.json",
+        "checkpoint-6",
+    }
+    assert not (run / "checkpoint-3").exists()  # save_total_limit=1
+    assert any(p.name.startswith("events.out.tfevents") for p in (run / "tensorboard").iterdir())
+    env = json.loads((run / "env.json").read_text())
+    assert env["versions"]["torch"] == torch.__version__.split("+")[0] or env["versions"]["torch"].startswith("2.")
+    assert {"git_commit", "device", "torch_num_threads", "model_config", "parameters"} <= set(env)
+    logged = [r for r in _records(run) if "train_loss" in r]
+    assert [r["step"] for r in logged] == [2, 4, 6]
+    assert {"learning_rate", "grad_norm", "tokens_per_s", "train_accuracy", "elapsed_s"} <= set(logged[0])
+    assert [r["step"] for r in _records(run) if "eval_loss" in r] == [3, 6]
+    # config.yaml is the resolved PretrainArgs and runs again as --config
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["objective"] == "mlm" and saved["tokenizer_dir"].endswith("tokenizer")
+    values = cli._stage_parser("pretrain", cli.STAGES["pretrain"]).parse_args(["--config", str(run / "config.yaml")])
+    assert values.max_steps == 6 and values.output_dir == str(run)
+
+
+def test_same_seed_same_losses(mlm_data: Path, tmp_path: Path) -> None:
+    _run(mlm_data, tmp_path / "a", logging_steps=1)
+    _run(mlm_data, tmp_path / "b", logging_steps=1)
+    losses = [[r["train_loss"] for r in _records(tmp_path / x) if "train_loss" in r] for x in "ab"]
+    assert len(losses[0]) == 6 and losses[0] == losses[1]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_on_cpu(mlm_data: Path, tmp_path: Path, precision: str) -> None:
+    result = _run(mlm_data, tmp_path / precision, **{precision: True}, max_steps=3, save_steps=3, do_eval=False)
+    assert result["step"] == 3 and result["nonfinite_steps"] <= 3
+
+
+def test_clm_evaluates_perplexity_and_samples(clm_data: Path, tmp_path: Path) -> None:
+    result = _run(clm_data, tmp_path / "clm", max_seq_length=24, max_steps=2, save_steps=2, generation_max_new_tokens=5)
+    assert result["eval_perplexity"] == pytest.approx(torch.tensor(result["eval_loss"]).exp().item(), rel=1e-6)
+    assert "||" in result["eval_sample_0"] and "train_perplexity" in result
+
+
+def test_num_train_epochs_sets_the_step_count(mlm_data: Path, tmp_path: Path) -> None:
+    from lmforge.data.shards import open_shards
+
+    sequences = len(open_shards(mlm_data / "shards" / "train"))
+    result = _run(
+        mlm_data,
+        tmp_path / "epochs",
+        max_steps=-1,
+        num_train_epochs=0.5,
+        gradient_accumulation_steps=2,
+        do_eval=False,
+        save_steps=1000,
+    )
+    assert result["step"] == -(-(sequences // 4 // 2) // 2)
+
+
+def test_start_from_a_checkpoint_and_evaluate_only(mlm_data: Path, tmp_path: Path) -> None:
+    trained = _run(mlm_data, tmp_path / "first", max_steps=4, save_steps=4)
+    again = _run(mlm_data, tmp_path / "second", model_name_or_path=str(tmp_path / "first"), do_train=False)
+    assert again["step"] == 0 and again["eval_loss"] == trained["eval_loss"]
+
+
+def test_user_errors(mlm_data: Path, tmp_path: Path) -> None:
+    _run(mlm_data, tmp_path / "used", max_steps=2, save_steps=2, do_eval=False)
+    with pytest.raises(ValueError, match="already holds a run"):
+        _run(mlm_data, tmp_path / "used", max_steps=2)
+    assert _run(mlm_data, tmp_path / "used", max_steps=2, save_steps=2, overwrite_output_dir=True)["step"] == 2
+    with pytest.raises(ValueError, match="holds no shards"):
+        _run(tmp_path, tmp_path / "x")
+    with pytest.raises(ValueError, match="does not exist"):
+        _run(tmp_path / "missing", tmp_path / "y")
+    with pytest.raises(ValueError, match="unknown model"):
+        _run(mlm_data, tmp_path / "z", model="no-such-model")
+    with pytest.raises(ValueError, match="positions"):
+        _run(mlm_data, tmp_path / "w", model_overrides={"max_position_embeddings": 8})
+    with pytest.raises(ValueError, match="prepared for mlm"):
+        _run(mlm_data, tmp_path / "v", objective="clm")
