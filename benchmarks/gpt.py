@@ -10,8 +10,9 @@
    parameters except the position table, the tied head counted once as a matmul).
 
 Method (nanoGPT ``bench.py``, modded-nanogpt): warm-up runs excluded; ours and HF alternate within every repeat
-(the order flips each repeat) so load from other processes hits both; each repeat gives a ratio and the table
-reports the median ratio with its range. Ratios only, since absolute CPU numbers say little across machines.
+(the order flips each repeat) so load from other processes hits both. The table reports the ratio of the best
+times (load only adds time) and the median and range of the per-repeat ratios; ratios only, since absolute CPU
+numbers say little across machines (raw seconds go to ``--json``).
 
 Usage: ``python benchmarks/gpt.py --threads 2 --repeats 5 [--compile] [--json out.json]``
 """
@@ -91,8 +92,11 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ids: to
 
 
 def _ratios(times: list[tuple[float, float]]) -> dict[str, float]:
-    ratios = [theirs / ours for ours, theirs in times]  # speed ratio = time ratio inverted
-    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+    """Speed ratios ours/HF (= HF time / our time): of the best times (background load only ever adds time, so
+    the minimum is the least disturbed estimate on a shared machine) and the median and range per repeat."""
+    ratios = [theirs / ours for ours, theirs in times]
+    best = min(t for _, t in times) / min(t for t, _ in times)
+    return {"best": best, "median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
 
 
 def main() -> None:
@@ -122,6 +126,18 @@ def main() -> None:
     }  # fmt: skip
     rows = []
 
+    def add_row(name: str, ratio: dict[str, float], target: float | None) -> None:
+        rows.append((name, ratio, target))
+        met = "-" if target is None else ("yes" if ratio["median"] >= target else "no")  # judged on the median
+        target_text = "-" if target is None else f">= {target:.1f}x"
+        spread = f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f})"
+        print(f"| {name} | {ratio['best']:.2f}x | {spread} | {target_text} | {met} |", flush=True)
+
+    print(f"lmforge GPT vs HF GPT2LMHeadModel | {report['date']} | torch {torch.__version__}, transformers "
+          f"{transformers.__version__} | {args.threads} threads, fp32, {args.repeats} interleaved repeats")  # fmt: skip
+    print("| measurement | ours / HF, ratio of best times | per-repeat median (range) | target | met (median) |")
+    print("|---|---|---|---|---|", flush=True)
+
     # ---- 1. training step, eager (and compiled)
     ours, theirs = _models(cfg)
     ids = torch.randint(0, cfg.vocab_size, (args.batch_size, args.seq_len))
@@ -134,7 +150,7 @@ def main() -> None:
     train_times = _interleaved(steps["ours"], steps["hf"], args.repeats)
     peak = max(peak_before, matmul_peak_flops())
     train = _ratios(train_times)
-    rows.append(("training step tokens/s, eager", train, 1.0))
+    add_row("training step tokens/s, eager", train, 1.0)
     best_ours = min(t for t, _ in train_times)
     mfu = flops_per_token(ours, cfg, args.seq_len) * tokens / best_ours / peak
     report["train_eager_s"] = train_times
@@ -150,14 +166,16 @@ def main() -> None:
                 compiled[name]()  # compile + warm-up
         both = _interleaved(compiled["ours"], compiled["hf"], args.repeats)
         vs_eager = _interleaved(compiled["ours"], steps["hf"], args.repeats)
-        rows.append(("training step tokens/s, both compiled", _ratios(both), None))
-        rows.append(("training step tokens/s, ours compiled vs HF eager", _ratios(vs_eager), 1.2))
+        add_row("training step tokens/s, both compiled", _ratios(both), None)
+        add_row("training step tokens/s, ours compiled vs HF eager", _ratios(vs_eager), 1.2)
         best_compiled = min(t for t, _ in both + vs_eager)
         report["mfu_compiled"] = flops_per_token(ours, cfg, args.seq_len) * tokens / best_compiled / peak
         report["train_compiled_s"], report["train_compiled_vs_eager_s"] = both, vs_eager
 
     # ---- 2. greedy generation with the KV cache
     if not args.skip_generation:
+        # The training steps above moved both models apart (different kernels): start again from equal weights.
+        ours.load_state_dict(from_hf_state_dict(theirs.state_dict(), cfg))
         ours.eval(), theirs.eval()
         for batch in (1, 8):
             prompt = torch.randint(0, cfg.vocab_size, (batch, args.prompt_len))
@@ -173,20 +191,12 @@ def main() -> None:
                         eos_token_id=None, **options,
                     )  # fmt: skip
 
-            if not torch.equal(run_ours(), run_hf()):  # doubles as the warm-up
-                raise SystemExit(f"greedy generations differ at batch {batch}")
+            differ = (run_ours() != run_hf()).any(dim=0).nonzero()  # doubles as the warm-up
+            same = "identical tokens" if len(differ) == 0 else f"tokens differ from position {int(differ[0])}"
             times = _interleaved(run_ours, run_hf, args.repeats)
-            rows.append((f"greedy generation tokens/s, batch {batch}, identical tokens", _ratios(times), 1.5))
+            add_row(f"greedy generation tokens/s, batch {batch}, {same}", _ratios(times), 1.5)
             report[f"generate_b{batch}_s"] = times
 
-    print(f"lmforge GPT vs HF GPT2LMHeadModel | {report['date']} | torch {torch.__version__}, transformers "
-          f"{transformers.__version__} | {args.threads} threads, fp32, {args.repeats} interleaved repeats")  # fmt: skip
-    print("| measurement | ours / HF (median) | range | target | met |")
-    print("|---|---|---|---|---|")
-    for name, ratio, target in rows:
-        met = "-" if target is None else ("yes" if ratio["median"] >= target else "no")
-        target_text = "-" if target is None else f">= {target:.1f}x"
-        print(f"| {name} | {ratio['median']:.2f}x | {ratio['min']:.2f}-{ratio['max']:.2f} | {target_text} | {met} |")
     print(f"| MFU of our eager training step vs measured fp32 matmul peak | {mfu:.0%} | - | >= 60% | "
           f"{'yes' if mfu >= 0.6 else 'no'} |")  # fmt: skip
     if "mfu_compiled" in report:

@@ -2,20 +2,24 @@
 
 Config (the brief's): hidden 256, 4 layers, 4 heads, FFN 1024, vocab 21128, sequence 512, batch 8, fp32, dropout
 0.1 in both, SDPA attention in both, 15% of positions labelled (MLM), AdamW. A step = forward + backward +
-``optimizer.step()`` + ``zero_grad``. Both models live in one process and are timed *interleaved*
-(ours, theirs, ours, theirs, ...) after warm-up; the median over repeats is reported, so drifting machine load
-hits both alike (modded-nanogpt/nanoGPT ``bench.py`` practice: warm-up excluded, median of repeats).
+``optimizer.step()`` + ``zero_grad``. Both models (and with ``--compile`` their ``torch.compile`` variants) live
+in one process and are timed *interleaved* (ours, theirs, ours, theirs, ...) after warm-up; the median over
+repeats is reported, so drifting machine load hits all variants alike (nanoGPT ``bench.py`` / modded-nanogpt
+practice: warm-up excluded, median of repeats).
 
 MFU = model FLOP/s / peak fp32 matmul FLOP/s, the peak measured in the same run with the same thread count:
 the fastest square size of 1024/2048/4096, timed once per repeat between the models; MFU uses the median.
 Model FLOPs are analytic (forward x 3): ``B*T*[L*(8d^2 + 4dF + 4Td) + 2d^2 + 2dV]`` per forward (projections,
 FFN, QK^T and AV, MLM transform and decoder); ``--check-flops`` compares it with ``FlopCounterMode`` (equal).
 
+CPU time (``time.process_time``, all threads) is reported next to wall time: with ``--threads 1`` it is the
+contention-proof measure on a shared machine (with more threads it also counts OpenMP spin-waiting).
+
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the growth of the process's peak RSS (VmHWM,
 reset through /proc/self/clear_refs) during one step, measured in a fresh subprocess per model so that memory
 freed by one model and kept by the allocator cannot hide the other's peak (Linux only).
 
-Usage: ``python benchmarks/train_step.py [--compile] [--repeats 7] [--steps 3] [--threads 2] [--json out.json]``
+Usage: ``python benchmarks/train_step.py [--compile] [--repeats 7] [--steps 2] [--threads 2] [--json out.json]``
 """
 
 from __future__ import annotations
@@ -111,10 +115,10 @@ def _rss_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def peak_memory_mib(name: str, args: argparse.Namespace) -> float:
+def peak_memory_mib(variant: str, args: argparse.Namespace) -> float:
     device = torch.device(args.device)
-    model = build(name, device)
-    step = make_step(model, batch(args.batch_size, args.length, device), args.compile)
+    name, _, compiled = variant.partition("+")
+    step = make_step(build(name, device), batch(args.batch_size, args.length, device), bool(compiled))
     step()  # optimizer state allocated, kernels compiled
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -127,15 +131,22 @@ def peak_memory_mib(name: str, args: argparse.Namespace) -> float:
     return (_rss_kib("VmHWM") - baseline) / 1024
 
 
+def _memory_in_subprocess(variant: str, args: argparse.Namespace) -> float:
+    argv = [sys.executable, __file__, "--memory-only", variant, "--batch-size", str(args.batch_size)]
+    argv += ["--length", str(args.length), "--threads", str(args.threads), "--device", args.device]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_mib"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--length", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per repeat")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per repeat")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--compile", action="store_true", help="torch.compile both models")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd variants of both models")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--check-flops", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
@@ -147,21 +158,25 @@ def main() -> None:
         return
 
     device = torch.device(args.device)
-    names = ("lmforge", "transformers")
+    variants = ["lmforge", "transformers"] + (["lmforge+compile", "transformers+compile"] if args.compile else [])
     inputs = batch(args.batch_size, args.length, device)
-    steps = {name: make_step(build(name, device), inputs, args.compile) for name in names}
-    for name in names:
+    steps = {}
+    for variant in variants:
+        name, _, compiled = variant.partition("+")
+        steps[variant] = make_step(build(name, device), inputs, bool(compiled))
         for _ in range(args.warmup):
-            steps[name]()
+            steps[variant]()
     best_n = max((1024, 2048, 4096), key=lambda n: matmul_flops(device, n, 0.5))
-    times: dict[str, list[float]] = {name: [] for name in names}
+    times: dict[str, list[float]] = {variant: [] for variant in variants}
+    cpu_times: dict[str, list[float]] = {variant: [] for variant in variants}
     peaks: list[float] = []
-    for _ in range(args.repeats):  # interleaved: ours, theirs, the matmul peak, ours, theirs, ...
-        for name in names:
-            started = time.perf_counter()
+    for _ in range(args.repeats):  # interleaved: ours, theirs, (compiled ones), the matmul peak, ours, ...
+        for variant in variants:
+            started, cpu_started = time.perf_counter(), time.process_time()
             for _ in range(args.steps):
-                steps[name]()
-            times[name].append((time.perf_counter() - started) / args.steps)
+                steps[variant]()
+            times[variant].append((time.perf_counter() - started) / args.steps)
+            cpu_times[variant].append((time.process_time() - cpu_started) / args.steps)
         peaks.append(matmul_flops(device, best_n, 0.5))
     peak = statistics.median(peaks)
     flops = flops_per_step(args.batch_size, args.length)
@@ -175,57 +190,41 @@ def main() -> None:
 
     tokens = args.batch_size * args.length
     rows = {}
-    for name in names:
-        median = statistics.median(times[name])
-        memory = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--memory-only",
-                name,
-                "--batch-size",
-                str(args.batch_size),
-                "--length",
-                str(args.length),
-                "--threads",
-                str(args.threads),
-                "--device",
-                args.device,
-                *(["--compile"] if args.compile else []),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        rows[name] = {
+    for variant in variants:
+        median = statistics.median(times[variant])
+        rows[variant] = {
             "step_ms": 1000 * median,
-            "step_ms_min": 1000 * min(times[name]),
+            "step_ms_min": 1000 * min(times[variant]),
+            "cpu_ms": 1000 * statistics.median(cpu_times[variant]),
             "tokens_per_s": tokens / median,
             "mfu": flops / median / peak,
-            "peak_mib": json.loads(memory.stdout.strip().splitlines()[-1])["peak_mib"],
+            "peak_mib": _memory_in_subprocess(variant, args),
         }
-    ratio = rows["lmforge"]["tokens_per_s"] / rows["transformers"]["tokens_per_s"]
+    baseline = rows["transformers"]["tokens_per_s"]
+    ratios = {f"{variant} / transformers": row["tokens_per_s"] / baseline for variant, row in rows.items()}
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "device": args.device if device.type == "cuda" else platform.processor() or platform.machine(),
         "threads": args.threads,
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
-        "config": CONFIG | {"batch_size": args.batch_size, "length": args.length, "compile": args.compile},
+        "config": CONFIG | {"batch_size": args.batch_size, "length": args.length},
         "matmul_peak_gflops": peak / 1e9,
         "matmul_peak_gflops_max": max(peaks) / 1e9,
         "matmul_size": best_n,
         "model_gflop_per_step": flops / 1e9,
         "results": rows,
-        "speedup_lmforge_over_transformers": ratio,
+        "ratios_vs_transformers_eager": ratios,
     }
     print(json.dumps(report, indent=2))
-    print("\n| model | step ms (median) | tokens/s | MFU | peak step memory MiB |\n|---|---:|---:|---:|---:|")
-    for name, row in rows.items():
-        cells = [f"{row['step_ms']:.0f}", f"{row['tokens_per_s']:.0f}", f"{100 * row['mfu']:.1f}%"]
-        cells.append(f"{row['peak_mib']:.0f}")
-        print(f"| {name} | {' | '.join(cells)} |")
-    print(f"\nlmforge / transformers tokens/s: {ratio:.3f}x (matmul peak {peak / 1e9:.1f} GFLOP/s)")
+    print("\n| variant | step ms (median) | CPU ms | tokens/s | vs transformers | MFU | peak step memory MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for variant, row in rows.items():
+        cells = [f"{row['step_ms']:.0f}", f"{row['cpu_ms']:.0f}", f"{row['tokens_per_s']:.0f}"]
+        cells.append(f"{row['tokens_per_s'] / baseline:.3f}x")
+        cells += [f"{100 * row['mfu']:.1f}%", f"{row['peak_mib']:.0f}"]
+        print(f"| {variant} | {' | '.join(cells)} |")
+    print(f"\nmatmul peak (median of {args.repeats}): {peak / 1e9:.1f} GFLOP/s at n={best_n}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 

@@ -12,15 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-# One place for every tolerance the suite uses (style.md §5 "Tolerances").
-TOL: dict[str, dict[str, float]] = {
-    "reference_fp32": {"rtol": 1.3e-6, "atol": 1e-5},  # ours vs reference, same maths (assert_close defaults)
-    "kernel_fp32": {"rtol": 0.0, "atol": 1e-5},  # fast kernel vs eager
-    "kernel_half": {"rtol": 1e-2, "atol": 1e-2},  # fast kernel vs eager in bf16/fp16 on GPU
-    "batched_fp32": {"rtol": 0.0, "atol": 1e-5},  # batched vs single, cache vs parallel
-    "batched_fp32_reshaped": {"rtol": 0.0, "atol": 1e-4},  # same, when matmul shapes differ
-    "golden_stats": {"rtol": 1e-3, "atol": 0.0},  # golden values from other frameworks
-}
+from tolerances import TOL  # noqa: F401  (re-exported for fixtures)
 
 
 @pytest.fixture(autouse=True)
@@ -36,4 +28,3 @@ def seed() -> int:
 def _threads() -> None:
     # CI has 2 cores; more threads than cores only adds contention.
     torch.set_num_threads(min(2, torch.get_num_threads()))
-

@@ -22,7 +22,7 @@ def test_demo_pipeline_with_tiny_settings(tmp_path: Path, capsys: pytest.Capture
     args = DemoArgs(
         output_dir=str(tmp_path / "demo"),
         max_steps=40,
-        model_preset="tiny",
+        model_preset="roformer-tiny",
         max_seq_length=64,
         per_device_train_batch_size=8,
         learning_rate=3e-3,

@@ -41,7 +41,7 @@ def test_models_without_a_cache_fall_back_to_recompute_row_by_row():
     assert not supports_cache(bert)
     batched = generate_ids(bert, PROMPTS, max_new_tokens=6)
     assert batched == [generate_ids(bert, [p], max_new_tokens=6)[0] for p in PROMPTS]
-    with pytest.raises(ValueError, match="causal LM"):
+    with pytest.raises(ValueError, match="causal LanguageModel"):
         generate(lmforge.build_model("bert", task="mlm", preset="tiny"), torch.tensor([[5, 6]]))
 
 

@@ -3,6 +3,7 @@ in place, determinism across num_proc, one-line errors, and hypothesis fuzzing w
 
 from __future__ import annotations
 
+import builtins
 import bz2
 import gzip
 import io
@@ -117,6 +118,7 @@ def make_bad_inputs(root: Path) -> None:
                 '{"text": "lone surrogate \\ud800 here"}',
                 "",
                 "[1, 2]",
+                "[" * 100_000 + "]" * 100_000,
             ]
         )
         + "\n",
@@ -151,7 +153,7 @@ def test_bad_inputs_are_counted_never_fatal(tmp_path):
         assert text in kept
     assert report["skipped"]["invalid_utf8"] == 2  # a bad byte, a lone surrogate escape
     assert report["skipped"]["line_too_long"] == 1
-    assert report["skipped"]["malformed_json"] == 1
+    assert report["skipped"]["malformed_json"] == 2  # a cut line, 100k nested arrays
     assert report["skipped"]["missing_text_field"] == 3  # wrong field, not a string, not an object
     assert report["skipped"]["truncated"] == 1  # the document cut by the truncated gzip stream
     files = report["files_skipped"]
@@ -164,14 +166,24 @@ def test_bad_inputs_are_counted_never_fatal(tmp_path):
     assert saved["documents_in"] == report["documents_in"] and saved["skipped"] == report["skipped"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files without permission")
-def test_unreadable_file(tmp_path):
+def test_unreadable_file(tmp_path, monkeypatch):
     (tmp_path / "in").mkdir()
     locked = tmp_path / "in" / "locked.txt"
     locked.write_text("看不到的文档内容\n", encoding="utf-8")
     locked.chmod(0)
-    report, _ = run([tmp_path / "in"], tmp_path / "out")
+    # root reads files whatever their mode: make the permission error happen for every user.
+    real_open = builtins.open
+
+    def guarded_open(file, *args, **kwargs):
+        if os.fspath(file) == os.fspath(locked):
+            raise PermissionError(13, "Permission denied", os.fspath(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    report, records = run([tmp_path / "in"], tmp_path / "out", num_proc=1)
     assert report["files_skipped"] == {"unreadable": 1}
+    assert records == [] and report["documents_in"] == 0
+    assert any("locked.txt" in where for where in report["examples"]["unreadable"])
 
 
 def test_output_independent_of_num_proc_and_seeded(tmp_path):

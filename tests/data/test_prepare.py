@@ -105,8 +105,18 @@ def test_stage_errors_are_value_errors(prepared, tmp_path):
         prepare_shards(ShardsArgs(**base, segmenter="lac"))
     with pytest.raises(ValueError, match=r"no \.jsonl files"):
         prepare_shards(ShardsArgs(**{**base, "input": [str(tmp_path)]}))
+    (tmp_path / "notes.txt").write_text("不是 JSON\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="no documents with a string 'text' field"):
+        prepare_shards(
+            ShardsArgs(**{**base, "input": [str(tmp_path / "notes.txt")], "output_dir": str(tmp_path / "o")})
+        )
+    with pytest.raises(ValueError, match="exists and is not a directory"):
+        prepare_shards(ShardsArgs(**{**base, "output_dir": str(tmp_path / "notes.txt")}))
     from lmforge.data.prepare import prepare_tokenizer
 
+    (tmp_path / "empty.jsonl").write_text("", encoding="utf-8")
+    with pytest.raises(ValueError, match="no text to build a tokenizer from"):
+        prepare_tokenizer(TokenizerArgs(input=str(tmp_path / "empty.jsonl"), output_dir=str(tmp_path / "t")))
     with pytest.raises(ValueError, match="unknown tokenizer 'wordpiece'"):
         prepare_tokenizer(
             TokenizerArgs(input=[str(prepared / "corpus")], output_dir=str(tmp_path), tokenizer="wordpiece")

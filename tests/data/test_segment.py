@@ -8,7 +8,7 @@ from data_helpers import SENTENCES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmforge.data.segment import SEGMENTERS, check_segmenter, segment, token_word_starts, word_starts
+from lmforge.data.segment import SEGMENTERS, resolve_segmenter, segment, token_word_starts, word_starts
 
 TEXTS = [*SENTENCES, "a\r\nb  c\t\td\n\n中文\u3000测试😀 x\u200by", "", "\r", " 开头有空格", "结尾\r"]
 
@@ -58,9 +58,17 @@ def test_token_word_starts_groups_overlapping_tokens():
     char_starts = np.array([True, False, True, True, False])
     starts = np.array([0, 1, 1, 2, 3])
     ends = np.array([1, 2, 2, 3, 5])
-    assert token_word_starts(char_starts, starts, ends).tolist() == [True, False, False, True, True]
+    assert token_word_starts(char_starts, starts=starts, ends=ends).tolist() == [True, False, False, True, True]
 
 
 def test_unknown_segmenter_is_a_value_error():
     with pytest.raises(ValueError, match="unknown segmenter 'lac'"):
-        check_segmenter("lac")
+        resolve_segmenter("lac")
+
+
+def test_rjieba_falls_back_to_jieba(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "rjieba", None)  # makes "import rjieba" raise ImportError
+    assert resolve_segmenter("rjieba") == "jieba"
+    assert "falling back to jieba" in capsys.readouterr().err

@@ -28,7 +28,7 @@ def write(tmp_path, docs, flags, *, batches: int = 3, **kwargs):
         part = part.tolist()
         ids = np.concatenate([docs[i] for i in part]) if part else np.zeros(0, dtype=np.int64)
         starts = np.concatenate([flags[i] for i in part]) if part else np.zeros(0, dtype=bool)
-        writer.add(ids, starts, np.array([docs[i].size for i in part], dtype=np.int64))
+        writer.add(ids, word_starts=starts, doc_lengths=np.array([docs[i].size for i in part], dtype=np.int64))
     writer.close()
     return open_shards(tmp_path)
 
@@ -56,7 +56,7 @@ def test_largest_id_round_trips(tmp_path, vocab_size):
 def test_id_outside_vocabulary_is_rejected(tmp_path):
     writer = ShardWriter(tmp_path, objective="mlm", vocab_size=65536, tokenizer_info=INFO, max_seq_length=8)
     with pytest.raises(ValueError, match="token id 65536 is outside the vocabulary"):
-        writer.add(np.array([65536]), np.array([True]), np.array([1]))
+        writer.add(np.array([65536]), word_starts=np.array([True]), doc_lengths=np.array([1]))
 
 
 @pytest.mark.parametrize("tokens_per_file", [7, 1 << 20])

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import lmforge
-from conftest import TOL
 from lmforge.models.bert.config import PRESETS, BertConfig
 from lmforge.models.bert.convert import from_hf_config, from_hf_state_dict, to_hf_config, to_hf_state_dict
 from lmforge.models.bert.model import BertModel, build_clm, build_mlm
+from tolerances import TOL
 
 PRESET_NAMES = ["tiny", "roformer-tiny"]
 

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 import lmforge
-from conftest import TOL
 from lmforge.models.flash.config import FLASH_PRESETS, FLASH_QUAD_PRESETS, FLASHConfig
 from lmforge.models.flash.convert import (
     from_junnyu_flash_config,
@@ -25,6 +24,7 @@ from lmforge.models.flash.convert import (
     to_junnyu_state_dict,
 )
 from lmforge.models.flash.model import build_flash_mlm, build_quad_mlm
+from tolerances import TOL
 
 ROOT = Path(__file__).parents[2]
 QUAD_JUNNYU = dict(

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import lmforge
-from conftest import TOL
 from lmforge.models.gau_alpha.config import GAUAlphaConfig
 from lmforge.models.gau_alpha.convert import (
     from_junnyu_config,
@@ -21,6 +20,7 @@ from lmforge.models.gau_alpha.convert import (
 )
 from lmforge.models.gau_alpha.model import build_mlm
 from reference.gau_alpha_reference import gau_alpha_logits, junnyu_state_dict
+from tolerances import TOL
 
 GOLDEN = json.loads((Path(__file__).parents[1] / "reference" / "gau_alpha_golden.json").read_text())
 SIZES = GOLDEN["sizes"]

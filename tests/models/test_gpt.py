@@ -10,13 +10,13 @@ import pytest
 import torch
 
 import lmforge
-from conftest import TOL
 from lmforge import cli
 from lmforge.generation import generate
 from lmforge.models.gpt.config import PRESETS, GPTConfig
 from lmforge.models.gpt.convert import from_hf_config, from_hf_state_dict, to_hf_config, to_hf_state_dict
 from lmforge.models.gpt.model import GPTModel, build_clm
 from lmforge.nn.init import gpt2_residual_std
+from tolerances import TOL
 
 VARIANTS = ["tiny", "tiny-modern", "tiny-moe"]
 REPO = Path(__file__).resolve().parents[2]

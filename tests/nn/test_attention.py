@@ -7,7 +7,6 @@ against a hand-built mask; zeros (not NaN) for rows with no key; float64 gradche
 import pytest
 import torch
 
-from conftest import TOL
 from lmforge.nn.attention import (
     ATTENTION_KERNELS,
     MultiHeadAttention,
@@ -18,6 +17,7 @@ from lmforge.nn.attention import (
     sdpa_attention,
 )
 from lmforge.nn.positions import RotaryEmbedding
+from tolerances import TOL
 
 B, H, K = 2, 4, 8
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import TOL
 from lmforge.nn.flash import MixedChunkGAU, mixed_chunk_attention, mixed_chunk_attention_dense
 from lmforge.nn.gau import GatedAttentionUnit, ReLUSquaredKernel
 from lmforge.nn.positions import RotaryEmbedding, T5RelativePositionBias
+from tolerances import TOL
 
 D, E, K, G = 16, 24, 8, 4
 VARIANTS = [  # (causal, linear_normalizer, reduce_groups)

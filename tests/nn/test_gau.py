@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TOL
 from lmforge.nn.gau import (
     GatedAttentionUnit,
     ReLUSquaredKernel,
@@ -23,6 +22,7 @@ from lmforge.nn.gau import (
     token_shift,
 )
 from lmforge.nn.positions import RotaryEmbedding, T5RelativePositionBias
+from tolerances import TOL
 
 D, E, K = 16, 24, 8
 

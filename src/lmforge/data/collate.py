@@ -116,7 +116,7 @@ class MLMCollator:
             keep_last=True,
         )
         maskable_BT = keep_BT & ~torch.isin(input_ids_BT, self.special_ids)
-        words_BT = word_index(starts_BT, maskable_BT)
+        words_BT = word_index(starts_BT, maskable_BT=maskable_BT)
         p = self.mlm_probability
         if self.mode == "word":
             selected_BT, action_BT = per_word(words_BT, probability=p, generator=generator)
@@ -132,8 +132,8 @@ class MLMCollator:
             )
         inputs_BT, labels_BT = apply_masks(
             input_ids_BT,
-            selected_BT,
-            action_BT,
+            selected_BT=selected_BT,
+            action_BT=action_BT,
             mask_token_id=self.mask_token_id,
             random_range=self.random_range,
             generator=generator,

@@ -17,7 +17,8 @@ which holds the whole file):
 2. The main process takes the sources' lines in that order, drops hashes it has seen (8 bytes per distinct
    document: a sorted numpy array plus a small set; two different documents collide with probability
    ~n^2/2^65, 1e-5 for 15M documents) and passes documents through a seeded shuffle buffer of
-   ``shuffle_buffer`` documents into the output parts. Output depends on the seed, never on ``num_proc``.
+   ``shuffle_buffer`` documents (and at most 256 MB) into the output parts. Output depends on the seed, never on
+   ``num_proc``.
 3. The codepoint histogram of the kept documents (duplicates subtracted) is saved as ``codepoint_counts.npy``,
    so building a character vocabulary needs no second pass over the text (``corpus_codepoint_counts`` ignores
    it once the parts change).
@@ -98,6 +99,7 @@ COMPRESSIONS: dict[str, Callable] = {
 READ_ERRORS = (OSError, EOFError, zlib.error, zipfile.BadZipFile, lzma.LZMAError)
 BINARY_SNIFF_BYTES = 8192  # git's heuristic: a NUL byte in the first 8 KB means binary
 MAX_JSON_ARRAY_BYTES = 64 << 20
+SHUFFLE_BUFFER_BYTES = 256 << 20  # the shuffle buffer also stops at this many bytes (documents can be ~4 MB each)
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -192,7 +194,7 @@ class IngestStats:
 # discovering sources
 
 
-def discover_sources(inputs: Iterable[str | os.PathLike], stats: IngestStats) -> list[Source]:
+def discover_sources(inputs: Iterable[str | os.PathLike], *, stats: IngestStats) -> list[Source]:
     """Expand directories (sorted walk) and zip archives (sorted members) into sources, in a stable order."""
     sources: list[Source] = []
     seen: set[str] = set()
@@ -443,7 +445,7 @@ def _parse_json(
             continue
         try:
             record = json.loads(line.removeprefix("\ufeff") if number == 1 else line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested arrays
             sink.emit(None, where, "malformed_json")
             continue
         text = record.get(field_name) if isinstance(record, dict) else None
@@ -464,7 +466,7 @@ def _parse_json_array(reader: io.BufferedReader, name: str, sink: _DocumentSink,
     except UnicodeDecodeError:
         sink.emit(None, name, "invalid_utf8")
         return
-    except ValueError:
+    except (ValueError, RecursionError):
         sink.emit(None, name, "malformed_json")
         return
     for number, record in enumerate(records if isinstance(records, list) else [records]):
@@ -487,6 +489,7 @@ def _read_error_reason(source: Source, error: BaseException) -> str:
 
 def ingest_source(
     source_index: int,
+    *,
     source: Source,
     options: IngestOptions,
     write: Callable[[bytes], Any],
@@ -641,6 +644,7 @@ class _Merger:
         self.shuffle_buffer = shuffle_buffer
         self.rng = random.Random(f"{seed}/buffer")
         self.buffer: list[bytes] = []
+        self.buffer_bytes = 0
         self.counts = np.zeros(NUM_CODEPOINTS, dtype=np.int64)
 
     def add_source(self, result: tuple[IngestStats, tuple[np.ndarray, np.ndarray]]) -> None:
@@ -658,25 +662,29 @@ class _Merger:
             np.subtract.at(self.counts, codepoints(record["text"]), 1)
         elif not self.shuffle:
             self.writer.write(payload)
-        elif len(self.buffer) < self.shuffle_buffer:
+        else:
             self.buffer.append(payload)
-        else:  # emit a random buffered document, keep the new one
-            j = self.rng.randrange(self.shuffle_buffer)
-            self.writer.write(self.buffer[j])
-            self.buffer[j] = payload
+            self.buffer_bytes += len(payload)
+            # over budget (documents or bytes): emit random buffered documents (swap with the last, pop)
+            while len(self.buffer) > self.shuffle_buffer or self.buffer_bytes > SHUFFLE_BUFFER_BYTES:
+                j = self.rng.randrange(len(self.buffer))
+                self.buffer[j], self.buffer[-1] = self.buffer[-1], self.buffer[j]
+                emitted = self.buffer.pop()
+                self.buffer_bytes -= len(emitted)
+                self.writer.write(emitted)
 
     def finish(self) -> list[Path]:
         self.rng.shuffle(self.buffer)
         for payload in self.buffer:
             self.writer.write(payload)
-        self.buffer = []
+        self.buffer, self.buffer_bytes = [], 0
         return self.writer.close()
 
 
 def _ingest_task(task: tuple[int, Source, IngestOptions, str]) -> tuple[IngestStats, tuple, str]:
     index, source, options, out_path = task
     with open(out_path, "wb") as out:
-        result = ingest_source(index, source, options, out.write, _worker_progress)
+        result = ingest_source(index, source=source, options=options, write=out.write, progress=_worker_progress)
     return (*result, out_path)
 
 
@@ -722,13 +730,15 @@ def ingest(
     if not inputs:
         raise PrepareError("no --input given")
     output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise PrepareError(f"output_dir {str(output_dir)!r} exists and is not a directory")
     resolved_out = os.path.realpath(output_dir)
     for item in inputs:
         if os.path.realpath(item) == resolved_out:
             raise PrepareError(f"output_dir {str(output_dir)!r} is also an input; choose another directory")
     started = time.perf_counter()
     stats = IngestStats()
-    sources = discover_sources(inputs, stats)
+    sources = discover_sources(inputs, stats=stats)
     order = list(range(len(sources)))
     if shuffle:
         random.Random(f"{seed}/sources").shuffle(order)
@@ -740,7 +750,9 @@ def ingest(
     bar = _progress_bar(sum(s.size for s in sources), "ingest", progress)
     if num_proc == 1:
         for i in order:
-            merger.add_source(ingest_source(i, sources[i], options, merger.add, progress=bar.update))
+            merger.add_source(
+                ingest_source(i, source=sources[i], options=options, write=merger.add, progress=bar.update)
+            )
     else:
         tmp = output_dir / ".ingest-tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -858,7 +870,7 @@ def iter_texts(files: Iterable[Path], *, text_field: str = "text") -> Iterator[s
             for line in handle:
                 try:
                     record = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
                 text = record.get(text_field) if isinstance(record, dict) else None
                 if isinstance(text, str) and is_encodable(text):

@@ -27,7 +27,7 @@ IGNORE_INDEX = -100
 MASK, RANDOM, KEEP = 0.8, 0.9, 1.0  # cumulative thresholds of the 80/10/10 decision
 
 
-def word_index(word_starts_BT: torch.Tensor, maskable_BT: torch.Tensor) -> torch.Tensor:
+def word_index(word_starts_BT: torch.Tensor, *, maskable_BT: torch.Tensor) -> torch.Tensor:
     """Word number of every token within its row (0, 1, ...), -1 where the token cannot be masked.
 
     A maskable token starts a word if its flag says so or the token before it is not maskable (after [CLS]).
@@ -130,9 +130,9 @@ def spans(
 
 def apply_masks(
     input_ids_BT: torch.Tensor,
+    *,
     selected_BT: torch.Tensor,
     action_BT: torch.Tensor,
-    *,
     mask_token_id: int,
     random_range: tuple[int, int],
     generator: torch.Generator,

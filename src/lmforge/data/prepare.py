@@ -16,6 +16,7 @@ and the reports of every stage).
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -47,7 +48,7 @@ class CorpusArgs:
     shuffle: bool = True
     """Shuffle deterministically: source order by seed, then a shuffle buffer (memory stays bounded)."""
     shuffle_buffer: int = 10000
-    """Documents held in the shuffle buffer."""
+    """Documents held in the shuffle buffer (which also stops at 256 MB)."""
     seed: int = 42
     """Seed of the shuffle."""
     num_proc: int = 1
@@ -141,6 +142,14 @@ def prepare_tokenizer(args: TokenizerArgs) -> Path:
     counts = None
     if args.tokenizer == "char" and args.max_train_mb is None and args.text_field == "text" and len(inputs) == 1:
         counts = corpus_codepoint_counts(inputs[0])  # saved by 'prepare corpus': no second pass over the text
+        if counts is not None and not counts.any():
+            raise PrepareError(f"no text to build a tokenizer from in {inputs}")
+    _check_output_dir(args.output_dir)
+    if counts is None and args.tokenizer != "codepoint":
+        first = next(texts, None)
+        if first is None:
+            raise PrepareError(f"no text to build a tokenizer from in {inputs}")
+        texts = itertools.chain([first], texts)
     tokenizer = build_tokenizer(
         args.tokenizer,
         None if counts is not None else texts,
@@ -198,6 +207,11 @@ _WORKER: dict = {}
 def _init_shard_worker(tokenizer_path: str, segmenter: str, text_field: str, fraction: float, seed: int) -> None:
     """Load the tokenizer once per process. The parent calls it before the pool forks, so forked workers inherit
     it (and rjieba's dictionary) instead of loading their own."""
+    import multiprocessing
+    import os
+
+    if multiprocessing.parent_process() is not None:  # a pool worker: num_proc processes, not num_proc * threads
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
     key = (tokenizer_path, segmenter, text_field, fraction, seed)
     if _WORKER.get("key") == key:
         return
@@ -250,7 +264,7 @@ def _encode_range(task: tuple[str, int, int]) -> dict:
             record = json.loads(line)
             text = record.get(field) if isinstance(record, dict) else None
             data = text.encode("utf-8") if isinstance(text, str) else None  # lone surrogates raise here
-        except ValueError:  # malformed JSON, invalid UTF-8 or UnicodeEncodeError
+        except (ValueError, RecursionError):  # malformed JSON, invalid UTF-8, UnicodeEncodeError, absurd nesting
             data = None
         if data is not None:
             texts.append(text)
@@ -258,7 +272,8 @@ def _encode_range(task: tuple[str, int, int]) -> dict:
         elif line.strip():
             bad += 1
     encoded = tokenizer.encode_batch(texts)
-    flags = token_word_starts(word_starts(texts, segmenter=_WORKER["segmenter"]), encoded.starts, encoded.ends)
+    char_starts = word_starts(texts, segmenter=_WORKER["segmenter"])
+    flags = token_word_starts(char_starts, starts=encoded.starts, ends=encoded.ends)
     lengths = np.diff(encoded.doc_tokens)
     flags[encoded.doc_tokens[:-1][lengths > 0]] = True  # a document always starts a word
     hash_key, threshold = _WORKER["hash_key"], _WORKER["threshold"]
@@ -291,11 +306,11 @@ def prepare_shards(args: ShardsArgs) -> Path:
     import numpy as np
 
     from lmforge.data.corpus import PrepareError, _progress_bar, bounded_imap, check_num_proc, corpus_files
-    from lmforge.data.segment import check_segmenter
+    from lmforge.data.segment import resolve_segmenter
     from lmforge.data.shards import ShardWriter
 
     check_num_proc(args.num_proc)
-    check_segmenter(args.segmenter)
+    segmenter = resolve_segmenter(args.segmenter)
     if args.objective not in ("mlm", "clm"):
         raise PrepareError(f"unknown objective {args.objective!r}; choose from ('mlm', 'clm')")
     if not 0.0 <= args.validation_split_percentage < 100.0:
@@ -306,9 +321,10 @@ def prepare_shards(args: ShardsArgs) -> Path:
         raise PrepareError(f"block_size must be >= 2, got {args.block_size}")
     started = time.perf_counter()
     files = corpus_files(_as_list(args.input))
+    _check_output_dir(args.output_dir)
     init = (
         str(args.tokenizer_path),
-        args.segmenter,
+        segmenter,
         args.text_field,
         args.validation_split_percentage / 100,
         args.seed,
@@ -351,16 +367,21 @@ def prepare_shards(args: ShardsArgs) -> Path:
             ("train", ~validation, ~token_in_validation),
             ("validation", validation, token_in_validation),
         ):
-            writers[split].add(result["ids"][tokens], result["flags"][tokens], lengths[docs])
+            writers[split].add(result["ids"][tokens], word_starts=result["flags"][tokens], doc_lengths=lengths[docs])
         counts["documents"] += int(lengths.size)
         counts["malformed_lines"] += result["bad"]
         counts["chars"] += result["chars"]
         bar.update(result["bytes"])
     bar.close()
+    if counts["documents"] == 0:
+        raise PrepareError(
+            f"no documents with a string {args.text_field!r} field in {[str(p) for p in files]} "
+            f"({counts['malformed_lines']} other lines); is this a 'prepare corpus' output?"
+        )
     seconds = time.perf_counter() - started
     build = {
         "inputs": [str(p) for p in files],
-        "segmenter": args.segmenter,
+        "segmenter": segmenter,
         "validation_split_percentage": args.validation_split_percentage,
         "seed": args.seed,
         **counts,
@@ -468,6 +489,13 @@ def prepare_all(args: PrepareAllArgs) -> Path:
     }
     (out / "prepare.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+def _check_output_dir(path: str) -> None:
+    from lmforge.data.corpus import PrepareError
+
+    if Path(path).exists() and not Path(path).is_dir():
+        raise PrepareError(f"output_dir {path!r} exists and is not a directory")
 
 
 def _as_list(value: list[str] | str) -> list[str]:

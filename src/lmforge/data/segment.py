@@ -18,6 +18,7 @@ caps words at 4 characters; we keep every word as jieba returns it (GAU-alpha ma
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 from functools import cache
 from typing import Literal
@@ -32,16 +33,19 @@ _CJK = "\u4e00-\u9fff\u3400-\u4dbf\U00020000-\U0002a6df\U0002a700-\U0002ceaf\uf9
 _NONE_WORD = re.compile(rf"(?:(?![{_CJK}])\w)+|.", re.DOTALL)
 
 
-def check_segmenter(name: str) -> str:
+def resolve_segmenter(name: str) -> str:
+    """The segmenter to use for ``name``: ``rjieba`` falls back to ``jieba`` (same dictionary, slower) when the
+    rjieba wheel is missing, with a notice on stderr. Raises ``ValueError`` for an unknown name."""
     if name not in SEGMENTERS:
         raise ValueError(f"unknown segmenter {name!r}; choose from {SEGMENTERS}")
     if name == "rjieba":
         try:
-            import rjieba  # noqa: F401
-        except ImportError as error:
-            raise ValueError(
-                "segmenter 'rjieba' is not installed (pip install rjieba); use --segmenter jieba"
-            ) from error
+            import rjieba  # noqa: F401 - imported here so forked workers inherit the loaded dictionary
+        except ImportError:
+            print("segmenter: rjieba is not installed, falling back to jieba (slower)", file=sys.stderr)
+            name = "jieba"
+    if name == "jieba":
+        _jieba()
     return name
 
 
@@ -109,7 +113,7 @@ def word_starts(texts: Sequence[str], *, segmenter: str = "rjieba", group_chars:
     return flags
 
 
-def token_word_starts(char_starts: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+def token_word_starts(char_starts: np.ndarray, *, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Word-start flag per token: its first character starts a word and it shares no character with the previous
     token (byte-level BPE splits one character over several tokens; those must mask together)."""
     flags = char_starts[starts].copy()

@@ -19,8 +19,8 @@ fingerprint hashes what decides the ids (vocabulary, merges, normalizer, pre-tok
 shard index and checked before training (architectures.md §2 note 5: refs silently pointed to wrong tokens when
 the tokenizer differed between preprocessing and training).
 
-Fast path (style R5): BERT's normalizer + pre-tokenizer + WordPiece cost ~0.4 us per character in ``tokenizers``
-(2-3 MB/s of Chinese on one core, 10x slower than rjieba). For a vocabulary of single characters WordPiece reduces
+Fast path (style R5): BERT's normalizer + pre-tokenizer + WordPiece cost ~1.3 us per character in ``tokenizers``
+(2-3 MB/s of Chinese on one core, ~7x slower than rjieba). For a vocabulary of single characters WordPiece reduces
 to a table lookup, so ``char`` encodes with numpy: each codepoint is classified once by *asking the tokenizers
 normalizer and pre-tokenizer* (removed / space / stand-alone / word character / complex) and runs of word
 characters are spelled ``c ##c ##c`` or become one [UNK]. Documents with a "complex" character (a normalisation

@@ -164,8 +164,13 @@ def mlm_loss(logits_BTV: Tensor, labels_BT: Tensor) -> Tensor:
 
 
 def clm_loss(logits_BTV: Tensor, labels_BT: Tensor) -> Tensor:
-    """Next-token cross-entropy: logits at t predict ``labels[t + 1]``; labels -100 are ignored."""
-    return _token_cross_entropy(logits_BTV[:, :-1].flatten(0, -2), labels_BT[:, 1:].flatten())
+    """Next-token cross-entropy: logits at t predict ``labels[t + 1]``; labels -100 are ignored.
+
+    The labels are shifted (the last position gets -100), not the logits: slicing ``logits[:, :-1]`` copies the
+    whole (B, T, V) tensor and its gradient (~10% of a small model's CPU training step; HF ``ForCausalLMLoss``).
+    """
+    shifted_BT = F.pad(labels_BT[:, 1:], (0, 1), value=IGNORE_INDEX)
+    return _token_cross_entropy(logits_BTV.flatten(0, -2), shifted_BT.flatten())
 
 
 @torch.no_grad()

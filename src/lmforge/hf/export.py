@@ -49,8 +49,12 @@ def _run_dir_of(checkpoint: Path) -> Path | None:
 
 
 def export(args: ExportArgs) -> Path:
-    """CLI entry point: export ``args.run`` to ``args.output_dir`` (default RUN/hf); returns the directory."""
-    out = Path(args.output_dir) if args.output_dir else Path(args.run) / "hf"
+    """CLI entry point: export ``args.run`` to ``args.output_dir`` (default RUN/hf, or RUN/../hf-checkpoint-N for a
+    checkpoint); returns the directory."""
+    run = Path(args.run)
+    is_checkpoint = (run / "config.json").is_file() and (run / "model.safetensors").is_file()
+    default = run.parent / f"hf-{run.name}" if is_checkpoint else run / "hf"  # never inside a checkpoint
+    out = Path(args.output_dir) if args.output_dir else default
     path = export_checkpoint(args.run, out, format=args.format, verify=args.verify, overwrite=args.overwrite)
     print(f"exported {resolve_checkpoint(args.run)} -> {path}")
     return path

@@ -13,7 +13,7 @@ class ExportArgs:
     run: str
     """A run directory (its newest complete checkpoint is exported) or a checkpoint-STEP directory."""
     output_dir: str | None = None
-    """Where to write the Hugging Face directory (default: RUN/hf)."""
+    """Where to write the Hugging Face directory (default: RUN/hf, or hf-checkpoint-N next to a checkpoint)."""
     format: Literal["auto", "native", "lmforge"] = "auto"
     """native: the architecture's HF twin (BertForMaskedLM, RoFormerForMaskedLM, ...), loadable without lmforge;
     lmforge: the generic wrapper (needs `import lmforge.hf`); auto: native when the architecture has one."""
