@@ -20,6 +20,7 @@ the ``torch.Generator`` passed in (style R15), in a fixed order, so a restored g
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 
@@ -58,19 +59,24 @@ def _budget(num_tokens: int, probability: float) -> int:
     return max(1, round(num_tokens * probability)) if num_tokens else 0
 
 
+def _word_rows(words_BT: torch.Tensor, probability: float) -> Iterator[tuple[int, torch.Tensor, list[int], int]]:
+    """``(b, word ids of row b, tokens per word, token budget)`` for every row that has at least one word."""
+    for b in range(words_BT.shape[0]):
+        row = words_BT[b]
+        num_words = int(row.max()) + 1
+        if num_words > 0:
+            lengths = torch.bincount(row[row >= 0], minlength=num_words).tolist()
+            yield b, row, lengths, _budget(sum(lengths), probability)
+
+
 def token_budget(
     words_BT: torch.Tensor, *, probability: float, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """HF ``_whole_word_mask``: whole words in random order until round(p * tokens); 80/10/10 per token."""
     B, T = words_BT.shape
     selected_BT = torch.zeros(B, T, dtype=torch.bool)
-    for b in range(B):
-        row = words_BT[b]
-        num_words = int(row.max()) + 1
-        if num_words <= 0:
-            continue
-        lengths = torch.bincount(row[row >= 0], minlength=num_words).tolist()
-        budget = _budget(sum(lengths), probability)
+    for b, row, lengths, budget in _word_rows(words_BT, probability):
+        num_words = len(lengths)
         chosen = []
         covered = 0
         for w in torch.randperm(num_words, generator=generator).tolist():
@@ -97,13 +103,8 @@ def spans(
     selected_BT = torch.zeros(B, T, dtype=torch.bool)
     action_BT = torch.zeros(B, T)
     log_q = math.log(1.0 - geometric_p)
-    for b in range(B):
-        row = words_BT[b]
-        num_words = int(row.max()) + 1
-        if num_words <= 0:
-            continue
-        lengths = torch.bincount(row[row >= 0], minlength=num_words).tolist()
-        budget = _budget(sum(lengths), probability)
+    for b, row, lengths, budget in _word_rows(words_BT, probability):
+        num_words = len(lengths)
         attempts = 4 * num_words + 16
         length_draws = torch.rand(attempts, generator=generator).tolist()
         start_draws = torch.randint(0, num_words, (attempts,), generator=generator).tolist()

@@ -1,23 +1,4 @@
 """Architecture-agnostic heads over backbone hidden states, with their losses (``lm`` for MLM/CLM)."""
 
-from lmforge.heads.lm import (
-    IGNORE_INDEX,
-    CausalLMHead,
-    LanguageModel,
-    LMOutput,
-    MaskedLMHead,
-    clm_loss,
-    masked_accuracy,
-    mlm_loss,
-)
-
-__all__ = [
-    "IGNORE_INDEX",
-    "CausalLMHead",
-    "LMOutput",
-    "LanguageModel",
-    "MaskedLMHead",
-    "clm_loss",
-    "masked_accuracy",
-    "mlm_loss",
-]
+from lmforge.heads.lm import *  # noqa: F403  (the public names of ``lm``)
+from lmforge.heads.lm import __all__ as __all__

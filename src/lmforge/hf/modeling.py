@@ -43,10 +43,6 @@ class _LmforgePreTrainedModel(PreTrainedModel):
     def get_input_embeddings(self) -> torch.nn.Module:
         return self.model.get_input_embeddings()
 
-
-class LmforgeForMaskedLM(_LmforgePreTrainedModel):
-    _task = "mlm"
-
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -54,24 +50,19 @@ class LmforgeForMaskedLM(_LmforgePreTrainedModel):
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         **kwargs: Any,
-    ) -> MaskedLMOutput:
+    ) -> MaskedLMOutput | CausalLMOutput:
         out = self.model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, labels=labels)
-        return MaskedLMOutput(loss=out.loss, logits=out.logits)
+        return self._output_class(loss=out.loss, logits=out.logits)
+
+
+class LmforgeForMaskedLM(_LmforgePreTrainedModel):
+    _task = "mlm"
+    _output_class = MaskedLMOutput
 
 
 class LmforgeForCausalLM(_LmforgePreTrainedModel, GenerationMixin):
     _task = "clm"
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> CausalLMOutput:
-        out = self.model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, labels=labels)
-        return CausalLMOutput(loss=out.loss, logits=out.logits)
+    _output_class = CausalLMOutput
 
 
 _MODEL_CLASSES: dict[tuple[str, str], type[_LmforgePreTrainedModel]] = {}

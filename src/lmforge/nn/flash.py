@@ -28,6 +28,7 @@ Legend: B batch, T tokens, S keys, N chunks, C positions in a chunk (= G), D mod
 
 from __future__ import annotations
 
+import inspect
 from typing import Literal
 
 import torch
@@ -137,26 +138,24 @@ def mixed_chunk_attention(
 
 
 def mixed_chunk_attention_dense(
-    quad_q_BTK: Tensor,
-    quad_k_BTK: Tensor,
-    lin_q_BTK: Tensor,
-    lin_k_BTK: Tensor,
-    v_BTE: Tensor,
-    keep_BT: Tensor | None = None,
-    *,
-    group_size: int,
-    causal: bool,
-    bias_CC: Tensor | None = None,
-    quad_length: int | None = None,
-    linear_normalizer: LinearNormalizer = "group",
-    reduce_groups: bool = True,
-    dropout: float = 0.0,
+    quad_q_BTK: Tensor, quad_k_BTK: Tensor, lin_q_BTK: Tensor, lin_k_BTK: Tensor, v_BTE: Tensor, *args, **kwargs
 ) -> Tensor:
-    """Eager reference of ``mixed_chunk_attention``: one explicit ``(B, T, S)`` weight matrix, no padding, no cumsum.
+    """Eager reference of ``mixed_chunk_attention`` (same arguments, bound by its signature): one explicit
+    ``(B, T, S)`` weight matrix, no padding, no cumsum.
 
     Quadratic weights where query and key share a chunk, linear weights ``lin_q lin_k^T / scale`` where the key's
     chunk is visible (any chunk / own chunk / earlier chunks), padded keys zero everywhere. ``dropout`` must be 0.
     """
+    bound = inspect.signature(mixed_chunk_attention).bind(
+        quad_q_BTK, quad_k_BTK, lin_q_BTK, lin_k_BTK, v_BTE, *args, **kwargs
+    )
+    bound.apply_defaults()
+    keep_BT, group_size, causal, bias_CC, quad_length, linear_normalizer, reduce_groups, dropout = (
+        bound.arguments[name]
+        for name in (
+            "keep_BT", "group_size", "causal", "bias_CC", "quad_length", "linear_normalizer", "reduce_groups", "dropout"
+        )
+    )  # fmt: skip
     _check(causal, linear_normalizer)
     if dropout:
         raise ValueError("the dense reference has no dropout")

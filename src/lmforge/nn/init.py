@@ -24,13 +24,19 @@ Deviations: none.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 __all__ = [
     "TRUNC_NORMAL_STD_CORRECTION",
+    "InitRule",
+    "apply_init_",
     "gpt2_residual_std",
+    "init_dense_",
+    "init_embedding_",
+    "init_norm_",
     "keras_fan",
     "normal_",
     "roformerv2_std",
@@ -81,3 +87,42 @@ def roformerv2_std(fan: int, *, num_layers: int, order: int = 2) -> float:
     if fan < 1 or num_layers < 1:
         raise ValueError(f"fan and num_layers must be >= 1, got fan={fan}, num_layers={num_layers}")
     return TRUNC_NORMAL_STD_CORRECTION / math.sqrt(fan) * num_layers ** (-1.0 / order)
+
+
+# Rules for ``apply_init_``: (module types, function called on each module of those types).
+InitRule = tuple[type | tuple[type, ...], Callable[[nn.Module], object]]
+
+
+@torch.no_grad()
+def init_dense_(module: nn.Module, *, std: float) -> None:
+    """A dense map (``nn.Linear``, an untied LM decoder): weight N(0, std**2) when it has one, bias 0."""
+    if getattr(module, "weight", None) is not None:
+        normal_(module.weight, std=std)
+    if getattr(module, "bias", None) is not None:
+        zeros_(module.bias)
+
+
+@torch.no_grad()
+def init_embedding_(module: nn.Embedding, *, std: float) -> None:
+    """An embedding table N(0, std**2) with its padding row zeroed (HF ``_init_weights``)."""
+    normal_(module.weight, std=std)
+    if module.padding_idx is not None:
+        zeros_(module.weight[module.padding_idx])
+
+
+@torch.no_grad()
+def init_norm_(module: nn.Module) -> None:
+    """A norm's gain 1 and bias 0, whichever of the two it has."""
+    if getattr(module, "weight", None) is not None:
+        nn.init.ones_(module.weight)
+    if getattr(module, "bias", None) is not None:
+        zeros_(module.bias)
+
+
+def apply_init_(model: nn.Module, rules: Sequence[InitRule]) -> None:
+    """Initialise every module under ``model`` with the first rule whose types match it (others are left as built)."""
+    for module in model.modules():
+        for kinds, init in rules:
+            if isinstance(module, kinds):
+                init(module)
+                break

@@ -24,6 +24,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from lmforge.models.checks import (
+    check_at_least,
+    check_choices,
+    check_positive_floats,
+    check_probabilities,
+    check_token_ids,
+)
 from lmforge.nn.attention import ATTENTION_KERNELS
 from lmforge.nn.ffn import ACTIVATIONS
 
@@ -59,39 +66,26 @@ class BertConfig:
     """Tie the LM-head decoder to the word embeddings."""
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_position_embeddings < 1 or self.type_vocab_size < 0:
-            raise ValueError(
-                f"max_position_embeddings must be >= 1 and type_vocab_size >= 0, got "
-                f"{self.max_position_embeddings} and {self.type_vocab_size}"
-            )
+        check_at_least(self, ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads"))
+        check_at_least(self, ("intermediate_size", "max_position_embeddings"))
+        check_at_least(self, ("type_vocab_size",), 0)
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}"
             )
-        if self.position_embedding_type not in ("absolute", "rotary"):
-            raise ValueError(
-                f"position_embedding_type must be 'absolute' or 'rotary', got {self.position_embedding_type!r}"
-            )
-        if self.position_embedding_type == "rotary" and (self.hidden_size // self.num_attention_heads) % 2:
-            raise ValueError(f"rotary needs an even head size, got {self.hidden_size // self.num_attention_heads}")
-        if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"unknown hidden_act {self.hidden_act!r}; choose from {sorted(ACTIVATIONS)}")
-        if self.attn_implementation not in ATTENTION_KERNELS:
-            raise ValueError(
-                f"unknown attn_implementation {self.attn_implementation!r}; choose from {sorted(ATTENTION_KERNELS)}"
-            )
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.layer_norm_eps <= 0 or self.initializer_range <= 0:
-            raise ValueError(
-                f"layer_norm_eps and initializer_range must be > 0, got {self.layer_norm_eps}, {self.initializer_range}"
-            )
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"pad_token_id {self.pad_token_id} is outside the vocabulary [0, {self.vocab_size})")
+        check_choices(
+            self,
+            {
+                "position_embedding_type": ("absolute", "rotary"),
+                "hidden_act": sorted(ACTIVATIONS),
+                "attn_implementation": sorted(ATTENTION_KERNELS),
+            },
+        )
+        if self.position_embedding_type == "rotary" and self.head_dim % 2:
+            raise ValueError(f"rotary needs an even head size, got {self.head_dim}")
+        check_probabilities(self, ("hidden_dropout_prob", "attention_probs_dropout_prob"))
+        check_positive_floats(self, ("layer_norm_eps", "initializer_range"))
+        check_token_ids(self)
 
     @property
     def head_dim(self) -> int:
@@ -114,14 +108,13 @@ _SMALL: dict[str, Any] = dict(
     intermediate_size=1024,
     max_position_embeddings=512,
 )
-_BASE: dict[str, Any] = dict(
-    vocab_size=21128,
-    hidden_size=768,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    intermediate_size=3072,
-    max_position_embeddings=512,
-)
+_BASE: dict[str, Any] = {
+    **_SMALL,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": _TINY,

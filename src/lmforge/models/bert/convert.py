@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from lmforge.models.bert.config import BertConfig
+from lmforge.models.common import param_pairs, raise_on_mismatch
 
 __all__ = ["HF_UNUSED_PREFIXES", "from_hf_config", "from_hf_state_dict", "to_hf_config", "to_hf_state_dict"]
 
@@ -37,6 +38,17 @@ HF_UNUSED_PREFIXES: tuple[str, ...] = (
     "cls.seq_relationship.",
     "bert.embeddings.position_ids",
 )
+# Our module -> HF BERT/RoFormer module inside one encoder layer.
+_LAYER_NAMES = {
+    "attention.q_proj": "attention.self.query",
+    "attention.k_proj": "attention.self.key",
+    "attention.v_proj": "attention.self.value",
+    "attention.o_proj": "attention.output.dense",
+    "attention_norm": "attention.output.LayerNorm",
+    "ffn.up": "intermediate.dense",
+    "ffn.down": "output.dense",
+    "ffn_norm": "output.LayerNorm",
+}
 _ACT_TO_HF = {"gelu_tanh": "gelu_pytorch_tanh"}
 _ACT_FROM_HF = {"gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh"}
 
@@ -58,23 +70,8 @@ def _key_pairs(cfg: BertConfig) -> list[tuple[str, str]]:
     for p in ("weight", "bias"):
         pairs.append((f"backbone.embeddings.norm.{p}", f"{hf}.embeddings.LayerNorm.{p}"))
     for i in range(cfg.num_hidden_layers):
-        ours, theirs = f"backbone.layers.{i}", f"{hf}.encoder.layer.{i}"
-        for p in ("weight", "bias"):
-            pairs += [
-                (f"{ours}.attention.q_proj.{p}", f"{theirs}.attention.self.query.{p}"),
-                (f"{ours}.attention.k_proj.{p}", f"{theirs}.attention.self.key.{p}"),
-                (f"{ours}.attention.v_proj.{p}", f"{theirs}.attention.self.value.{p}"),
-                (f"{ours}.attention.o_proj.{p}", f"{theirs}.attention.output.dense.{p}"),
-                (f"{ours}.attention_norm.{p}", f"{theirs}.attention.output.LayerNorm.{p}"),
-                (f"{ours}.ffn.up.{p}", f"{theirs}.intermediate.dense.{p}"),
-                (f"{ours}.ffn.down.{p}", f"{theirs}.output.dense.{p}"),
-                (f"{ours}.ffn_norm.{p}", f"{theirs}.output.LayerNorm.{p}"),
-            ]
-    for p in ("weight", "bias"):
-        pairs += [
-            (f"head.dense.{p}", f"cls.predictions.transform.dense.{p}"),
-            (f"head.norm.{p}", f"cls.predictions.transform.LayerNorm.{p}"),
-        ]
+        pairs += param_pairs(f"backbone.layers.{i}", f"{hf}.encoder.layer.{i}", _LAYER_NAMES)
+    pairs += param_pairs("head", "cls.predictions.transform", {"dense": "dense", "norm": "LayerNorm"})
     pairs.append(("head.decoder.bias", "cls.predictions.bias"))
     if not cfg.tie_word_embeddings:
         pairs.append(("head.decoder.weight", "cls.predictions.decoder.weight"))
@@ -92,12 +89,6 @@ def _roformer_table(cfg: BertConfig) -> Tensor:
 def _check_convertible(cfg: BertConfig) -> None:
     if cfg.type_vocab_size < 1:
         raise ValueError("HF BERT/RoFormer need type_vocab_size >= 1; got type_vocab_size=0")
-
-
-def _raise_on_mismatch(missing: Iterable[str], unknown: Iterable[str], what: str) -> None:
-    missing, unknown = sorted(missing), sorted(unknown)
-    if missing or unknown:
-        raise ValueError(f"cannot convert {what}: missing keys {missing}; unknown keys {unknown}")
 
 
 def from_hf_state_dict(
@@ -129,7 +120,7 @@ def from_hf_state_dict(
         used.add(table_key)
     missing = [theirs for _, theirs in pairs if theirs not in sd]
     unknown = [k for k in sd if k not in used and not k.startswith(ignore_prefixes)]
-    _raise_on_mismatch(missing, unknown, "HF state dict")
+    raise_on_mismatch(missing, unknown, "HF state dict")
     return ours
 
 
@@ -143,7 +134,7 @@ def to_hf_state_dict(our_sd: Mapping[str, Tensor], cfg: BertConfig) -> dict[str,
     pairs = _key_pairs(cfg)
     missing = [our for our, _ in pairs if our not in our_sd]
     unknown = set(our_sd) - {our for our, _ in pairs}
-    _raise_on_mismatch(missing, unknown, "our state dict")
+    raise_on_mismatch(missing, unknown, "our state dict")
     hf = {theirs: our_sd[our] for our, theirs in pairs}
     hf["cls.predictions.decoder.bias"] = hf["cls.predictions.bias"]
     if cfg.tie_word_embeddings:

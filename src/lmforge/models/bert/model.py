@@ -16,16 +16,17 @@ Legend: B batch, T tokens, D hidden, F intermediate, V vocabulary.
 
 from __future__ import annotations
 
-import dataclasses
+from functools import partial
 
 from torch import Tensor, nn
 
 from lmforge.heads.lm import LanguageModel, LMDecoder, MaskedLMHead
 from lmforge.models.bert.config import BertConfig
+from lmforge.models.common import EncoderStack, bert_prediction_head, build_language_model
 from lmforge.nn.attention import MultiHeadAttention, keep_from_padding_mask
 from lmforge.nn.embeddings import TokenEmbeddings
 from lmforge.nn.ffn import MLP
-from lmforge.nn.init import normal_, zeros_
+from lmforge.nn.init import apply_init_, init_dense_, init_embedding_, init_norm_, normal_
 from lmforge.nn.norms import LayerNorm
 from lmforge.nn.positions import LearnedPositions, RotaryEmbedding
 
@@ -57,7 +58,7 @@ class BertLayer(nn.Module):
         return self.ffn_norm(x_BTD + self.dropout(self.ffn(x_BTD)))
 
 
-class BertModel(nn.Module):
+class BertModel(EncoderStack):
     """BERT/RoFormer backbone: ``forward(input_ids, attention_mask, token_type_ids) -> hidden (B, T, D)``."""
 
     def __init__(self, config: BertConfig):
@@ -78,17 +79,8 @@ class BertModel(nn.Module):
         self.layers = nn.ModuleList(BertLayer(config, rope=rope) for _ in range(config.num_hidden_layers))
         init_weights(self, config)
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embeddings.word_embeddings
-
-    def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
-    ) -> Tensor:
-        keep_B11S = None if attention_mask is None else keep_from_padding_mask(attention_mask)
-        x_BTD = self.embeddings(input_ids, token_type_ids)
-        for layer in self.layers:
-            x_BTD = layer(x_BTD, keep_B11S)
-        return x_BTD
+    def keep_mask(self, attention_mask: Tensor) -> Tensor:
+        return keep_from_padding_mask(attention_mask)  # (B, 1, 1, S) for the attention kernels
 
 
 def init_weights(model: nn.Module, cfg: BertConfig) -> None:
@@ -99,54 +91,28 @@ def init_weights(model: nn.Module, cfg: BertConfig) -> None:
     (HF), untied decoder weights N(0, initializer_range) and the output bias 0.
     """
     std = cfg.initializer_range
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            normal_(module.weight, std=std)
-            if module.bias is not None:
-                zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            normal_(module.weight, std=std)
-            if module.padding_idx is not None:
-                zeros_(module.weight[module.padding_idx])
-        elif isinstance(module, LearnedPositions):
-            normal_(module.weight, std=std)
-        elif isinstance(module, LayerNorm):
-            if module.weight is not None:
-                nn.init.ones_(module.weight)
-            if module.bias is not None:
-                zeros_(module.bias)
-        elif isinstance(module, LMDecoder):
-            if module.weight is not None:
-                normal_(module.weight, std=std)
-            if module.bias is not None:
-                zeros_(module.bias)
+    apply_init_(
+        model,
+        [
+            ((nn.Linear, LMDecoder), partial(init_dense_, std=std)),
+            (nn.Embedding, partial(init_embedding_, std=std)),
+            (LearnedPositions, lambda module: normal_(module.weight, std=std)),
+            (LayerNorm, init_norm_),
+        ],
+    )
 
 
 def _prediction_head(cfg: BertConfig, backbone: BertModel) -> MaskedLMHead:
-    head = MaskedLMHead(
-        cfg.hidden_size,
-        cfg.vocab_size,
-        transform=True,
-        activation=cfg.hidden_act,
-        norm="layernorm",
-        norm_eps=cfg.layer_norm_eps,
-        bias=True,
-        tied_embedding=backbone.get_input_embeddings() if cfg.tie_word_embeddings else None,
-    )
+    head = bert_prediction_head(cfg, backbone, tied=cfg.tie_word_embeddings)
     init_weights(head, cfg)
     return head
 
 
 def build_mlm(cfg: BertConfig) -> LanguageModel:
     """BERT/RoFormer masked LM: backbone + BERT prediction head (dense, act, LN, tied decoder, bias)."""
-    if cfg.is_decoder:
-        raise ValueError("build_mlm needs a bidirectional encoder (is_decoder=False); use build_clm for causal LM")
-    backbone = BertModel(cfg)
-    return LanguageModel(backbone, _prediction_head(cfg, backbone), objective="mlm")
+    return build_language_model(cfg, BertModel, _prediction_head, "mlm")
 
 
 def build_clm(cfg: BertConfig) -> LanguageModel:
     """Causal LM on the same architecture (``is_decoder`` forced on; head as HF ``BertLMHeadModel``)."""
-    cfg = dataclasses.replace(cfg, is_decoder=True)
-    backbone = BertModel(cfg)
-    return LanguageModel(backbone, _prediction_head(cfg, backbone), objective="clm")
+    return build_language_model(cfg, BertModel, _prediction_head, "clm")

@@ -23,6 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from lmforge.models.checks import (
+    check_at_least,
+    check_choices,
+    check_positive_floats,
+    check_probabilities,
+    check_token_ids,
+)
 from lmforge.nn.ffn import ACTIVATIONS
 
 __all__ = ["FLASH_PRESETS", "FLASH_QUAD_PRESETS", "FLASHConfig"]
@@ -72,38 +79,27 @@ class FLASHConfig:
     """Causal (CLM); ``build_clm`` forces it on."""
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "attention_key_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.group_size < 1 or self.max_position_embeddings < 1:
-            raise ValueError(
-                f"need group_size, max_position_embeddings >= 1, got {self.group_size}, {self.max_position_embeddings}"
-            )
-        rotary = self.attention_key_size if self.rotary_dim is None else self.rotary_dim
-        if rotary % 2 or not 0 < rotary <= self.attention_key_size:
-            raise ValueError(f"rotary_dim must be even and in (0, attention_key_size], got {rotary}")
-        choices = {
-            "norm_type": ("scalenorm", "layernorm"),
-            "relative_position": ("toeplitz", "t5", "none"),
-            "rope_pairing": ("half", "interleaved"),
-            "linear_normalizer": ("group", "valid_length"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        check_at_least(self, ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size"))
+        check_at_least(self, ("attention_key_size", "group_size", "max_position_embeddings"))
+        check_at_least(self, ("quad_length",), optional=True)
+        check_at_least(self, ("type_vocab_size",), 0)
+        if self.rotary_size % 2 or not 0 < self.rotary_size <= self.attention_key_size:
+            raise ValueError(f"rotary_dim must be even and in (0, attention_key_size], got {self.rotary_size}")
+        check_choices(
+            self,
+            {
+                "norm_type": ("scalenorm", "layernorm"),
+                "relative_position": ("toeplitz", "t5", "none"),
+                "rope_pairing": ("half", "interleaved"),
+                "linear_normalizer": ("group", "valid_length"),
+                "hidden_act": sorted(ACTIVATIONS),
+            },
+        )
         if self.is_decoder and self.linear_normalizer == "valid_length":
             raise ValueError("linear_normalizer='valid_length' is bidirectional only; use 'group' with is_decoder")
-        if self.quad_length is not None and self.quad_length < 1:
-            raise ValueError(f"quad_length must be >= 1 or None, got {self.quad_length}")
-        if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"unknown hidden_act {self.hidden_act!r}; choose from {sorted(ACTIVATIONS)}")
-        for name in ("dropout", "attention_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.type_vocab_size < 0 or self.layer_norm_eps <= 0 or self.initializer_range <= 0:
-            raise ValueError("need type_vocab_size >= 0, layer_norm_eps > 0 and initializer_range > 0")
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"pad_token_id {self.pad_token_id} is outside the vocabulary [0, {self.vocab_size})")
+        check_probabilities(self, ("dropout", "attention_dropout"))
+        check_positive_floats(self, ("layer_norm_eps", "initializer_range"))
+        check_token_ids(self)
 
     @property
     def rotary_size(self) -> int:

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lmforge.models.common import raise_on_mismatch
 from lmforge.models.flash.config import FLASHConfig
 from lmforge.models.gau_alpha.convert import read_state_dict
 from lmforge.nn.positions import sinusoid_table
@@ -181,10 +182,7 @@ def from_junnyu_state_dict(sd: Mapping[str, Tensor], cfg: FLASHConfig, *, model:
     """JunnYu ``FLASHQuadForMaskedLM`` (``model="flash-quad"``) or ``FLASHForMaskedLM`` (``"flash"``) -> ours."""
     rules, dropped, tied = _rules(cfg, model)
     expected = {key for _, theirs, _, _ in rules for key in theirs}
-    missing = sorted(expected - set(sd))
-    unknown = sorted(set(sd) - expected - dropped - set(tied))
-    if missing or unknown:
-        raise ValueError(f"cannot convert JunnYu {model} state dict: missing keys {missing}; unknown keys {unknown}")
+    raise_on_mismatch(expected - set(sd), set(sd) - expected - dropped - set(tied), f"JunnYu {model} state dict")
     for copy, original in tied.items():
         if copy in sd and not torch.equal(sd[copy], sd[original]):
             raise ValueError(f"{copy} differs from {original}, but our model stores them once (tied)")
@@ -200,9 +198,7 @@ def to_junnyu_state_dict(our_sd: Mapping[str, Tensor], cfg: FLASHConfig, *, mode
     """Our ``LanguageModel`` state dict -> JunnYu naming (tied copies written out, unused ``a``/``b`` omitted)."""
     rules, _, tied = _rules(cfg, model)
     expected = {ours for ours, _, _, _ in rules}
-    missing, unknown = sorted(expected - set(our_sd)), sorted(set(our_sd) - expected)
-    if missing or unknown:
-        raise ValueError(f"cannot convert our {model} state dict: missing keys {missing}; unknown keys {unknown}")
+    raise_on_mismatch(expected - set(our_sd), set(our_sd) - expected, f"our {model} state dict")
     out: dict[str, Tensor] = {}
     for ours, theirs, _, to_theirs in rules:
         out.update(zip(theirs, to_theirs(our_sd[ours]), strict=True))

@@ -21,16 +21,17 @@ Legend: B batch, T tokens, D hidden, V vocabulary.
 
 from __future__ import annotations
 
-import dataclasses
+from functools import partial
 
 from torch import Tensor, nn
 
 from lmforge.heads.lm import LanguageModel, LMDecoder, MaskedLMHead
+from lmforge.models.common import EncoderStack, bert_prediction_head, build_language_model
 from lmforge.models.flash.config import FLASHConfig
 from lmforge.nn.embeddings import TokenEmbeddings
 from lmforge.nn.flash import MixedChunkGAU
 from lmforge.nn.gau import GatedAttentionUnit, ReLUSquaredKernel, ScaleOffset, ToeplitzRelativeBias
-from lmforge.nn.init import normal_, zeros_
+from lmforge.nn.init import apply_init_, init_dense_, init_embedding_, normal_
 from lmforge.nn.norms import LayerNorm, ScaleNorm
 from lmforge.nn.positions import RotaryEmbedding, ScaledSinusoid, T5RelativePositionBias
 
@@ -38,7 +39,6 @@ __all__ = [
     "FLASHEmbeddings",
     "FLASHLayer",
     "FLASHModel",
-    "FLASHQuadLayer",
     "FLASHQuadModel",
     "build_flash_clm",
     "build_flash_mlm",
@@ -79,106 +79,73 @@ class FLASHEmbeddings(nn.Module):
         self.norm = _norm(cfg) if use_norm else None
         self.dropout = nn.Dropout(cfg.dropout)
 
+    @property
+    def word_embeddings(self) -> nn.Embedding:
+        return self.tokens.word_embeddings
+
     def forward(self, input_ids_BT: Tensor, token_type_ids_BT: Tensor | None) -> Tensor:
         x_BTD = self.tokens(input_ids_BT, token_type_ids_BT) + self.positions(input_ids_BT.shape[1])
         return self.dropout(x_BTD if self.norm is None else self.norm(x_BTD))
 
 
-class FLASHQuadLayer(nn.Module):
-    """``x = x + dropout(GAU(norm(x)))`` with the FLASH kernel ``relu(q k^T / n + b)^2``."""
-
-    def __init__(self, cfg: FLASHConfig):
-        super().__init__()
-        self.norm = _norm(cfg)
-        self.gau = GatedAttentionUnit(
-            cfg.hidden_size,
-            expansion=cfg.intermediate_size,
-            key_size=cfg.attention_key_size,
-            normalizer=ReLUSquaredKernel(cfg.attention_key_size, length=cfg.quad_length),
-            bias=cfg.use_bias,
-            rope=_rope(cfg),
-            relative_bias=_relative_bias(cfg),
-            causal=cfg.is_decoder,
-            attention_dropout=cfg.attention_dropout,
-        )
-        self.dropout = nn.Dropout(cfg.dropout)
-
-    def forward(self, x_BTD: Tensor, keep_BT: Tensor | None) -> Tensor:
-        return x_BTD + self.dropout(self.gau(self.norm(x_BTD), keep_BT))
+def _gau(cfg: FLASHConfig, *, mixed_chunk: bool) -> nn.Module:
+    common = dict(
+        expansion=cfg.intermediate_size,
+        key_size=cfg.attention_key_size,
+        bias=cfg.use_bias,
+        rope=_rope(cfg),
+        relative_bias=_relative_bias(cfg),
+        causal=cfg.is_decoder,
+        attention_dropout=cfg.attention_dropout,
+    )
+    if not mixed_chunk:  # FLASH-Quad: the kernel relu(q k^T / n + b)^2 over the whole sequence
+        normalizer = ReLUSquaredKernel(cfg.attention_key_size, length=cfg.quad_length)
+        return GatedAttentionUnit(cfg.hidden_size, normalizer=normalizer, **common)
+    return MixedChunkGAU(
+        cfg.hidden_size,
+        group_size=cfg.group_size,
+        shift_tokens=cfg.shift_tokens,
+        quad_length=cfg.quad_length,
+        linear_normalizer=cfg.linear_normalizer,
+        reduce_groups=cfg.reduce_group_non_causal_attn,
+        **common,
+    )
 
 
 class FLASHLayer(nn.Module):
-    """``x = x + dropout(MixedChunkGAU(norm(x)))``."""
+    """``x = x + dropout(GAU(norm(x)))``: the quadratic GAU (FLASH-Quad) or ``MixedChunkGAU`` (FLASH)."""
 
-    def __init__(self, cfg: FLASHConfig):
+    def __init__(self, cfg: FLASHConfig, *, mixed_chunk: bool):
         super().__init__()
         self.norm = _norm(cfg)
-        self.gau = MixedChunkGAU(
-            cfg.hidden_size,
-            expansion=cfg.intermediate_size,
-            key_size=cfg.attention_key_size,
-            group_size=cfg.group_size,
-            causal=cfg.is_decoder,
-            bias=cfg.use_bias,
-            rope=_rope(cfg),
-            relative_bias=_relative_bias(cfg),
-            shift_tokens=cfg.shift_tokens,
-            quad_length=cfg.quad_length,
-            linear_normalizer=cfg.linear_normalizer,
-            reduce_groups=cfg.reduce_group_non_causal_attn,
-            attention_dropout=cfg.attention_dropout,
-        )
+        self.gau = _gau(cfg, mixed_chunk=mixed_chunk)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x_BTD: Tensor, keep_BT: Tensor | None) -> Tensor:
         return x_BTD + self.dropout(self.gau(self.norm(x_BTD), keep_BT))
 
 
-class FLASHQuadModel(nn.Module):
+class FLASHQuadModel(EncoderStack):
     """FLASH-Quad backbone: ``forward(input_ids, attention_mask, token_type_ids) -> hidden (B, T, D)``."""
 
-    def __init__(self, config: FLASHConfig):
-        super().__init__()
-        self.config = config
-        self.embeddings = FLASHEmbeddings(config, use_norm=True)
-        self.layers = nn.ModuleList(FLASHQuadLayer(config) for _ in range(config.num_hidden_layers))
-        init_weights(self, config)
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embeddings.tokens.word_embeddings
-
-    def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
-    ) -> Tensor:
-        keep_BT = None if attention_mask is None else attention_mask.bool()
-        x_BTD = self.embeddings(input_ids, token_type_ids)
-        for layer in self.layers:
-            x_BTD = layer(x_BTD, keep_BT)
-        return x_BTD
-
-
-class FLASHModel(nn.Module):
-    """FLASH backbone (mixed-chunk attention, final LayerNorm): ``forward(...) -> hidden (B, T, D)``."""
+    mixed_chunk = False
 
     def __init__(self, config: FLASHConfig):
         super().__init__()
         self.config = config
-        self.embeddings = FLASHEmbeddings(config, use_norm=False)
-        self.layers = nn.ModuleList(FLASHLayer(config) for _ in range(config.num_hidden_layers))
-        self.final_norm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.embeddings = FLASHEmbeddings(config, use_norm=not self.mixed_chunk)
+        self.layers = nn.ModuleList(
+            FLASHLayer(config, mixed_chunk=self.mixed_chunk) for _ in range(config.num_hidden_layers)
+        )
+        if self.mixed_chunk:
+            self.final_norm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         init_weights(self, config)
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embeddings.tokens.word_embeddings
 
-    def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
-    ) -> Tensor:
-        keep_BT = None if attention_mask is None else attention_mask.bool()
-        x_BTD = self.embeddings(input_ids, token_type_ids)
-        for layer in self.layers:
-            x_BTD = layer(x_BTD, keep_BT)
-        return self.final_norm(x_BTD)
+class FLASHModel(FLASHQuadModel):
+    """FLASH backbone: mixed-chunk layers, embeddings without a norm, a final LayerNorm (lucidrains)."""
+
+    mixed_chunk = True
 
 
 def init_weights(model: nn.Module, cfg: FLASHConfig) -> None:
@@ -190,39 +157,19 @@ def init_weights(model: nn.Module, cfg: FLASHConfig) -> None:
     defaults (ScaleNorm sqrt(d), LayerNorm 1/0, scale from ``position_scale_init``).
     """
     std = cfg.initializer_range
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            normal_(module.weight, std=std)
-            if module.bias is not None:
-                zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            normal_(module.weight, std=std)
-            if module.padding_idx is not None:
-                zeros_(module.weight[module.padding_idx])
-        elif isinstance(module, ScaleOffset):
-            normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                zeros_(module.bias)
-        elif isinstance(module, ToeplitzRelativeBias):
-            normal_(module.weight, std=0.02)
-        elif isinstance(module, LMDecoder):
-            if module.weight is not None:
-                normal_(module.weight, std=std)
-            if module.bias is not None:
-                zeros_(module.bias)
+    apply_init_(
+        model,
+        [
+            ((nn.Linear, LMDecoder), partial(init_dense_, std=std)),
+            (nn.Embedding, partial(init_embedding_, std=std)),
+            (ScaleOffset, partial(init_dense_, std=0.02)),
+            (ToeplitzRelativeBias, lambda module: normal_(module.weight, std=0.02)),
+        ],
+    )
 
 
 def _quad_head(cfg: FLASHConfig, backbone: FLASHQuadModel) -> MaskedLMHead:
-    head = MaskedLMHead(
-        cfg.hidden_size,
-        cfg.vocab_size,
-        transform=True,
-        activation=cfg.hidden_act,
-        norm="scalenorm" if cfg.norm_type == "scalenorm" else "layernorm",
-        norm_eps=cfg.layer_norm_eps,
-        bias=True,
-        tied_embedding=backbone.get_input_embeddings(),
-    )
+    head = bert_prediction_head(cfg, backbone, norm=cfg.norm_type)  # JunnYu: BERT's head, ScaleNorm by default
     init_weights(head, cfg)
     return head
 
@@ -235,33 +182,21 @@ def _flash_head(cfg: FLASHConfig, backbone: FLASHModel) -> MaskedLMHead:
     return head
 
 
-def _encoder(cfg: FLASHConfig, builder: str) -> FLASHConfig:
-    if cfg.is_decoder:
-        raise ValueError(f"{builder} needs a bidirectional encoder (is_decoder=False); use the clm builder")
-    return cfg
-
-
 def build_quad_mlm(cfg: FLASHConfig) -> LanguageModel:
     """FLASH-Quad masked LM: backbone + BERT head with ScaleNorm, tied decoder with bias."""
-    backbone = FLASHQuadModel(_encoder(cfg, "build_quad_mlm"))
-    return LanguageModel(backbone, _quad_head(cfg, backbone), objective="mlm")
+    return build_language_model(cfg, FLASHQuadModel, _quad_head, "mlm")
 
 
 def build_quad_clm(cfg: FLASHConfig) -> LanguageModel:
     """FLASH-Quad causal LM (``is_decoder`` forced on)."""
-    cfg = dataclasses.replace(cfg, is_decoder=True)
-    backbone = FLASHQuadModel(cfg)
-    return LanguageModel(backbone, _quad_head(cfg, backbone), objective="clm")
+    return build_language_model(cfg, FLASHQuadModel, _quad_head, "clm")
 
 
 def build_flash_mlm(cfg: FLASHConfig) -> LanguageModel:
     """FLASH masked LM: mixed-chunk backbone + tied decoder with bias."""
-    backbone = FLASHModel(_encoder(cfg, "build_flash_mlm"))
-    return LanguageModel(backbone, _flash_head(cfg, backbone), objective="mlm")
+    return build_language_model(cfg, FLASHModel, _flash_head, "mlm")
 
 
 def build_flash_clm(cfg: FLASHConfig) -> LanguageModel:
     """FLASH causal LM: exclusive prefix over chunks (``is_decoder`` forced on)."""
-    cfg = dataclasses.replace(cfg, is_decoder=True)
-    backbone = FLASHModel(cfg)
-    return LanguageModel(backbone, _flash_head(cfg, backbone), objective="clm")
+    return build_language_model(cfg, FLASHModel, _flash_head, "clm")

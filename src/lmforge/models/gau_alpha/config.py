@@ -19,6 +19,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from lmforge.models.checks import (
+    check_at_least,
+    check_choices,
+    check_positive_floats,
+    check_probabilities,
+    check_token_ids,
+)
+
 __all__ = ["PRESETS", "GAUAlphaConfig"]
 
 
@@ -58,27 +66,16 @@ class GAUAlphaConfig:
     """Causal GAU (CLM); ``build_clm`` forces it on."""
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "attention_key_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_at_least(self, ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size"))
+        check_at_least(self, ("attention_key_size", "softmax_plus_min_length"))
+        check_at_least(self, ("softmax_plus_log_base",), 2)
+        check_at_least(self, ("type_vocab_size",), 0)
         if self.attention_key_size % 2:
             raise ValueError(f"attention_key_size must be even for RoPE, got {self.attention_key_size}")
-        if self.normalization not in ("softmax_plus", "squared_relu"):
-            raise ValueError(f"normalization must be 'softmax_plus' or 'squared_relu', got {self.normalization!r}")
-        if self.softmax_plus_min_length < 1 or self.softmax_plus_log_base < 2:
-            raise ValueError(
-                f"need softmax_plus_min_length >= 1 and softmax_plus_log_base >= 2, got "
-                f"{self.softmax_plus_min_length}, {self.softmax_plus_log_base}"
-            )
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.type_vocab_size < 0 or self.layer_norm_eps <= 0:
-            raise ValueError(
-                f"need type_vocab_size >= 0, layer_norm_eps > 0; got {self.type_vocab_size}, {self.layer_norm_eps}"
-            )
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"pad_token_id {self.pad_token_id} is outside the vocabulary [0, {self.vocab_size})")
+        check_choices(self, {"normalization": ("softmax_plus", "squared_relu")})
+        check_probabilities(self, ("hidden_dropout_prob", "attention_probs_dropout_prob"))
+        check_positive_floats(self, ("layer_norm_eps",))
+        check_token_ids(self)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

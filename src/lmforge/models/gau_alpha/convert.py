@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lmforge.models.common import raise_on_mismatch
 from lmforge.models.gau_alpha.config import GAUAlphaConfig
 
 __all__ = [
@@ -37,11 +38,6 @@ __all__ = [
     "read_state_dict",
     "to_junnyu_state_dict",
 ]
-
-
-def _raise_on_mismatch(missing: list[str], unknown: list[str], what: str) -> None:
-    if missing or unknown:
-        raise ValueError(f"cannot convert {what}: missing keys {sorted(missing)}; unknown keys {sorted(unknown)}")
 
 
 def _pairs(cfg: GAUAlphaConfig, prefix: str) -> list[tuple[str, str]]:
@@ -85,7 +81,7 @@ def from_junnyu_state_dict(sd: Mapping[str, Tensor], cfg: GAUAlphaConfig) -> dic
         raise ValueError(f"{tied_key} differs from {word_key}, but GAU-alpha ties them (stored once)")
     missing = sorted(expected - set(sd))
     unknown = sorted(set(sd) - expected - {tied_key})
-    _raise_on_mismatch(missing, unknown, "GAU-alpha (JunnYu) state dict")
+    raise_on_mismatch(missing, unknown, "GAU-alpha (JunnYu) state dict")
     return ours
 
 
@@ -96,7 +92,7 @@ def to_junnyu_state_dict(our_sd: Mapping[str, Tensor], cfg: GAUAlphaConfig) -> d
     expected = {our for our, _ in pairs}
     params = ("weight", "bias") if cfg.use_bias else ("weight",)
     expected |= {f"backbone.layers.{i}.gau.scale_offset.{p}" for i in range(cfg.num_hidden_layers) for p in params}
-    _raise_on_mismatch(sorted(expected - set(our_sd)), sorted(set(our_sd) - expected), "our GAU-alpha state dict")
+    raise_on_mismatch(sorted(expected - set(our_sd)), sorted(set(our_sd) - expected), "our GAU-alpha state dict")
     out = {theirs: our_sd[our] for our, theirs in pairs}
     for i in range(cfg.num_hidden_layers):
         for p, (q_key, k_key) in _scale_offset_keys(cfg, prefix, i).items():

@@ -19,11 +19,10 @@ Legend: B batch, T tokens, D hidden, V vocabulary.
 
 from __future__ import annotations
 
-import dataclasses
-
 from torch import Tensor, nn
 
 from lmforge.heads.lm import LanguageModel, LMDecoder, MaskedLMHead
+from lmforge.models.common import EncoderStack, build_language_model
 from lmforge.models.gau_alpha.config import GAUAlphaConfig
 from lmforge.nn.embeddings import TokenEmbeddings
 from lmforge.nn.gau import GatedAttentionUnit, ScaleOffset, SoftmaxPlus, SquaredReLU
@@ -67,7 +66,7 @@ class GAUAlphaLayer(nn.Module):
         return self.norm(x_BTD + self.dropout(self.gau(x_BTD, keep_BT)))
 
 
-class GAUAlphaModel(nn.Module):
+class GAUAlphaModel(EncoderStack):
     """GAU-alpha backbone: ``forward(input_ids, attention_mask, token_type_ids) -> hidden (B, T, D)``."""
 
     def __init__(self, config: GAUAlphaConfig):
@@ -86,18 +85,6 @@ class GAUAlphaModel(nn.Module):
         rope = RotaryEmbedding(config.attention_key_size, pairing="interleaved", base=config.rope_theta)
         self.layers = nn.ModuleList(GAUAlphaLayer(config, rope=rope) for _ in range(config.num_hidden_layers))
         init_weights(self, config)
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embeddings.word_embeddings
-
-    def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
-    ) -> Tensor:
-        keep_BT = None if attention_mask is None else attention_mask.bool()
-        x_BTD = self.embeddings(input_ids, token_type_ids)
-        for layer in self.layers:
-            x_BTD = layer(x_BTD, keep_BT)
-        return x_BTD
 
 
 def init_weights(model: nn.Module, cfg: GAUAlphaConfig) -> None:
@@ -138,14 +125,9 @@ def _head(cfg: GAUAlphaConfig, backbone: GAUAlphaModel) -> MaskedLMHead:
 
 def build_mlm(cfg: GAUAlphaConfig) -> LanguageModel:
     """GAU-alpha masked LM: backbone + tied linear head without bias."""
-    if cfg.is_decoder:
-        raise ValueError("build_mlm needs a bidirectional encoder (is_decoder=False); use build_clm for causal LM")
-    backbone = GAUAlphaModel(cfg)
-    return LanguageModel(backbone, _head(cfg, backbone), objective="mlm")
+    return build_language_model(cfg, GAUAlphaModel, _head, "mlm")
 
 
 def build_clm(cfg: GAUAlphaConfig) -> LanguageModel:
     """Causal LM: every GAU causal (``is_decoder`` forced on), same tied head."""
-    cfg = dataclasses.replace(cfg, is_decoder=True)
-    backbone = GAUAlphaModel(cfg)
-    return LanguageModel(backbone, _head(cfg, backbone), objective="clm")
+    return build_language_model(cfg, GAUAlphaModel, _head, "clm")

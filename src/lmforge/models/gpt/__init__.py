@@ -8,12 +8,7 @@ from lmforge.models.gpt.config import PRESETS, GPTConfig
 from lmforge.models.gpt.model import GPTBlock, GPTModel, build_clm, init_weights
 from lmforge.models.registry import register
 
-register(
-    "gpt",
-    GPTConfig,
-    {"backbone": GPTModel, "clm": build_clm},
-    presets=PRESETS,
-    description="GPT-2 (pre-LN, learned positions, tied head) with RoPE/RMSNorm/SwiGLU/GQA/MoE switches; causal LM.",
-)
+_GPT_DESCRIPTION = "GPT-2 (pre-LN, learned positions, tied head) with RoPE/RMSNorm/SwiGLU/GQA/MoE switches; causal LM."
+register("gpt", GPTConfig, {"backbone": GPTModel, "clm": build_clm}, presets=PRESETS, description=_GPT_DESCRIPTION)
 
 __all__ = ["PRESETS", "GPTBlock", "GPTConfig", "GPTModel", "build_clm", "init_weights"]

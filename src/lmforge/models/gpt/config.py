@@ -27,6 +27,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from lmforge.models.checks import (
+    check_at_least,
+    check_choices,
+    check_positive_floats,
+    check_probabilities,
+    check_token_ids,
+)
 from lmforge.nn.attention import ATTENTION_KERNELS
 from lmforge.nn.ffn import ACTIVATIONS
 
@@ -80,9 +87,10 @@ class GPTConfig:
     eos_token_id: int | None = None
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_at_least(self, ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads"))
+        check_at_least(self, ("max_position_embeddings",))
+        check_at_least(self, ("intermediate_size", "moe_intermediate_size"), optional=True)
+        check_at_least(self, ("num_experts", "num_shared_experts"), 0)
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}"
@@ -92,40 +100,25 @@ class GPTConfig:
                 f"num_attention_heads {self.num_attention_heads} must be a multiple of num_key_value_heads "
                 f"{self.num_key_value_heads}"
             )
-        choices = {
-            "position_embedding_type": ("absolute", "rotary"),
-            "normalization": ("layernorm", "rmsnorm"),
-            "ffn_type": ("mlp", "swiglu"),
-            "attn_implementation": tuple(sorted(ATTENTION_KERNELS)),
-            "activation_function": tuple(sorted(ACTIVATIONS)),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        check_choices(
+            self,
+            {
+                "position_embedding_type": ("absolute", "rotary"),
+                "normalization": ("layernorm", "rmsnorm"),
+                "ffn_type": ("mlp", "swiglu"),
+                "attn_implementation": sorted(ATTENTION_KERNELS),
+                "activation_function": sorted(ACTIVATIONS),
+            },
+        )
         if self.position_embedding_type == "rotary" and self.head_dim % 2:
             raise ValueError(f"rotary needs an even head size, got {self.head_dim}")
-        if self.max_position_embeddings < 1 or self.layer_norm_epsilon <= 0 or self.initializer_range <= 0:
-            raise ValueError(
-                f"need max_position_embeddings >= 1, layer_norm_epsilon > 0, initializer_range > 0; got "
-                f"{self.max_position_embeddings}, {self.layer_norm_epsilon}, {self.initializer_range}"
-            )
-        for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        for name in ("intermediate_size", "moe_intermediate_size"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
-        if self.num_experts < 0 or self.num_shared_experts < 0:
-            raise ValueError(f"num_experts and num_shared_experts must be >= 0, got {self.num_experts}, "
-                             f"{self.num_shared_experts}")  # fmt: skip
+        check_positive_floats(self, ("layer_norm_epsilon", "initializer_range"))
+        check_probabilities(self, ("resid_pdrop", "embd_pdrop", "attn_pdrop"))
         if self.num_experts and not 1 <= self.num_experts_per_tok <= self.num_experts:
             raise ValueError(f"num_experts_per_tok must be in [1, {self.num_experts}], got {self.num_experts_per_tok}")
         if self.router_aux_loss_coef < 0 or self.router_z_loss_coef < 0:
             raise ValueError("router_aux_loss_coef and router_z_loss_coef must be >= 0")
-        for name in ("bos_token_id", "eos_token_id"):
-            token = getattr(self, name)
-            if token is not None and not 0 <= token < self.vocab_size:
-                raise ValueError(f"{name} {token} is outside the vocabulary [0, {self.vocab_size})")
+        check_token_ids(self, ("bos_token_id", "eos_token_id"))
 
     @property
     def head_dim(self) -> int:

@@ -20,12 +20,13 @@ FFN, multi-head attention); anything else raises ``ValueError`` naming the optio
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from lmforge.models.common import param_pairs, raise_on_mismatch
 from lmforge.models.gpt.config import GPTConfig
 
 __all__ = ["HF_UNUSED_SUFFIXES", "from_hf_config", "from_hf_state_dict", "to_hf_config", "to_hf_state_dict"]
@@ -33,6 +34,15 @@ __all__ = ["HF_UNUSED_SUFFIXES", "from_hf_config", "from_hf_state_dict", "to_hf_
 HF_UNUSED_SUFFIXES: tuple[str, ...] = (".attn.bias", ".attn.masked_bias")
 _ACT_TO_HF = {"gelu_tanh": "gelu_pytorch_tanh"}
 _ACT_FROM_HF = {"gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh"}
+# Our module -> HF GPT-2 module inside one block.
+_LAYER_NAMES = {
+    "attention_norm": "ln_1",
+    "attention.qkv": "attn.c_attn",
+    "attention.o_proj": "attn.c_proj",
+    "ffn_norm": "ln_2",
+    "ffn.up": "mlp.c_fc",
+    "ffn.down": "mlp.c_proj",
+}
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
@@ -54,16 +64,7 @@ def _key_pairs(cfg: GPTConfig) -> list[tuple[str, str]]:
         ("backbone.embeddings.position_embeddings.weight", "transformer.wpe.weight"),
     ]
     for i in range(cfg.num_hidden_layers):
-        ours, theirs = f"backbone.layers.{i}", f"transformer.h.{i}"
-        for p in ("weight", "bias"):
-            pairs += [
-                (f"{ours}.attention_norm.{p}", f"{theirs}.ln_1.{p}"),
-                (f"{ours}.attention.qkv.{p}", f"{theirs}.attn.c_attn.{p}"),
-                (f"{ours}.attention.o_proj.{p}", f"{theirs}.attn.c_proj.{p}"),
-                (f"{ours}.ffn_norm.{p}", f"{theirs}.ln_2.{p}"),
-                (f"{ours}.ffn.up.{p}", f"{theirs}.mlp.c_fc.{p}"),
-                (f"{ours}.ffn.down.{p}", f"{theirs}.mlp.c_proj.{p}"),
-            ]
+        pairs += param_pairs(f"backbone.layers.{i}", f"transformer.h.{i}", _LAYER_NAMES)
     pairs += [("backbone.norm.weight", "transformer.ln_f.weight"), ("backbone.norm.bias", "transformer.ln_f.bias")]
     if not cfg.tie_word_embeddings:
         pairs.append(("head.decoder.weight", "lm_head.weight"))
@@ -72,12 +73,6 @@ def _key_pairs(cfg: GPTConfig) -> list[tuple[str, str]]:
 
 def _transpose_if_conv1d(hf_key: str, tensor: Tensor) -> Tensor:
     return tensor.t().contiguous() if hf_key.endswith(_CONV1D) else tensor
-
-
-def _raise_on_mismatch(missing: Iterable[str], unknown: Iterable[str], what: str) -> None:
-    missing, unknown = sorted(missing), sorted(unknown)
-    if missing or unknown:
-        raise ValueError(f"cannot convert {what}: missing keys {missing}; unknown keys {unknown}")
 
 
 def from_hf_state_dict(sd: Mapping[str, Tensor], cfg: GPTConfig) -> dict[str, Tensor]:
@@ -91,7 +86,7 @@ def from_hf_state_dict(sd: Mapping[str, Tensor], cfg: GPTConfig) -> dict[str, Te
         used.add("lm_head.weight")
     missing = [theirs for _, theirs in pairs if theirs not in sd]
     unknown = [k for k in sd if k not in used and not k.endswith(HF_UNUSED_SUFFIXES)]
-    _raise_on_mismatch(missing, unknown, "HF GPT-2 state dict")
+    raise_on_mismatch(missing, unknown, "HF GPT-2 state dict")
     return {ours: _transpose_if_conv1d(theirs, sd[theirs]) for ours, theirs in pairs}
 
 
@@ -102,7 +97,7 @@ def to_hf_state_dict(our_sd: Mapping[str, Tensor], cfg: GPTConfig) -> dict[str, 
     pairs = _key_pairs(cfg)
     missing = [ours for ours, _ in pairs if ours not in our_sd]
     unknown = set(our_sd) - {ours for ours, _ in pairs}
-    _raise_on_mismatch(missing, unknown, "our GPT state dict")
+    raise_on_mismatch(missing, unknown, "our GPT state dict")
     hf = {theirs: _transpose_if_conv1d(theirs, our_sd[ours]) for ours, theirs in pairs}
     if cfg.tie_word_embeddings:
         hf["lm_head.weight"] = hf["transformer.wte.weight"]
