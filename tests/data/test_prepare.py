@@ -128,7 +128,6 @@ def test_prepare_module_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={"PYTHONPATH": str(REPO / "src")})
 
 
-@pytest.mark.skipif(not BUNDLED_CORPUS.is_dir(), reason="bundled corpus not built")
 def test_prepare_all_on_bundled_corpus(tmp_path):
     out = prepare_all(PrepareAllArgs(input=str(BUNDLED_CORPUS), output_dir=str(tmp_path), num_proc=2, progress=False))
     report = json.loads((out / "corpus" / "report.json").read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from lmforge.hf.export import export_checkpoint
 from lmforge.train.checkpoint import load_model
 
 pytestmark = pytest.mark.hf
-transformers = pytest.importorskip("transformers")
+transformers = importlib.import_module("transformers")
 
 
 def _ids(vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
