@@ -107,17 +107,14 @@ def eager_attention(
     return out_BHTK
 
 
-def sdpa_attention(
-    q_BHTK: Tensor,
-    k_BGSK: Tensor,
-    v_BGSK: Tensor,
-    keep: Tensor | None = None,
-    *,
-    causal: bool = False,
-    scale: float | None = None,
-    dropout_p: float = 0.0,
-) -> Tensor:
-    """``F.scaled_dot_product_attention`` with the eager kernel's semantics, ``(B, H, T, K)``."""
+def _kernel_options(*, causal: bool = False, scale: float | None = None, dropout_p: float = 0.0):
+    """The keyword options every kernel takes (an unknown one is a ``TypeError``), with their defaults."""
+    return causal, scale, dropout_p
+
+
+def sdpa_attention(q_BHTK: Tensor, k_BGSK: Tensor, v_BGSK: Tensor, keep: Tensor | None = None, **options) -> Tensor:
+    """``F.scaled_dot_product_attention`` with the eager kernel's semantics and options, ``(B, H, T, K)``."""
+    causal, scale, dropout_p = _kernel_options(**options)
     num_heads, num_kv_heads = _check_shapes(q_BHTK, k_BGSK, v_BGSK)
     query_len, key_len = q_BHTK.shape[-2], k_BGSK.shape[-2]
     sdpa = dict(scale=scale, dropout_p=dropout_p)
@@ -137,20 +134,13 @@ ATTENTION_KERNELS: dict[str, AttentionFn] = {"eager": eager_attention, "sdpa": s
 
 
 def attend(
-    q_BHTK: Tensor,
-    k_BGSK: Tensor,
-    v_BGSK: Tensor,
-    keep: Tensor | None = None,
-    *,
-    kernel: str = "sdpa",
-    causal: bool = False,
-    scale: float | None = None,
-    dropout_p: float = 0.0,
+    q_BHTK: Tensor, k_BGSK: Tensor, v_BGSK: Tensor, keep: Tensor | None = None, *, kernel: str = "sdpa", **options
 ) -> Tensor:
-    """Dispatch to ``ATTENTION_KERNELS[kernel]``; all kernels share one signature and one semantics."""
+    """Dispatch to ``ATTENTION_KERNELS[kernel]``; all kernels share one signature (``eager_attention``'s) and one
+    semantics."""
     if kernel not in ATTENTION_KERNELS:
         raise ValueError(f"unknown attention kernel {kernel!r}; choose from {sorted(ATTENTION_KERNELS)}")
-    return ATTENTION_KERNELS[kernel](q_BHTK, k_BGSK, v_BGSK, keep, causal=causal, scale=scale, dropout_p=dropout_p)
+    return ATTENTION_KERNELS[kernel](q_BHTK, k_BGSK, v_BGSK, keep, **options)
 
 
 class MultiHeadAttention(nn.Module):
