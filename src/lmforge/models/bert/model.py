@@ -64,18 +64,18 @@ class BertModel(EncoderStack):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
-        absolute = config.position_embedding_type == "absolute"
+        rotary = config.position_embedding_type == "rotary"  # RoFormer: no learned position table
         self.embeddings = TokenEmbeddings(
             config.vocab_size,
             config.hidden_size,
             type_vocab_size=config.type_vocab_size,
-            max_positions=config.max_position_embeddings if absolute else 0,
+            max_positions=0 if rotary else config.max_position_embeddings,
             pad_token_id=config.pad_token_id,
             norm=LayerNorm(config.hidden_size, eps=config.layer_norm_eps),
             dropout=config.hidden_dropout_prob,
         )
         # RoFormer: interleaved pairs (bert4keras / HF modeling_roformer), base 10000, over the whole head dim.
-        rope = None if absolute else RotaryEmbedding(config.head_dim, pairing="interleaved", base=10_000.0)
+        rope = RotaryEmbedding(config.head_dim, pairing="interleaved", base=10_000.0) if rotary else None
         self.layers = nn.ModuleList(BertLayer(config, rope=rope) for _ in range(config.num_hidden_layers))
         init_weights(self, config)
 
