@@ -22,7 +22,8 @@ def test_demo_pipeline_with_tiny_settings(tmp_path: Path, capsys: pytest.Capture
     args = DemoArgs(
         output_dir=str(tmp_path / "demo"),
         max_steps=40,
-        model_preset="roformer-tiny",
+        model="gau-alpha",
+        model_preset="tiny",
         max_seq_length=64,
         per_device_train_batch_size=8,
         learning_rate=3e-3,
@@ -32,7 +33,7 @@ def test_demo_pipeline_with_tiny_settings(tmp_path: Path, capsys: pytest.Capture
     )
     result = run_demo(args)
     out = capsys.readouterr().out
-    assert "yes: the training loss fell" in out and "[MASK] #2" in out
+    assert "pretrain gau-alpha/tiny" in out and "yes: the training loss fell" in out and "[MASK] #2" in out
     assert result["last_loss"] < 0.9 * result["first_loss"]
     assert len(result["predictions"]) == DEFAULT_TEXT.count("[MASK]")
     for options in result["predictions"]:
@@ -51,3 +52,15 @@ def test_corpus_location_can_be_overridden(tmp_path: Path, monkeypatch: pytest.M
     (tmp_path / "corpus").mkdir()
     (tmp_path / "corpus" / "a.jsonl").write_text('{"text": "天气很好"}\n')
     assert find_corpus() == [tmp_path / "corpus" / "a.jsonl"]
+
+
+def test_default_model_is_gau_alpha_and_bad_choices_fail_before_preparing(tmp_path: Path) -> None:
+    assert (DemoArgs().model, DemoArgs().model_preset, DemoArgs().num_threads) == ("gau-alpha", "demo", 1)
+    for overrides, message in (
+        ({"model": "no-such-model"}, "no-such-model"),
+        ({"model": "gpt", "model_preset": "tiny"}, "no mlm head"),
+        ({"model": "gau-alpha", "model_preset": "roformer-small"}, "no preset 'roformer-small'"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            run_demo(DemoArgs(output_dir=str(tmp_path / "demo"), **overrides))
+        assert not (tmp_path / "demo").exists()

@@ -69,11 +69,24 @@ STAGES: dict[str, Stage | dict[str, Stage]] = {
         "lmforge.pending:finetune",
         "Fine-tune on CLUE classification, extractive QA or token classification.",
     ),
-    "evaluate": Stage(
-        "lmforge.pending:EvaluateArgs",
-        "lmforge.pending:evaluate",
-        "Evaluate a model: MLM accuracy / perplexity, length generalisation.",
-    ),
+    "evaluate": {
+        "lm": Stage(
+            "lmforge.eval.lm_cli:LMEvalArgs",
+            "lmforge.eval.lm_cli:evaluate_lm_run",
+            "Held-out masked-LM accuracy / loss / perplexity (or CLM perplexity) of a run.",
+        ),
+        "length": Stage(
+            "lmforge.eval.length:LengthArgs",
+            "lmforge.eval.length:evaluate_length",
+            "MLM accuracy (or perplexity) per evaluation length: table, length.json and length.png.",
+            precheck="lmforge.eval.length:check_argv",
+        ),
+        "clue": Stage(
+            "lmforge.pending:EvaluateArgs",
+            "lmforge.pending:evaluate",
+            "CLUE dev/test metrics of a fine-tuned model.",
+        ),
+    },
     "fill-mask": Stage(
         "lmforge.eval.fill_mask:FillMaskArgs",
         "lmforge.eval.fill_mask:fill_mask",

@@ -31,16 +31,18 @@ def finetune(args: FinetuneArgs) -> None:
 
 @dataclass(kw_only=True)
 class EvaluateArgs:
+    """``lmforge evaluate clue``; ``evaluate lm`` and ``evaluate length`` have landed (``lmforge.eval``)."""
+
     model: str | None = None
-    """A run directory or checkpoint."""
-    data: str | None = None
-    """A jsonl file or prepared shards to evaluate on."""
-    lengths: list[int] = field(default_factory=list)
-    """Evaluation lengths for the length-generalisation table (e.g. 64,128,256,512,1024)."""
+    """A fine-tuned run directory or checkpoint."""
+    task: str = "tnews"
+    """tnews, iflytek, afqmc, ocnli, cmnli, cluewsc2020, csl, cmrc2018 or cluener."""
+    data_dir: str | None = None
+    """Directory with the task's dev/test JSON-lines files."""
 
 
 def evaluate(args: EvaluateArgs) -> None:
-    _pending("evaluate", 9)
+    _pending("evaluate clue", 9)
 
 
 @dataclass(kw_only=True)

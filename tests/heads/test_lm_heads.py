@@ -125,3 +125,31 @@ def test_language_model_forward_and_loss(objective):
 
 def test_initial_loss_is_log_vocab_for_uniform_logits():
     assert mlm_loss(torch.zeros(1, 4, V), torch.randint(0, V, (1, 4))).item() == pytest.approx(math.log(V))
+
+
+def test_logits_at_labels_only_give_the_same_loss_gradients_and_accuracy():
+    from lmforge.eval.lm import count_predictions
+
+    backbone = StandInBackbone()
+    head = MaskedLMHead(D, V, transform=True, tied_embedding=backbone.embed)
+    model = LanguageModel(backbone, head, objective="mlm")
+    ids = torch.randint(0, V, (3, 7))
+    labels = torch.where(torch.rand(3, 7) < 0.3, ids, IGNORE_INDEX)
+    labels[0, 0] = ids[0, 0]  # at least one target
+    dense = model(ids, labels=labels)
+    dense.loss.backward()
+    dense_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    sparse = model(ids, labels=labels, logits_at_labels_only=True)
+    sparse.loss.backward()
+    n = int((labels != IGNORE_INDEX).sum())
+    assert sparse.logits.shape == (n, V)
+    torch.testing.assert_close(sparse.logits, dense.logits[labels != IGNORE_INDEX])
+    torch.testing.assert_close(sparse.loss, dense.loss)
+    for p, g in zip(model.parameters(), dense_grads, strict=True):
+        torch.testing.assert_close(p.grad, g)
+    assert count_predictions(sparse.logits, labels, objective="mlm") == count_predictions(
+        dense.logits, labels, objective="mlm"
+    )
+    clm = LanguageModel(backbone, head, objective="clm")  # CLM ignores the option: every position is a target
+    assert clm(ids, labels=ids, logits_at_labels_only=True).logits.shape == (3, 7, V)

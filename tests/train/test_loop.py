@@ -134,7 +134,7 @@ class SometimesNaN(nn.Module):
         self.embedding = nn.Embedding(100, 100)
         self.bad, self.calls = bad, 0
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> LMOutput:
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, **_) -> LMOutput:
         self.calls += 1
         logits = self.embedding(input_ids)
         loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten())

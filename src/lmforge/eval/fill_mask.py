@@ -46,7 +46,7 @@ def predict_masks(model: Any, tokenizer: Any, text: str, *, top_k: int = 5) -> l
     limit = getattr(model.config, "max_position_embeddings", None)
     if (
         limit is not None
-        and getattr(model.config, "position_embedding_type", "absolute") == "absolute"
+        and getattr(model.config, "position_embedding_type", None) == "absolute"
         and len(ids) > limit
     ):
         raise ValueError(f"the text is {len(ids)} tokens long, the model takes at most {limit}")

@@ -26,7 +26,11 @@ __all__ = ["count_predictions", "evaluate_lm", "sample"]
 
 @torch.no_grad()
 def count_predictions(logits_BTV: Tensor, labels_BT: Tensor, *, objective: str) -> tuple[Tensor, Tensor]:
-    """``(correct, predicted)`` counts over the positions the loss is computed on (int64 scalars)."""
+    """``(correct, predicted)`` counts over the positions the loss is computed on (int64 scalars). ``logits``
+    may also be ``(N, V)``: the labelled positions only (``LanguageModel(..., logits_at_labels_only=True)``)."""
+    if logits_BTV.ndim == 2:
+        labels_N = labels_BT[labels_BT != IGNORE_INDEX]
+        return (logits_BTV.argmax(dim=-1) == labels_N).sum(), torch.tensor(labels_N.numel(), device=labels_N.device)
     if objective == "clm":
         logits_BTV, labels_BT = logits_BTV[:, :-1], labels_BT[:, 1:]
     counted = labels_BT != IGNORE_INDEX
@@ -50,7 +54,7 @@ def evaluate_lm(
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast():
-            out = model(**batch)
+            out = model(**batch, logits_at_labels_only=objective == "mlm")
         correct, predicted = count_predictions(out.logits, batch["labels"], objective=objective)
         sums += torch.stack([out.loss.double() * predicted, correct.double(), predicted.double()])
     model.train(was_training)

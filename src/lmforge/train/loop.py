@@ -118,6 +118,8 @@ def train(job: TrainingJob) -> dict[str, Any]:
     )
     metrics: dict[str, Any] = {}
     model.train()
+    # MLM: the head decodes only the labelled (~15%) positions; same loss, far fewer FLOPs (heads/lm.py).
+    sparse_logits = {"logits_at_labels_only": True} if job.objective == "mlm" else {}
     clock = time.perf_counter()
     while state.step < job.max_steps:
         lr = set_learning_rate(optimizer, args.learning_rate * job.schedule(state.step))
@@ -128,7 +130,8 @@ def train(job: TrainingJob) -> dict[str, Any]:
             batch = {k: v.to(info.device, non_blocking=True) for k, v in next(job.train_batches).items()}
             set_gradient_sync(model, micro == accum - 1)  # before the forward (build-nanogpt PR #30)
             with job.autocast():
-                out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS})
+                inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
+                out = model(**inputs, **sparse_logits)
             loss = out.loss if out.aux_loss is None else out.loss + out.aux_loss  # e.g. a MoE balancing loss
             job.scaler.scale(loss / accum).backward()
             step_sums += _micro_step_sums(out, batch, objective=job.objective, accum=accum)

@@ -202,7 +202,7 @@ def _initial_model(args: PretrainArgs, tokenizer: LMTokenizer, task: str) -> tup
 
 def _check_length(config: Any, sequence_length: int) -> None:
     limit = getattr(config, "max_position_embeddings", None)
-    absolute = getattr(config, "position_embedding_type", "absolute") == "absolute"
+    absolute = getattr(config, "position_embedding_type", None) == "absolute"
     if limit is not None and absolute and sequence_length > limit:
         raise ValueError(
             f"sequences are {sequence_length} tokens but the model has {limit} positions; lower --max_seq_length "
