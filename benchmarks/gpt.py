@@ -1,20 +1,26 @@
 """Issue #6 benchmark: our GPT vs HF ``GPT2LMHeadModel`` side by side in one process, fp32 on CPU.
 
-1. Training step (forward + loss + backward + AdamW step) tokens/s at hidden 256, 4 layers, 4 heads, seq 512,
-   batch 8, both models holding the same weights (moved with our converter); eager, and with ``--compile`` both
-   compiled as well.
+1. Training step (forward + loss + backward + AdamW step + ``zero_grad``) tokens/s at hidden 256, 4 layers,
+   4 heads, vocab 32000, seq 512, batch 8; both models hold the same weights (moved with our converter). Eager,
+   and with ``--compile`` both ``torch.compile``'d as well.
 2. Greedy generation tokens/s with the KV cache (``lmforge.generation.generate`` vs HF ``generate``), 256 new
-   tokens from a 32-token prompt, batch 1 and 8; the two token sequences must be identical (checked).
-3. MFU of our training step against the fp32 matmul peak measured in the same run (best of square ``torch.mm``
-   sizes), with nanoGPT's ``estimate_mfu`` FLOP count: ``6 N + 12 L H Q T`` per token (PaLM appendix B; N = all
-   parameters except the position table, the tied head counted once as a matmul).
+   tokens after a 32-token prompt, batch 1 and 8. The token ids must be identical (checked, and printed). The
+   models for this part are fresh and equal (converter again), with ``initializer_range`` 0.1: at GPT-2's 0.02
+   a random model repeats one token for ever, and the identity check would prove little (0.1 gives ~140
+   distinct tokens in 256). Weights do not change the cost of a dense fp32 forward.
+3. MFU of our training step against the fp32 ``torch.mm`` peak measured in the same run with the same thread
+   count, FLOPs per token from nanoGPT's ``estimate_mfu``: ``6 N + 12 L H K T`` (PaLM appendix B; N = all
+   parameters except the position table; attention counted without the causal half, as nanoGPT).
+   ``--check_flops``: the same count from ``torch.utils.flop_counter.FlopCounterMode`` (matmuls) + attention.
 
 Method (nanoGPT ``bench.py``, modded-nanogpt): warm-up runs excluded; ours and HF alternate within every repeat
-(the order flips each repeat) so load from other processes hits both. The table reports the ratio of the best
-times (load only adds time) and the median and range of the per-repeat ratios; ratios only, since absolute CPU
-numbers say little across machines (raw seconds go to ``--json``).
+(the order flips each repeat) so load from other processes hits both. Each repeat records wall time and CPU
+time (``time.process_time``, all threads of the process). Speed ratios are ours vs HF (> 1 = we are faster):
+the median of the per-repeat wall ratios (judged against the target), the ratio of the best wall times, and
+the ratio of the median CPU times. On a shared machine run it also with ``--threads 1``: CPU time is then
+contention-proof (with 2 threads it also counts OpenMP spin-waiting). Absolute times go to ``--json``.
 
-Usage: ``python benchmarks/gpt.py --threads 2 --repeats 5 [--compile] [--json out.json]``
+Usage: ``python benchmarks/gpt.py [--threads 2] [--repeats 3] [--compile] [--check_flops] [--json out.json]``
 """
 
 from __future__ import annotations
@@ -34,8 +40,11 @@ from lmforge.models.gpt.config import PRESETS, GPTConfig
 from lmforge.models.gpt.convert import from_hf_state_dict, to_hf_config
 from lmforge.models.gpt.model import build_clm
 
+Timing = tuple[float, float]  # (wall s, CPU s)
 
-def _models(cfg: GPTConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
+
+def build_pair(cfg: GPTConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """HF ``GPT2LMHeadModel`` (SDPA attention) with its own random init, and ours holding the same weights."""
     fields = to_hf_config(cfg)
     fields.pop("model_type"), fields.pop("architectures")
     theirs = transformers.GPT2LMHeadModel(transformers.GPT2Config(**fields, attn_implementation="sdpa"))
@@ -44,44 +53,80 @@ def _models(cfg: GPTConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
     return ours, theirs
 
 
-def _seconds(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+def timed(fn: Callable[[], object]) -> Timing:
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def _interleaved(ours: Callable[[], object], theirs: Callable[[], object], repeats: int) -> list[tuple[float, float]]:
-    """(ours_s, theirs_s) per repeat; the order alternates so drifting background load hits both equally."""
+def interleaved(
+    ours: Callable[[], object],
+    theirs: Callable[[], object],
+    repeats: int,
+    each_repeat: Callable[[], object] | None = None,
+) -> list[tuple[Timing, Timing]]:
+    """``(ours, theirs)`` timings per repeat; the order alternates so drifting background load hits both.
+    ``each_repeat`` (untimed) runs before every repeat: the matmul peak is sampled in the same windows."""
     times = []
     for r in range(repeats):
+        if each_repeat is not None:
+            each_repeat()
         if r % 2 == 0:
-            a = _seconds(ours)
-            b = _seconds(theirs)
+            a = timed(ours)
+            b = timed(theirs)
         else:
-            b = _seconds(theirs)
-            a = _seconds(ours)
+            b = timed(theirs)
+            a = timed(ours)
         times.append((a, b))
     return times
 
 
-def matmul_peak_flops(sizes: tuple[int, ...] = (1024, 2048, 3072), tries: int = 3) -> float:
-    """Best fp32 ``torch.mm`` FLOP/s over a few square sizes (2 n^3 FLOPs each)."""
-    best = 0.0
+def speedups(times: list[tuple[Timing, Timing]]) -> dict[str, float]:
+    """Ours vs HF (HF time / our time): median and range of the per-repeat wall ratios, ratio of the best wall
+    times (load only adds time), ratio of the median CPU times."""
+    per_repeat = [theirs[0] / ours[0] for ours, theirs in times]
+    return {
+        "median": statistics.median(per_repeat),
+        "min": min(per_repeat),
+        "max": max(per_repeat),
+        "best": min(t[0] for _, t in times) / min(o[0] for o, _ in times),
+        "cpu": statistics.median(t[1] for _, t in times) / statistics.median(o[1] for o, _ in times),
+    }
+
+
+def matmul_peak(sizes: tuple[int, ...] = (1024, 2048), tries: int = 3) -> tuple[float, float]:
+    """Best fp32 ``torch.mm`` FLOP/s over square sizes (2 n^3 FLOPs each), by wall time and by CPU time."""
+    best_wall = best_cpu = 0.0
     for n in sizes:
         a, b = torch.randn(n, n), torch.randn(n, n)
         torch.mm(a, b)
         for _ in range(tries):
-            best = max(best, 2 * n**3 / _seconds(lambda: torch.mm(a, b)))  # noqa: B023
-    return best
+            wall, cpu = timed(lambda: torch.mm(a, b))  # noqa: B023
+            best_wall, best_cpu = max(best_wall, 2 * n**3 / wall), max(best_cpu, 2 * n**3 / cpu)
+    return best_wall, best_cpu
 
 
 def flops_per_token(model: torch.nn.Module, cfg: GPTConfig, seq_len: int) -> float:
-    """nanoGPT ``estimate_mfu``: ``6 N + 12 L H Q T`` (training: forward + backward)."""
+    """nanoGPT ``estimate_mfu``: ``6 N + 12 L H K T`` per token for forward + backward."""
     params = sum(p.numel() for p in model.parameters()) - model.backbone.embeddings.position_embeddings.weight.numel()
     return 6 * params + 12 * cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim * seq_len
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ids: torch.Tensor) -> Callable[[], None]:
+def counted_flops(model: torch.nn.Module, cfg: GPTConfig, ids: torch.Tensor) -> float:
+    """FLOPs of one forward + backward by ``FlopCounterMode`` (matmuls) plus attention ``12 L H K T`` per token
+    (the counter has no formula for the CPU flash-attention kernel)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        model(input_ids=ids, labels=ids).loss.backward()
+    model.zero_grad(set_to_none=True)
+    attention = 12 * cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim * ids.shape[1] * ids.numel()
+    return counter.get_total_flops() + attention
+
+
+def train_step(model: torch.nn.Module, ids: torch.Tensor) -> Callable[[], None]:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
+
     def step() -> None:
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
@@ -91,117 +136,122 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ids: to
     return step
 
 
-def _ratios(times: list[tuple[float, float]]) -> dict[str, float]:
-    """Speed ratios ours/HF (= HF time / our time): of the best times (background load only ever adds time, so
-    the minimum is the least disturbed estimate on a shared machine) and the median and range per repeat."""
-    ratios = [theirs / ours for ours, theirs in times]
-    best = min(t for _, t in times) / min(t for t, _ in times)
-    return {"best": best, "median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+def generation_runs(ours: torch.nn.Module, theirs: torch.nn.Module, prompt: torch.Tensor, new_tokens: int):
+    def run_ours() -> torch.Tensor:
+        return generate(ours, prompt, max_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+
+    def run_hf() -> torch.Tensor:
+        with torch.no_grad():  # eos None: HF generates exactly new_tokens, as we do
+            return theirs.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
+                                   do_sample=False, pad_token_id=0, eos_token_id=None)  # fmt: skip
+
+    return run_ours, run_hf
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--seq_len", type=int, default=512)
-    parser.add_argument("--vocab_size", type=int, default=PRESETS["bench"]["vocab_size"])
     parser.add_argument("--prompt_len", type=int, default=32)
     parser.add_argument("--new_tokens", type=int, default=256)
-    parser.add_argument("--compile", action="store_true", help="also compare torch.compile'd training steps")
+    parser.add_argument("--generation_init_range", type=float, default=0.1)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd training steps")
+    parser.add_argument("--check_flops", action="store_true", help="cross-check the FLOP count (FlopCounterMode)")
     parser.add_argument("--skip_generation", action="store_true")
     parser.add_argument("--json", type=str, default=None, help="write all raw timings here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = GPTConfig(**(PRESETS["bench"] | {"vocab_size": args.vocab_size}))
+    cfg = GPTConfig(**PRESETS["bench"])
     tokens = args.batch_size * args.seq_len
     report: dict[str, object] = {
-        "config": {"hidden": 256, "layers": 4, "heads": 4, "vocab": args.vocab_size, "seq": args.seq_len,
-                   "batch": args.batch_size, "threads": args.threads, "dtype": "float32"},
+        "config": {"hidden": cfg.hidden_size, "layers": cfg.num_hidden_layers, "heads": cfg.num_attention_heads,
+                   "vocab": cfg.vocab_size, "seq": args.seq_len, "batch": args.batch_size, "threads": args.threads,
+                   "repeats": args.repeats, "dtype": "float32"},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "python": platform.python_version()},
-        "cpu": platform.processor() or platform.machine(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }  # fmt: skip
-    rows = []
+    rows: list[dict[str, object]] = []
 
-    def add_row(name: str, ratio: dict[str, float], target: float | None) -> None:
-        rows.append((name, ratio, target))
-        met = "-" if target is None else ("yes" if ratio["median"] >= target else "no")  # judged on the median
+    def add_row(name: str, times: list[tuple[Timing, Timing]], work: float, target: float | None) -> None:
+        ratio = speedups(times)
+        ours = work / statistics.median(o[0] for o, _ in times)
+        theirs = work / statistics.median(t[0] for _, t in times)
+        met = "-" if target is None else ("yes" if ratio["median"] >= target else "no")
         target_text = "-" if target is None else f">= {target:.1f}x"
-        spread = f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f})"
-        print(f"| {name} | {ratio['best']:.2f}x | {spread} | {target_text} | {met} |", flush=True)
+        print(f"| {name} | {ours:,.0f} | {theirs:,.0f} | {ratio['median']:.2f}x ({ratio['min']:.2f}-"
+              f"{ratio['max']:.2f}) | {ratio['best']:.2f}x | {ratio['cpu']:.2f}x | {target_text} | {met} |",
+              flush=True)  # fmt: skip
+        rows.append({"name": name, **ratio, "target": target, "raw": times})
 
     print(f"lmforge GPT vs HF GPT2LMHeadModel | {report['date']} | torch {torch.__version__}, transformers "
           f"{transformers.__version__} | {args.threads} threads, fp32, {args.repeats} interleaved repeats")  # fmt: skip
-    print("| measurement | ours / HF, ratio of best times | per-repeat median (range) | target | met (median) |")
-    print("|---|---|---|---|---|", flush=True)
+    print("| measurement | ours tokens/s (median) | HF tokens/s (median) | speed-up, median of repeats (range) "
+          "| best times | CPU time | target | met (median) |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---|---|", flush=True)
 
     # ---- 1. training step, eager (and compiled)
-    ours, theirs = _models(cfg)
+    ours, theirs = build_pair(cfg)
+    ours.train(), theirs.train()
     ids = torch.randint(0, cfg.vocab_size, (args.batch_size, args.seq_len))
-    steps = {}
-    for name, model in (("ours", ours), ("hf", theirs)):
-        model.train()
-        steps[name] = train_step(model, torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1), ids)
-        steps[name]()  # warm-up
-    peak_before = matmul_peak_flops()
-    train_times = _interleaved(steps["ours"], steps["hf"], args.repeats)
-    peak = max(peak_before, matmul_peak_flops())
-    train = _ratios(train_times)
-    add_row("training step tokens/s, eager", train, 1.0)
-    best_ours = min(t for t, _ in train_times)
-    mfu = flops_per_token(ours, cfg, args.seq_len) * tokens / best_ours / peak
-    report["train_eager_s"] = train_times
-    report["matmul_peak_gflops"] = peak / 1e9
-    report["mfu"] = mfu
+    if args.check_flops:
+        report["flops_counted"] = counted_flops(ours, cfg, ids), counted_flops(theirs, cfg, ids)
+    steps = {"ours": train_step(ours, ids), "hf": train_step(theirs, ids)}
+    steps["ours"](), steps["hf"]()  # warm-up
+    peaks = [matmul_peak()]  # sampled before, between and after the repeats; load only lowers it, so: the best
+    train_times = interleaved(steps["ours"], steps["hf"], args.repeats, lambda: peaks.append(matmul_peak()))
+    peaks.append(matmul_peak())
+    peak_wall, peak_cpu = max(w for w, _ in peaks), max(c for _, c in peaks)
+    add_row("training step, eager", train_times, tokens, 1.0)
+    step_flops = flops_per_token(ours, cfg, args.seq_len) * tokens
+    mfu = {"eager": step_flops / min(o[0] for o, _ in train_times) / peak_wall}
+    mfu_cpu = {"eager": step_flops / min(o[1] for o, _ in train_times) / peak_cpu}
 
     if args.compile:
-        compiled = {}
-        for name, model in (("ours", ours), ("hf", theirs)):
-            fast = torch.compile(model)
-            compiled[name] = train_step(fast, torch.optim.AdamW(model.parameters(), lr=1e-4), ids)
-            for _ in range(2):
-                compiled[name]()  # compile + warm-up
-        both = _interleaved(compiled["ours"], compiled["hf"], args.repeats)
-        vs_eager = _interleaved(compiled["ours"], steps["hf"], args.repeats)
-        add_row("training step tokens/s, both compiled", _ratios(both), None)
-        add_row("training step tokens/s, ours compiled vs HF eager", _ratios(vs_eager), 1.2)
-        best_compiled = min(t for t, _ in both + vs_eager)
-        report["mfu_compiled"] = flops_per_token(ours, cfg, args.seq_len) * tokens / best_compiled / peak
-        report["train_compiled_s"], report["train_compiled_vs_eager_s"] = both, vs_eager
+        compiled = {"ours": train_step(torch.compile(ours), ids), "hf": train_step(torch.compile(theirs), ids)}
+        for _ in range(2):
+            compiled["ours"](), compiled["hf"]()  # compile + warm-up
+        vs_eager = interleaved(compiled["ours"], steps["hf"], args.repeats)
+        both = interleaved(compiled["ours"], compiled["hf"], args.repeats)
+        add_row("training step, ours compiled vs HF eager", vs_eager, tokens, 1.2)
+        add_row("training step, both compiled", both, tokens, None)
+        best_compiled = [o for o, _ in vs_eager + both]
+        mfu["compiled"] = step_flops / min(w for w, _ in best_compiled) / peak_wall
+        mfu_cpu["compiled"] = step_flops / min(c for _, c in best_compiled) / peak_cpu
+    del ours, theirs, steps
 
-    # ---- 2. greedy generation with the KV cache
+    # ---- 2. greedy generation with the KV cache (fresh, equal models: see the module docstring)
     if not args.skip_generation:
-        # The training steps above moved both models apart (different kernels): start again from equal weights.
-        ours.load_state_dict(from_hf_state_dict(theirs.state_dict(), cfg))
+        ours, theirs = build_pair(GPTConfig(**(PRESETS["bench"] | {"initializer_range": args.generation_init_range})))
         ours.eval(), theirs.eval()
         for batch in (1, 8):
             prompt = torch.randint(0, cfg.vocab_size, (batch, args.prompt_len))
-            options = dict(max_new_tokens=args.new_tokens, do_sample=False, pad_token_id=0)
+            run_ours, run_hf = generation_runs(ours, theirs, prompt, args.new_tokens)
+            ours_ids, hf_ids = run_ours(), run_hf()  # doubles as the warm-up
+            new_ids = ours_ids[:, args.prompt_len :]
+            if ours_ids.shape != hf_ids.shape or new_ids.shape[1] != args.new_tokens:
+                raise RuntimeError(f"unequal lengths: ours {tuple(ours_ids.shape)}, HF {tuple(hf_ids.shape)}")
+            differ = (ours_ids != hf_ids).any(dim=0).nonzero()
+            same = "identical ids" if len(differ) == 0 else f"ids DIFFER from position {int(differ[0])}"
+            distinct = statistics.median(len(set(row)) for row in new_ids.tolist())
+            times = interleaved(run_ours, run_hf, args.repeats)
+            name = f"greedy generation, batch {batch} ({same}, {distinct:.0f} distinct of {args.new_tokens})"
+            add_row(name, times, batch * args.new_tokens, 1.5)
+            report[f"generation_b{batch}_identical"] = len(differ) == 0
 
-            def run_ours(prompt=prompt, options=options):
-                return generate(ours, prompt, **options)
-
-            def run_hf(prompt=prompt, options=options):
-                with torch.no_grad():
-                    return theirs.generate(
-                        prompt, attention_mask=torch.ones_like(prompt), min_new_tokens=args.new_tokens,
-                        eos_token_id=None, **options,
-                    )  # fmt: skip
-
-            differ = (run_ours() != run_hf()).any(dim=0).nonzero()  # doubles as the warm-up
-            same = "identical tokens" if len(differ) == 0 else f"tokens differ from position {int(differ[0])}"
-            times = _interleaved(run_ours, run_hf, args.repeats)
-            add_row(f"greedy generation tokens/s, batch {batch}, {same}", _ratios(times), 1.5)
-            report[f"generate_b{batch}_s"] = times
-
-    print(f"| MFU of our eager training step vs measured fp32 matmul peak | {mfu:.0%} | - | >= 60% | "
-          f"{'yes' if mfu >= 0.6 else 'no'} |")  # fmt: skip
-    if "mfu_compiled" in report:
-        print(f"| MFU of our compiled training step | {report['mfu_compiled']:.0%} | - | - | - |")
-    report["rows"] = [{"name": n, **r, "target": t} for n, r, t in rows]
+    print(f"\nfp32 matmul peak: {peak_wall / 1e9:.0f} GFLOP/s by wall time, {peak_cpu / 1e9:.0f} GFLOP/s per CPU "
+          f"second ({args.threads} threads). Training step: {step_flops / 1e9:.1f} GFLOP (estimate_mfu).")  # fmt: skip
+    if "flops_counted" in report:
+        counted = ", ".join(f"{f / 1e9:.1f}" for f in report["flops_counted"])  # type: ignore[union-attr]
+        print(f"FlopCounterMode + attention: ours, HF = {counted} GFLOP")
+    for name in mfu:
+        print(f"MFU of our {name} training step (best step): {mfu[name]:.1%} by wall time, "
+              f"{mfu_cpu[name]:.1%} by CPU time (target >= 60%: {'yes' if mfu[name] >= 0.6 else 'no'})")  # fmt: skip
+    report |= {"rows": rows, "mfu_wall": mfu, "mfu_cpu": mfu_cpu, "step_gflop": step_flops / 1e9,
+               "matmul_peak_gflops": {"wall": peak_wall / 1e9, "cpu": peak_cpu / 1e9}}  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

@@ -43,6 +43,13 @@ def test_every_stage_has_help(stage: list[str], capsys: pytest.CaptureFixture[st
     assert f"lmforge {' '.join(stage)}" in out and "--config" in out
 
 
+def test_help_shows_the_field_docstrings(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["pretrain", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps the help text
+    assert "Sequences per device per micro-step." in out
+
+
 def test_group_without_substage_lists_its_substages(capsys: pytest.CaptureFixture[str]) -> None:
     cli.main(["prepare"])
     out = capsys.readouterr().out

@@ -1,6 +1,10 @@
 """Generation: cached == recompute, batched == one by one, logits processors vs HF, seeds, EOS, the BERT fallback,
-and ``lmforge generate`` end to end on a checkpoint with a Chinese byte-level BPE tokenizer."""
+``lmforge generate`` end to end on a checkpoint with a Chinese byte-level BPE tokenizer, and uint32 CLM shards
+for vocabularies past 65,536 ids."""
 
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 import torch
 
@@ -171,3 +175,23 @@ def test_generate_args_are_positional():
     parser = cli._stage_parser("generate", cli.STAGES["generate"])
     namespace = parser.parse_args(["runs/x", "你好", "--top_k", "5"])
     assert (namespace.model, namespace.prompt, namespace.top_k) == ("runs/x", "你好", 5)
+
+
+def test_clm_shards_switch_to_uint32_past_65536_ids_and_feed_a_gpt(tmp_path):
+    """A vocabulary of more than 65,536 ids (a large Chinese BPE) writes uint32 CLM shards whose blocks reach the
+    model unchanged; uint16 (nanoGPT's bins) would wrap id 65,536 to 0."""
+    from lmforge.data.collate import CLMCollator
+    from lmforge.data.shards import ShardWriter, open_shards
+
+    vocab_size = 70_000
+    ids = np.array([65_535, 65_536, 69_999, 5, 66_000, 7, 65_537])
+    info = {"fingerprint": "f" * 16, "kind": "bpe", "pad_token_id": 0, "cls_token_id": 2, "sep_token_id": 3}
+    writer = ShardWriter(tmp_path, objective="clm", vocab_size=vocab_size, tokenizer_info=info, block_size=8)
+    writer.add(ids, word_starts=np.ones(ids.size, dtype=bool), doc_lengths=np.array([ids.size]))
+    writer.close()
+    shards = open_shards(tmp_path)
+    assert shards.dtype == np.uint32 and (tmp_path / "tokens-00000.bin").stat().st_size == 8 * 4
+    batch = CLMCollator(SimpleNamespace(pad_token_id=0))(shards.read(range(len(shards))))
+    assert batch["input_ids"].tolist() == [[*ids.tolist(), 3]]  # the document, then its separator
+    model = build_clm(GPTConfig(**(PRESETS["tiny"] | {"vocab_size": vocab_size})))
+    assert torch.isfinite(model(batch["input_ids"], labels=batch["labels"]).loss)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace, set_parsing_settings
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,8 @@ def show_models(args: ModelsArgs) -> None:
 
 
 def _stage_parser(name: str, stage: Stage) -> ArgumentParser:
+    # The dataclass attribute docstrings are the --help text (off by default in jsonargparse >= 4.40).
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
     args_class = stage.load(stage.args)
     parser = ArgumentParser(prog=f"lmforge {name}", description=stage.help)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below.")

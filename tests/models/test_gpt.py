@@ -250,6 +250,11 @@ def test_init_follows_gpt2():
     assert block.ffn.up.bias.abs().sum() == 0 and torch.equal(block.attention_norm.weight, torch.ones(256))
     assert model.head.decoder.is_tied and "head.decoder.weight" not in model.state_dict()
     assert model.head.decoder._tied[0] is model.get_input_embeddings()
+    # MoE: every expert's and the shared expert's down projection writes into the residual stream too.
+    moe = build_clm(dataclasses.replace(cfg, num_experts=2, num_shared_experts=1)).backbone.layers[0].ffn
+    for down in (moe.experts[0].down, moe.experts[1].down, moe.shared.down):
+        assert down.weight.std().item() == pytest.approx(residual, rel=0.05)
+    assert moe.experts[0].up.weight.std().item() == pytest.approx(0.02, rel=0.05)
 
 
 @pytest.mark.parametrize("preset", VARIANTS)

@@ -124,3 +124,14 @@ def test_user_errors(mlm_data: Path, tmp_path: Path) -> None:
         _run(mlm_data, tmp_path / "w", model_overrides={"max_position_embeddings": 8})
     with pytest.raises(ValueError, match="prepared for mlm"):
         _run(mlm_data, tmp_path / "v", objective="clm")
+
+
+def test_moe_router_metrics_are_logged(clm_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "moe"
+    _run(clm_data, run, model="gpt", model_preset="tiny-moe", objective="clm", max_seq_length=24, max_steps=2,
+         save_steps=2, logging_steps=1)  # fmt: skip
+    train_lines = [r for r in _records(run) if "train_loss" in r]
+    assert len(train_lines) == 2
+    for record in train_lines:
+        assert {"aux_loss", "moe_balance_loss", "moe_z_loss"} <= set(record), sorted(record)
+        assert record["aux_loss"] > 0

@@ -126,6 +126,7 @@ def train(job: TrainingJob) -> dict[str, Any]:
 
         # ---- forward/backward over the accumulation window; gradients sync only on its last micro-step
         step_sums = torch.zeros(4, dtype=torch.float64, device=info.device)  # loss, correct, n, tokens
+        extras: dict[str, float] = {}
         for micro in range(accum):
             batch = {k: v.to(info.device, non_blocking=True) for k, v in next(job.train_batches).items()}
             set_gradient_sync(model, micro == accum - 1)  # before the forward (build-nanogpt PR #30)
@@ -135,7 +136,13 @@ def train(job: TrainingJob) -> dict[str, Any]:
             loss = out.loss if out.aux_loss is None else out.loss + out.aux_loss  # e.g. a MoE balancing loss
             job.scaler.scale(loss / accum).backward()
             step_sums += _micro_step_sums(out, batch, objective=job.objective, accum=accum)
+            for key, value in _extra_metrics(out).items():  # MoE router losses and load, means over micro-steps
+                extras[key] = extras.get(key, 0.0) + value / accum
         step_sums = all_reduce_sum(step_sums)
+        if extras:  # every rank runs the same model, so the keys agree; sorted for the same order everywhere
+            keys = sorted(extras)
+            reduced = all_reduce_sum(torch.tensor([extras[k] for k in keys], dtype=torch.float64, device=info.device))
+            extras = {k: v / info.world_size for k, v in zip(keys, reduced.tolist(), strict=True)}
         step_loss = step_sums[0].item() / info.world_size
 
         # ---- clip, then step unless the loss or the gradient is not finite
@@ -173,6 +180,9 @@ def train(job: TrainingJob) -> dict[str, Any]:
         window["correct"] += step_sums[1].item()
         window["n"] += step_sums[2].item()
         window["tokens"] += step_sums[3].item()
+        window["all_steps"] = window.get("all_steps", 0) + 1
+        for key, value in extras.items():
+            window[f"extra/{key}"] = window.get(f"extra/{key}", 0.0) + value
         state.tokens += int(step_sums[3].item())
         if (
             state.step % args.logging_steps == 0
@@ -188,6 +198,7 @@ def train(job: TrainingJob) -> dict[str, Any]:
             window_time = state.elapsed_s - window["elapsed_at_start"]
             metrics["tokens_per_s"] = window["tokens"] / max(window_time, 1e-9)
             metrics |= {"tokens": state.tokens, "elapsed_s": state.elapsed_s, "nonfinite_steps": state.nonfinite_steps}
+            metrics |= {k[6:]: v / window["all_steps"] for k, v in window.items() if k.startswith("extra/")}
             if job.logger is not None:
                 job.logger.log(state.step, metrics)
             progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
@@ -223,6 +234,14 @@ def _micro_step_sums(out: Any, batch: dict[str, Tensor], *, objective: str, accu
     mask = batch.get("attention_mask")
     tokens = mask.sum() if mask is not None else torch.tensor(batch["input_ids"].numel(), device=correct.device)
     return torch.stack([out.loss.detach().double() / accum, correct.double(), predicted.double(), tokens.double()])
+
+
+def _extra_metrics(out: Any) -> dict[str, float]:
+    """Scalars a model reports beside its loss (``LMOutput.metrics``, ``aux_loss``), e.g. MoE balance and z-loss."""
+    extra = {key: float(value) for key, value in getattr(out, "metrics", {}).items()}
+    if getattr(out, "aux_loss", None) is not None:
+        extra["aux_loss"] = float(out.aux_loss.detach())
+    return extra
 
 
 def run_evaluation(job: TrainingJob) -> dict[str, Any]:
