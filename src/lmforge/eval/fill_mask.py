@@ -44,11 +44,7 @@ def predict_masks(model: Any, tokenizer: Any, text: str, *, top_k: int = 5) -> l
         ids.extend(tokenizer.encode(piece))
     ids.append(tokenizer.sep_token_id)
     limit = getattr(model.config, "max_position_embeddings", None)
-    if (
-        limit is not None
-        and getattr(model.config, "position_embedding_type", None) == "absolute"
-        and len(ids) > limit
-    ):
+    if limit is not None and getattr(model.config, "position_embedding_type", None) == "absolute" and len(ids) > limit:
         raise ValueError(f"the text is {len(ids)} tokens long, the model takes at most {limit}")
     input_ids = torch.tensor([ids], device=next(model.parameters()).device)
     with torch.no_grad():
