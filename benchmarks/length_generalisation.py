@@ -41,14 +41,7 @@ from pathlib import Path
 
 import torch
 
-from lmforge.data.prepare import (
-    CorpusArgs,
-    ShardsArgs,
-    TokenizerArgs,
-    prepare_corpus,
-    prepare_shards,
-    prepare_tokenizer,
-)
+from lmforge.data.prepare import PrepareAllArgs, prepare_all
 from lmforge.eval.length import LengthArgs, evaluate_length, plot_length
 from lmforge.train.config import PretrainArgs
 from lmforge.train.metrics import read_metrics
@@ -107,15 +100,11 @@ def prepare(data: Path) -> Path:
     if (data / "shards" / "validation" / "index.json").is_file():
         return data
     joined = join_documents(REPO / "data" / "corpus", data / "joined", min_chars=MIN_DOC_CHARS)
-    prepare_corpus(CorpusArgs(input=[str(joined)], output_dir=str(data / "corpus")))
-    tokenizer = prepare_tokenizer(
-        TokenizerArgs(input=[str(data / "corpus")], output_dir=str(data / "tokenizer"), cjk_continuations=False)
-    )
-    prepare_shards(
-        ShardsArgs(
-            input=[str(data / "corpus")],
-            tokenizer_path=str(tokenizer),
-            output_dir=str(data / "shards"),
+    prepare_all(
+        PrepareAllArgs(
+            input=[str(joined)],
+            output_dir=str(data),
+            cjk_continuations=False,
             max_seq_length=TRAIN_LENGTH,
             validation_split_percentage=5.0,
             seed=42,

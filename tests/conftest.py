@@ -7,6 +7,7 @@ Markers (declared in pyproject.toml): ``slow`` (``make chaos``), ``gpu`` (needs 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -28,3 +29,12 @@ def seed() -> int:
 def _threads() -> None:
     # CI has 2 cores; more threads than cores only adds contention.
     torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread for the test (training tests: deterministic and no oversubscription), restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -142,14 +142,7 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
 
 
 def _run(args: DemoArgs, preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    from lmforge.data.prepare import (
-        CorpusArgs,
-        ShardsArgs,
-        TokenizerArgs,
-        prepare_corpus,
-        prepare_shards,
-        prepare_tokenizer,
-    )
+    from lmforge.data.prepare import PrepareAllArgs, prepare_all
     from lmforge.data.tokenizer import load_tokenizer
     from lmforge.eval.fill_mask import format_predictions, predict_masks
     from lmforge.train.checkpoint import TOKENIZER_DIR, load_model, resolve_checkpoint
@@ -166,22 +159,17 @@ def _run(args: DemoArgs, preset: str, overrides: dict[str, Any]) -> dict[str, An
     if args.max_documents is not None:
         files = _first_documents(files, args.max_documents, out / "data" / "subset")
     data = out / "data"
-    progress = not args.disable_tqdm
-    prepare_corpus(CorpusArgs(input=[str(f) for f in files], output_dir=str(data / "corpus"), progress=progress))
     # No "##X" entries for CJK characters: they are never produced for Chinese text by a char tokenizer, and
     # halving the vocabulary halves the cost of the MLM decoder, the largest matmul of this small model.
-    tokenizer_dir = prepare_tokenizer(
-        TokenizerArgs(input=[str(data / "corpus")], output_dir=str(data / "tokenizer"), cjk_continuations=False)
-    )
-    prepare_shards(
-        ShardsArgs(
-            input=[str(data / "corpus")],
-            tokenizer_path=str(tokenizer_dir),
-            output_dir=str(data / "shards"),
+    prepare_all(
+        PrepareAllArgs(
+            input=[str(f) for f in files],
+            output_dir=str(data),
+            cjk_continuations=False,
             max_seq_length=args.max_seq_length,
             validation_split_percentage=2.0,
             seed=args.seed,
-            progress=progress,
+            progress=not args.disable_tqdm,
         )
     )
     timings["prepare_s"] = time.perf_counter() - started

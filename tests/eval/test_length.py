@@ -9,21 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
 from lmforge import cli
-from lmforge.data.prepare import (
-    CorpusArgs,
-    ShardsArgs,
-    TokenizerArgs,
-    prepare_corpus,
-    prepare_shards,
-    prepare_tokenizer,
-)
+from lmforge.data.prepare import PrepareAllArgs, prepare_all
 from lmforge.data.tokenizer import load_tokenizer
 from lmforge.eval.length import (
     LengthArgs,
@@ -44,12 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 LENGTHS = [8, 16, 32, 64]  # the runs train at 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _corpus_slice(path: Path, per_file: int = 80) -> Path:
@@ -62,25 +49,17 @@ def _corpus_slice(path: Path, per_file: int = 80) -> Path:
 
 
 def _prepare(root: Path, *, objective: str) -> Path:
-    prepare_corpus(
-        CorpusArgs(input=[str(_corpus_slice(root / "raw"))], output_dir=str(root / "corpus"), progress=False)
+    args = PrepareAllArgs(
+        input=[str(_corpus_slice(root / "raw"))],
+        output_dir=str(root),
+        cjk_continuations=False,
+        objective=objective,
+        max_seq_length=32,
+        block_size=32,
+        validation_split_percentage=20.0,
+        progress=False,
     )
-    tokenizer = prepare_tokenizer(
-        TokenizerArgs(input=[str(root / "corpus")], output_dir=str(root / "tokenizer"), cjk_continuations=False)
-    )
-    prepare_shards(
-        ShardsArgs(
-            input=[str(root / "corpus")],
-            tokenizer_path=str(tokenizer),
-            output_dir=str(root / "shards"),
-            objective=objective,
-            max_seq_length=32,
-            block_size=32,
-            validation_split_percentage=20.0,
-            progress=False,
-        )
-    )
-    return root
+    return prepare_all(args)
 
 
 def _train(data: Path, out: Path, *, objective: str) -> Path:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 _spec = importlib.util.spec_from_file_location("tiny_data", Path(__file__).parents[1] / "train" / "tiny_data.py")
 tiny_data = importlib.util.module_from_spec(_spec)
@@ -15,11 +13,8 @@ _spec.loader.exec_module(tiny_data)
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread: None) -> None:
+    """Every test of this folder runs on one torch thread (see ``one_thread`` in tests/conftest.py)."""
 
 
 def _train(data: Path, out: Path, **kw) -> Path:

@@ -6,20 +6,15 @@ step can take 100x longer while the threads spin-wait for each other.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from tiny_data import make_data
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread: None) -> None:
+    """Every test of this folder runs on one torch thread (see ``one_thread`` in tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")

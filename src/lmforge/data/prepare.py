@@ -420,6 +420,8 @@ class PrepareAllArgs:
     """Tokenizer to build: char (BERT characters), bpe (byte-level BPE) or codepoint (CANINE)."""
     vocab_size: int | None = None
     """Upper bound on the vocabulary size (default 21128 for char, 32000 for bpe)."""
+    cjk_continuations: bool = True
+    """char: also add '##X' entries for CJK characters (bert-base-chinese layout); false nearly halves the vocab."""
     objective: Literal["mlm", "clm"] = "mlm"
     """Sequences for masked LM (one document, [CLS]/[SEP]) or causal LM (concatenated blocks)."""
     max_seq_length: int = 512
@@ -462,6 +464,7 @@ def prepare_all(args: PrepareAllArgs) -> Path:
             output_dir=str(out / "tokenizer"),
             tokenizer=args.tokenizer,
             vocab_size=args.vocab_size,
+            cjk_continuations=args.cjk_continuations,
             text_field="text",
         )
     )
