@@ -179,8 +179,7 @@ def test_keep_must_be_bool():
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_sdpa_matches_eager_on_gpu_half_precision(dtype):
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
+    assert torch.cuda.is_available(), "gpu-marked tests need CUDA: select them with -m gpu on a GPU machine only"
     q, k, v = (t.cuda() for t in _qkv(64, 96, num_kv_heads=2, dtype=dtype))
     for keep in (None, _keep("padding", 64, 96).cuda(), _keep("full", 64, 96).cuda()):
         for causal in (False, True):
