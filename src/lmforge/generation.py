@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from lmforge.heads.lm import CausalLMHead, LanguageModel
+from lmforge.nn.attention import KeyValueBuffer
 from lmforge.nn.moe import pop_router_losses
 
 __all__ = ["apply_repetition_penalty", "generate", "generate_ids", "next_token_logits", "supports_cache"]
@@ -194,6 +195,8 @@ def _decode(
                 past_key_values=past,
                 position_ids=step_positions,
             )
+            if past is not None and all(isinstance(layer, tuple) for layer in past):  # after the prompt: grow in place
+                past = [KeyValueBuffer(k, v, capacity=k.shape[-2] + max_new_tokens) for k, v in past]
         else:
             extra = {"position_ids": position_ids_BS} if is_padded else {}
             hidden_BTD = model.backbone(sequence_BS, attention_mask=mask_BS if is_padded else None, **extra)

@@ -9,6 +9,7 @@ import torch
 
 from lmforge.nn.attention import (
     ATTENTION_KERNELS,
+    KeyValueBuffer,
     MultiHeadAttention,
     attend,
     causal_keep,
@@ -187,3 +188,21 @@ def test_sdpa_matches_eager_on_gpu_half_precision(dtype):
             actual = sdpa_attention(q, k, v, keep, causal=causal)
             assert torch.isfinite(actual).all()
             torch.testing.assert_close(actual, expected, **TOL["kernel_half"])
+
+
+def test_kv_buffer_decoding_equals_concatenated_cache():
+    attn = MultiHeadAttention(16, num_heads=4, num_key_value_heads=2, causal=True, rope=RotaryEmbedding(4, pairing="half")).eval()
+    x = torch.randn(2, 9, 16)
+    with torch.no_grad():
+        _, tuple_cache = attn(x[:, :5], use_cache=True)
+        buffer = KeyValueBuffer(*tuple_cache, capacity=9)
+        for t in range(5, 9):
+            expected, tuple_cache = attn(x[:, t : t + 1], past_key_value=tuple_cache, use_cache=True)
+            actual, present = attn(x[:, t : t + 1], past_key_value=buffer, use_cache=True)
+            assert present is buffer and buffer.length == t + 1
+            torch.testing.assert_close(actual, expected, **TOL["batched_fp32"])
+    k, v = buffer
+    torch.testing.assert_close(k, tuple_cache[0], rtol=0, atol=0)
+    torch.testing.assert_close(v, tuple_cache[1], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="KV buffer full"):
+        buffer.append(tuple_cache[0][:, :, :1], tuple_cache[1][:, :, :1])

@@ -32,6 +32,7 @@ from lmforge.nn.positions import RotaryEmbedding, apply_rotary
 __all__ = [
     "ATTENTION_KERNELS",
     "AttentionFn",
+    "KeyValueBuffer",
     "KeyValueCache",
     "MultiHeadAttention",
     "attend",
@@ -43,6 +44,39 @@ __all__ = [
 
 KeyValueCache = tuple[Tensor, Tensor]  # (k_BGSK, v_BGSK), keys already rotated
 AttentionFn = Callable[..., Tensor]
+
+
+class KeyValueBuffer:
+    """A growing ``(k, v)`` cache in storage allocated once for ``capacity`` keys: each decoding step writes its
+    keys in place instead of ``torch.cat`` copying the whole cache (the copy grows with the sequence: O(S^2) bytes
+    over a generation). It reads like the ``(k, v)`` tuple it replaces: ``cache[0]`` is ``k (B, G, S, K)``."""
+
+    def __init__(self, k_BGSK: Tensor, v_BGSK: Tensor, *, capacity: int):
+        batch, groups, length, dim = k_BGSK.shape
+        if capacity < length:
+            raise ValueError(f"capacity {capacity} is smaller than the {length} keys already cached")
+        self._k = k_BGSK.new_empty(batch, groups, capacity, dim)
+        self._v = v_BGSK.new_empty(batch, groups, capacity, v_BGSK.shape[-1])
+        self._k[:, :, :length], self._v[:, :, :length] = k_BGSK, v_BGSK
+        self.length, self.capacity = length, capacity
+
+    def append(self, k_BGTK: Tensor, v_BGTK: Tensor) -> KeyValueCache:
+        """Store the new keys/values after the cached ones; returns all of them (views, no copy)."""
+        end = self.length + k_BGTK.shape[-2]
+        if end > self.capacity:
+            raise ValueError(f"KV buffer full: {end} keys for a capacity of {self.capacity}")
+        self._k[:, :, self.length : end], self._v[:, :, self.length : end] = k_BGTK, v_BGTK
+        self.length = end
+        return self[0], self[1]
+
+    def __getitem__(self, index: int) -> Tensor:
+        return (self._k, self._v)[index][:, :, : self.length]
+
+    def __iter__(self):
+        return iter((self[0], self[1]))
+
+    def __len__(self) -> int:
+        return 2
 
 
 def keep_from_padding_mask(attention_mask_BS: Tensor) -> Tensor:
@@ -218,7 +252,9 @@ class MultiHeadAttention(nn.Module):
             cos_TK, sin_TK = self.rope(x_BTD.shape[1], offset=past_len, device=x_BTD.device)
             q_BHTK = apply_rotary(q_BHTK, cos_TK, sin_TK, self.rope.pairing)
             k_BGTK = apply_rotary(k_BGTK, cos_TK, sin_TK, self.rope.pairing)
-        if past_key_value is not None:
+        if isinstance(past_key_value, KeyValueBuffer):  # in place; the buffer itself is the present cache
+            k_BGTK, v_BGTK = past_key_value.append(k_BGTK, v_BGTK)
+        elif past_key_value is not None:
             k_BGTK = torch.cat([past_key_value[0], k_BGTK], dim=-2)  # now (B, G, S, K), S = past + T
             v_BGTK = torch.cat([past_key_value[1], v_BGTK], dim=-2)
         out_BHTK = attend(
@@ -231,7 +267,9 @@ class MultiHeadAttention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
         )
         out_BTD = self.o_proj(out_BHTK.transpose(1, 2).flatten(-2))
-        return out_BTD, ((k_BGTK, v_BGTK) if use_cache else None)
+        if not use_cache:
+            return out_BTD, None
+        return out_BTD, (past_key_value if isinstance(past_key_value, KeyValueBuffer) else (k_BGTK, v_BGTK))
 
     def extra_repr(self) -> str:
         return (
