@@ -1,12 +1,11 @@
-"""Held-out evaluation of language models: masked-LM accuracy, loss and perplexity, and sampled continuations.
+"""Held-out evaluation of language models: masked-LM accuracy, loss and perplexity.
 
 - ``evaluate_lm``: token-weighted over the whole split (``sum(loss_b * n_b) / sum(n_b)`` with ``n_b`` the
   number of predicted positions of batch b: masked positions for MLM, shifted non-ignored targets for CLM), so
   the result does not depend on the batch size. Accuracy = argmax equals the label on those positions only
   (GAU-alpha's ``train.py`` metric). Under DDP/FSDP every rank evaluates its share and the sums are all-reduced.
-- ``sample``: plain multinomial sampling with temperature and optional top-k, re-running the full forward for
-  every new token (no KV cache: a colleague's generation module replaces it). A ``torch.Generator`` makes it
-  reproducible and keeps the global RNG untouched, so evaluation never perturbs training (exact resume).
+Sampled continuations during CLM training come from ``lmforge.generation`` (KV cache, own ``torch.Generator``
+so the global RNG, and with it exact resume, is untouched).
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from torch import Tensor, nn
 from lmforge.heads.lm import IGNORE_INDEX
 from lmforge.train.distributed import all_reduce_sum
 
-__all__ = ["count_predictions", "evaluate_lm", "sample"]
+__all__ = ["count_predictions", "evaluate_lm"]
 
 
 @torch.no_grad()
@@ -66,40 +65,3 @@ def evaluate_lm(
         "eval_perplexity": math.exp(min(loss, 700.0)),
         "eval_predictions": int(predicted),
     }
-
-
-@torch.no_grad()
-def sample(
-    model: nn.Module,
-    prompt_ids: list[int],
-    *,
-    max_new_tokens: int,
-    generator: torch.Generator,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    eos_token_id: int | None = None,
-    max_context: int | None = None,
-    device: torch.device | None = None,
-) -> list[int]:
-    """Continue ``prompt_ids`` by multinomial sampling; returns only the new tokens (stops after ``eos_token_id``)."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    was_training = model.training
-    model.eval()
-    device = device or next(model.parameters()).device
-    ids = list(prompt_ids)
-    new: list[int] = []
-    for _ in range(max_new_tokens):
-        context = ids[-max_context:] if max_context else ids
-        logits_V = model(torch.tensor([context], device=device)).logits[0, -1].float() / temperature
-        if top_k is not None:
-            threshold = torch.topk(logits_V, min(top_k, logits_V.numel())).values[-1]
-            logits_V = logits_V.masked_fill(logits_V < threshold, float("-inf"))
-        probs_V = torch.softmax(logits_V, dim=-1).cpu()
-        token = int(torch.multinomial(probs_V, 1, generator=generator))
-        ids.append(token)
-        new.append(token)
-        if token == eos_token_id:
-            break
-    model.train(was_training)
-    return new

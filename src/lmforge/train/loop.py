@@ -28,7 +28,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from lmforge.eval.lm import count_predictions, evaluate_lm, sample
+from lmforge.eval.lm import count_predictions, evaluate_lm
+from lmforge.generation import generate_ids
 from lmforge.train.checkpoint import capture_rng_state, rotate_checkpoints, save_checkpoint
 from lmforge.train.config import PretrainArgs
 from lmforge.train.distributed import (
@@ -251,18 +252,16 @@ def run_evaluation(job: TrainingJob) -> dict[str, Any]:
         job.model, job.eval_batches(), objective=job.objective, device=job.info.device, autocast=job.autocast
     )
     if job.objective == "clm" and job.sample_prompts and job.decode is not None:
-        generator = torch.Generator().manual_seed(job.args.seed)  # own generator: the global RNG is untouched
+        # Own generator (the global RNG is untouched); the cached sampler of lmforge.generation on the bare model.
+        generator = torch.Generator(device=job.info.device).manual_seed(job.args.seed)
+        model = getattr(job.model, "module", job.model)  # DDP wraps; FSDP2 keeps the class
+        max_new = job.args.generation_max_new_tokens
+        keep = max(1, job.args.max_seq_length - max_new)  # prompt + continuation within the training length
         for i, prompt in enumerate(job.sample_prompts):
-            new = sample(
-                job.model,
-                prompt,
-                max_new_tokens=job.args.generation_max_new_tokens,
-                generator=generator,
-                top_k=50,
-                eos_token_id=job.eos_token_id,
-                max_context=job.args.max_seq_length,
-                device=job.info.device,
-            )
+            (new,) = generate_ids(
+                model, [prompt[-keep:]], max_new_tokens=max_new, do_sample=True, top_k=50, generator=generator,
+                eos_token_id=job.eos_token_id, device=job.info.device,
+            )  # fmt: skip
             text = f"{job.decode(prompt)} || {job.decode(new)}"
             result[f"eval_sample_{i}"] = text
             if job.logger is not None:
