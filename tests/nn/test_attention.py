@@ -191,7 +191,8 @@ def test_sdpa_matches_eager_on_gpu_half_precision(dtype):
 
 
 def test_kv_buffer_decoding_equals_concatenated_cache():
-    attn = MultiHeadAttention(16, num_heads=4, num_key_value_heads=2, causal=True, rope=RotaryEmbedding(4, pairing="half")).eval()
+    rope = RotaryEmbedding(4, pairing="half")
+    attn = MultiHeadAttention(16, num_heads=4, num_key_value_heads=2, causal=True, rope=rope).eval()
     x = torch.randn(2, 9, 16)
     with torch.no_grad():
         _, tuple_cache = attn(x[:, :5], use_cache=True)
