@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 
 from lmforge.data.prepare import PrepareAllArgs, prepare_all
+from lmforge.demo import OPTIMIZER_RECIPE
 from lmforge.eval.length import LengthArgs, evaluate_length, plot_length
 from lmforge.train.config import PretrainArgs
 from lmforge.train.metrics import read_metrics
@@ -132,12 +133,7 @@ def train(name: str, data: Path, *, steps: int, batch_size: int, learning_rate: 
             per_device_train_batch_size=batch_size,
             per_device_eval_batch_size=8,
             learning_rate=learning_rate,
-            weight_decay=0.01,
-            adam_beta2=0.98,
-            adam_epsilon=1e-6,
-            lr_scheduler_type="cosine",
-            warmup_ratio=0.1,
-            min_lr_ratio=0.1,
+            **OPTIMIZER_RECIPE,
             max_steps=steps,
             logging_steps=max(1, steps // 25),
             eval_steps=steps,

@@ -27,7 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_TEXT", "DEMO_PRESETS", "DemoArgs", "find_corpus", "run_demo"]
+__all__ = ["DEFAULT_TEXT", "DEMO_PRESETS", "OPTIMIZER_RECIPE", "DemoArgs", "find_corpus", "run_demo"]
+
+# AdamW recipe of the demo-scale runs (also used by benchmarks/length_generalisation.py): warm-up 10%, cosine to 10%.
+OPTIMIZER_RECIPE: dict[str, Any] = dict(
+    weight_decay=0.01,
+    adam_beta2=0.98,
+    adam_epsilon=1e-6,
+    lr_scheduler_type="cosine",
+    warmup_ratio=0.1,
+    min_lr_ratio=0.1,
+)
 
 DEFAULT_TEXT = "天气预报说今天的天[MASK]很好，那么我[MASK]一起去公园玩吧！"
 
@@ -190,12 +200,7 @@ def _run(args: DemoArgs, preset: str, overrides: dict[str, Any]) -> dict[str, An
             per_device_train_batch_size=args.per_device_train_batch_size,
             per_device_eval_batch_size=64,
             learning_rate=args.learning_rate,
-            weight_decay=0.01,
-            adam_beta2=0.98,
-            adam_epsilon=1e-6,
-            lr_scheduler_type="cosine",
-            warmup_ratio=0.1,
-            min_lr_ratio=0.1,
+            **OPTIMIZER_RECIPE,
             max_steps=steps,
             logging_steps=max(1, steps // 30),
             eval_steps=max(1, steps // 3),
