@@ -29,7 +29,6 @@ This module's top level imports no torch (``lmforge evaluate --help`` stays fast
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -345,6 +344,8 @@ def evaluate_windows(
     import torch
     import torch.nn.functional as F
 
+    from lmforge.eval.lm import lm_metrics
+
     sums = torch.zeros(3, dtype=torch.float64)  # cross-entropy, correct, predicted
     model.eval()
     with torch.no_grad():
@@ -371,14 +372,7 @@ def evaluate_windows(
             sums += torch.stack([loss.cpu(), correct.cpu().double(), torch.tensor(float(targets_N.numel()))])
             if progress is not None:
                 progress.update(int(keep_BT.sum()))
-    loss_sum, correct, predicted = sums.tolist()
-    loss = loss_sum / max(predicted, 1.0)
-    return {
-        "loss": loss,
-        "accuracy": correct / max(predicted, 1.0),
-        "perplexity": math.exp(min(loss, 700.0)),
-        "predictions": int(predicted),
-    }
+    return lm_metrics(*sums.tolist())
 
 
 # ----------------------------------------------------------------------------- output

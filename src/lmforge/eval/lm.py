@@ -20,7 +20,18 @@ from torch import Tensor, nn
 from lmforge.heads.lm import IGNORE_INDEX
 from lmforge.train.distributed import all_reduce_sum
 
-__all__ = ["count_predictions", "evaluate_lm"]
+__all__ = ["count_predictions", "evaluate_lm", "lm_metrics"]
+
+
+def lm_metrics(loss_sum: float, correct: float, predicted: float, *, prefix: str = "") -> dict[str, float]:
+    """Token-weighted loss, accuracy, perplexity and count from the sums over the predicted positions."""
+    loss = loss_sum / max(predicted, 1.0)
+    return {
+        f"{prefix}loss": loss,
+        f"{prefix}accuracy": correct / max(predicted, 1.0),
+        f"{prefix}perplexity": math.exp(min(loss, 700.0)),
+        f"{prefix}predictions": int(predicted),
+    }
 
 
 @torch.no_grad()
@@ -57,11 +68,4 @@ def evaluate_lm(
         correct, predicted = count_predictions(out.logits, batch["labels"], objective=objective)
         sums += torch.stack([out.loss.double() * predicted, correct.double(), predicted.double()])
     model.train(was_training)
-    loss_sum, correct, predicted = all_reduce_sum(sums).tolist()
-    loss = loss_sum / max(predicted, 1.0)
-    return {
-        "eval_loss": loss,
-        "eval_accuracy": correct / max(predicted, 1.0),
-        "eval_perplexity": math.exp(min(loss, 700.0)),
-        "eval_predictions": int(predicted),
-    }
+    return lm_metrics(*all_reduce_sum(sums).tolist(), prefix="eval_")
