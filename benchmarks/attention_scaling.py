@@ -120,6 +120,26 @@ def measure(model: nn.Module, length: int, *, warmup: int, steps: int) -> tuple[
     return (time.perf_counter() - start) / steps / length, memory
 
 
+def plot(results: dict, path: str) -> None:
+    """Time per token vs length, log-log, one line per model (the README figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, points in results.items():
+        lengths = sorted(int(length) for length in points)
+        ax.plot(lengths, [points[str(n)]["s_per_token"] * 1e6 for n in lengths], marker="o", label=name)
+    ax.set(xscale="log", yscale="log", xlabel="sequence length (tokens)", ylabel="forward+backward us per token")
+    ax.set_title("causal LM backbones, width 256, 4 layers, fp32 CPU (lower is better)", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="all lengths 512..8192 and more steps")
@@ -127,7 +147,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--skip-quadratic-above", type=int, default=4096, help="skip GAU-quad beyond this length")
     parser.add_argument("--json", type=str, default=None)
+    parser.add_argument("--plot", type=str, default=None, help="write the time-per-token plot (png) here")
+    parser.add_argument("--plot-from", type=str, default=None, help="only plot the results of an earlier --json")
     args = parser.parse_args()
+    if args.plot_from:
+        with open(args.plot_from, encoding="utf-8") as f:
+            plot(json.load(f)["results"], args.plot or "attention_scaling.png")
+        return
     torch.manual_seed(0)
     torch.set_num_threads(2)
     lengths = [512, 1024, 2048, 4096, 8192] if args.full else [512, 2048, 8192]
@@ -177,6 +203,8 @@ def main() -> None:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"peak_flops": peak, "lengths": lengths, "steps": steps, "results": results}, f, indent=2)
+    if args.plot:
+        plot(json.loads(json.dumps(results)), args.plot)  # the JSON round trip makes the length keys strings
 
 
 if __name__ == "__main__":
