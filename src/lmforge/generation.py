@@ -195,7 +195,7 @@ def _decode(
                 past_key_values=past,
                 position_ids=step_positions,
             )
-            if past is not None and all(isinstance(layer, tuple) for layer in past):  # after the prompt: grow in place
+            if isinstance(past[0], tuple):  # just after the prompt: move the cache into buffers that grow in place
                 past = [KeyValueBuffer(k, v, capacity=k.shape[-2] + max_new_tokens) for k, v in past]
         else:
             extra = {"position_ids": position_ids_BS} if is_padded else {}

@@ -231,8 +231,8 @@ class LanguageModel(nn.Module):
             loss = _token_cross_entropy(logits_BTV, labels[labelled_BT])
         else:
             logits_BTV = self.head(hidden_BTD)
-        if labels is not None and loss is None:
-            loss = mlm_loss(logits_BTV, labels) if self.objective == "mlm" else clm_loss(logits_BTV, labels)
+            if labels is not None:
+                loss = mlm_loss(logits_BTV, labels) if self.objective == "mlm" else clm_loss(logits_BTV, labels)
         return LMOutput(
             loss=loss,
             logits=logits_BTV,

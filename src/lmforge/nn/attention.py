@@ -75,9 +75,6 @@ class KeyValueBuffer:
     def __iter__(self):
         return iter((self[0], self[1]))
 
-    def __len__(self) -> int:
-        return 2
-
 
 def keep_from_padding_mask(attention_mask_BS: Tensor) -> Tensor:
     """HF-style ``attention_mask (B, S)`` (1 = real token) -> bool ``keep (B, 1, 1, S)``."""

@@ -40,6 +40,7 @@ from lmforge.train.distributed import (
     model_state_for_save,
     optimizer_state_for_save,
     set_gradient_sync,
+    unwrap,
 )
 from lmforge.train.metrics import MetricLogger, plot_loss
 from lmforge.train.optim import set_learning_rate
@@ -50,7 +51,16 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 
 
 def _empty_window(elapsed_s: float) -> dict[str, float]:
-    return {"loss": 0.0, "steps": 0, "correct": 0.0, "n": 0.0, "tokens": 0.0, "elapsed_at_start": elapsed_s}
+    # steps: finite-loss steps (the loss mean); all_steps: every step (the means of model-reported extras)
+    return {
+        "loss": 0.0,
+        "steps": 0,
+        "all_steps": 0,
+        "correct": 0.0,
+        "n": 0.0,
+        "tokens": 0.0,
+        "elapsed_at_start": elapsed_s,
+    }
 
 
 class NonFiniteLossError(ValueError):
@@ -181,7 +191,7 @@ def train(job: TrainingJob) -> dict[str, Any]:
         window["correct"] += step_sums[1].item()
         window["n"] += step_sums[2].item()
         window["tokens"] += step_sums[3].item()
-        window["all_steps"] = window.get("all_steps", 0) + 1
+        window["all_steps"] += 1
         for key, value in extras.items():
             window[f"extra/{key}"] = window.get(f"extra/{key}", 0.0) + value
         state.tokens += int(step_sums[3].item())
@@ -254,7 +264,7 @@ def run_evaluation(job: TrainingJob) -> dict[str, Any]:
     if job.objective == "clm" and job.sample_prompts and job.decode is not None:
         # Own generator (the global RNG is untouched); the cached sampler of lmforge.generation on the bare model.
         generator = torch.Generator(device=job.info.device).manual_seed(job.args.seed)
-        model = getattr(job.model, "module", job.model)  # DDP wraps; FSDP2 keeps the class
+        model = unwrap(job.model)  # past DDP / torch.compile wrappers: generation needs the LanguageModel
         max_new = job.args.generation_max_new_tokens
         keep = max(1, job.args.max_seq_length - max_new)  # prompt + continuation within the training length
         for i, prompt in enumerate(job.sample_prompts):
