@@ -93,7 +93,8 @@ def test_padded_equals_unpadded(name: str) -> None:
     x = torch.randn(1, 6, D)
     padded = torch.cat([x, torch.randn(1, 5, D)], dim=1)
     keep = torch.tensor([[True] * 6 + [False] * 5])
-    torch.testing.assert_close(gau(padded, keep)[:, :6], gau(x), **TOL["batched_fp32"])
+    # 11 vs 6 keys: the score and value matmuls have different shapes, so the reshaped tolerance applies
+    torch.testing.assert_close(gau(padded, keep)[:, :6], gau(x), **TOL["batched_fp32_reshaped"])
 
 
 @pytest.mark.parametrize("name", ["softmax_plus", "squared_relu", "kernel_valid_n", "kernel_fixed_n"])
