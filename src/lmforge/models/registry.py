@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +22,7 @@ ARCHITECTURE_MODULES: tuple[str, ...] = (
     "lmforge.models.gpt",
     "lmforge.models.gau_alpha",
     "lmforge.models.flash",
+    "lmforge.models.canine",
 )
 
 
@@ -120,4 +123,29 @@ def config_from_dict(name: str, values: dict[str, Any]) -> Any:
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"config for {name!r} has unknown fields {unknown}")
+    hints = typing.get_type_hints(entry.config_class)
+    for key, value in values.items():
+        if not _json_value_matches(value, hints.get(key, Any)):
+            raise ValueError(f"config for {name!r}: field {key!r} must be {hints[key]}, got {value!r}")
     return entry.config_class(**values)
+
+
+def _json_value_matches(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a config annotation (int, float, bool, str, Literal, X | None); other
+    annotations are not checked here (the config's own __post_init__ validates them)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return any(type(value) is type(a) and value == a for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return any(_json_value_matches(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
