@@ -455,6 +455,41 @@ def _fingerprint(kind: str, backend) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+# The fields of lmforge_tokenizer.json and their JSON types: the file is untrusted input, anything else is rejected.
+_META_TYPES: dict[str, type] = {
+    "format": str,
+    "version": int,
+    "kind": str,
+    "fingerprint": str,
+    "vocab_size": int,
+    "special_tokens": dict,
+    "special_token_ids": dict,
+    "options": dict,
+}
+
+
+def _read_meta(meta_path: Path) -> dict:
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{meta_path} is not valid UTF-8 JSON: {error}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path} must hold a JSON object, got {type(meta).__name__}")
+    unknown = sorted(set(meta) - set(_META_TYPES))
+    if unknown:
+        raise ValueError(f"{meta_path} has unexpected fields {unknown}; expected only {sorted(_META_TYPES)}")
+    for key, value in meta.items():
+        expected = _META_TYPES[key]
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ValueError(f"{meta_path}: {key!r} must be a JSON {expected.__name__}, got {value!r}")
+    for key in ("special_tokens", "special_token_ids"):
+        wanted = str if key == "special_tokens" else int
+        for name, value in meta.get(key, {}).items():
+            if not isinstance(value, wanted) or isinstance(value, bool):
+                raise ValueError(f"{meta_path}: {key}[{name!r}] must be a {wanted.__name__}, got {value!r}")
+    return meta
+
+
 def load_tokenizer(path: str | Path) -> LMTokenizer:
     """Load a tokenizer directory written by ``LMTokenizer.save`` (``prepare tokenizer``)."""
     path = Path(path)
@@ -462,7 +497,7 @@ def load_tokenizer(path: str | Path) -> LMTokenizer:
     if not meta_path.is_file():
         hint = f"; did you mean {path / 'tokenizer'}?" if (path / "tokenizer" / META_FILE).is_file() else ""
         raise ValueError(f"no tokenizer at {str(path)!r}: {META_FILE} is missing{hint}")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = _read_meta(meta_path)
     kind = meta.get("kind")
     if kind not in KINDS:
         raise ValueError(f"{meta_path}: unknown tokenizer kind {kind!r}")
@@ -470,7 +505,10 @@ def load_tokenizer(path: str | Path) -> LMTokenizer:
     if kind != "codepoint":
         from tokenizers import Tokenizer
 
-        backend = Tokenizer.from_file(str(path / "tokenizer.json"))
+        try:
+            backend = Tokenizer.from_file(str(path / "tokenizer.json"))
+        except Exception as error:  # the Rust library raises a bare Exception for unreadable/invalid files
+            raise ValueError(f"cannot read {path / 'tokenizer.json'}: {error}") from None
     tokenizer = LMTokenizer(
         kind, backend=backend, special_tokens=meta.get("special_tokens"), options=meta.get("options")
     )

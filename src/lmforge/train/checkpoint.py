@@ -27,15 +27,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import random
 import re
 import shutil
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -46,11 +49,13 @@ __all__ = [
     "STATE_FILE",
     "TOKENIZER_DIR",
     "capture_rng_state",
+    "check_checkpoint",
     "find_latest_checkpoint",
     "list_checkpoints",
     "load_model",
     "load_model_info",
     "load_training_state",
+    "load_weights",
     "resolve_checkpoint",
     "restore_rng_state",
     "rotate_checkpoints",
@@ -203,28 +208,49 @@ def save_checkpoint(
 
 
 def verify_checkpoint(path: str | Path, *, deep: bool = True) -> str | None:
-    """``None`` if ``path`` is a complete checkpoint, else the reason why not. ``deep`` also checks sha256."""
+    """``None`` if ``path`` is a complete checkpoint, else the reason why not. ``deep`` also checks sha256.
+
+    The manifest is untrusted input too: wrong types or names that leave the directory make it invalid.
+    """
     path = Path(path)
     manifest_path = path / MANIFEST_FILE
     if not manifest_path.is_file():
         return f"{path} has no {MANIFEST_FILE} (incomplete or not a checkpoint)"
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         files = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
         return f"{manifest_path} is unreadable: {error}"
+    if not isinstance(files, dict):
+        return f"{manifest_path} is malformed: 'files' is a {type(files).__name__}, not a mapping"
     for name in (MODEL_FILE, CONFIG_FILE):
         if name not in files:
             return f"{path} has no {name} in its manifest"
+    root = path.resolve()
     for name, entry in files.items():
         file = path / name
+        if not file.resolve().is_relative_to(root):
+            return f"{manifest_path} names {name!r}, outside the checkpoint"
+        typed = isinstance(entry, dict) and isinstance(entry.get("bytes"), int) and isinstance(entry.get("sha256"), str)
+        if not typed:
+            return f"{manifest_path} is malformed: the entry of {name!r} needs integer 'bytes' and string 'sha256'"
         if not file.is_file():
             return f"{file} is missing"
         if file.stat().st_size != entry["bytes"]:
-            return f"{file} has {file.stat().st_size} bytes, the manifest says {entry['bytes']}"
+            return f"{file} has {file.stat().st_size} bytes, the manifest says {entry['bytes']} (truncated?)"
         if deep and _sha256(file) != entry["sha256"]:
-            return f"{file} does not match its sha256 in the manifest"
+            return f"{file} does not match its sha256 in the manifest (corrupted)"
     return None
+
+
+def check_checkpoint(path: str | Path) -> None:
+    """``ValueError`` naming the damaged file if ``path`` fails ``verify_checkpoint``."""
+    reason = verify_checkpoint(path)
+    if reason is not None:
+        raise ValueError(
+            f"checkpoint {path} is damaged: {reason}. Use an earlier checkpoint; `--resume_from_checkpoint auto` "
+            "falls back to the newest valid one by itself"
+        )
 
 
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
@@ -240,11 +266,15 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def find_latest_checkpoint(run_dir: str | Path, *, deep: bool = True) -> Path | None:
-    """The newest checkpoint in ``run_dir`` that passes ``verify_checkpoint``; incomplete/corrupt ones are skipped."""
+def find_latest_checkpoint(run_dir: str | Path, *, deep: bool = True, quiet: bool = False) -> Path | None:
+    """The newest checkpoint in ``run_dir`` that passes ``verify_checkpoint``; incomplete/corrupt ones are skipped,
+    each with a line on stderr (unless ``quiet``) so a fallback to an older checkpoint never goes unnoticed."""
     for _, path in reversed(list_checkpoints(run_dir)):
-        if verify_checkpoint(path, deep=deep) is None:
+        reason = verify_checkpoint(path, deep=deep)
+        if reason is None:
             return path
+        if not quiet:
+            print(f"skipping checkpoint {path}: {reason}", file=sys.stderr, flush=True)
     return None
 
 
@@ -266,8 +296,11 @@ def rotate_checkpoints(run_dir: str | Path, keep: int | None) -> list[Path]:
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint directory itself, or the newest valid checkpoint of a run directory. ``ValueError`` if none."""
     path = Path(path)
-    if (path / MODEL_FILE).is_file() and (path / CONFIG_FILE).is_file():
+    if (path / MANIFEST_FILE).is_file() or (_CHECKPOINT_RE.match(path.name) and path.is_dir()):
+        check_checkpoint(path)
         return path
+    if (path / MODEL_FILE).is_file() and (path / CONFIG_FILE).is_file():
+        return path  # a hand-assembled directory without a manifest is taken as it is
     if not path.is_dir():
         raise ValueError(f"{path} is neither a checkpoint nor a run directory")
     latest = find_latest_checkpoint(path)
@@ -283,11 +316,14 @@ def load_model_info(path: str | Path) -> dict[str, Any]:
     """``config.json`` of a checkpoint: ``{"model", "task", "config"}``."""
     file = Path(path) / CONFIG_FILE
     try:
-        info = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        info = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"cannot read {file}: {error}") from None
     if not isinstance(info, dict) or not {"model", "task", "config"} <= set(info):
         raise ValueError(f"{file} is not an lmforge checkpoint config (needs model, task and config)")
+    if not (isinstance(info["model"], str) and isinstance(info["task"], str) and isinstance(info["config"], dict)):
+        kinds = {key: type(info[key]).__name__ for key in ("model", "task", "config")}
+        raise ValueError(f"{file}: model and task must be strings and config an object, got {kinds}")
     return info
 
 
@@ -299,8 +335,18 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Mo
     info = load_model_info(checkpoint)
     config = config_from_dict(info["model"], info["config"])
     model = build_model(info["model"], task=info["task"], config=config)
-    model.load_state_dict(load_file(str(checkpoint / MODEL_FILE)), strict=True)
+    model.load_state_dict(load_weights(checkpoint), strict=True)
     return model.to(device).eval()
+
+
+def load_weights(path: str | Path) -> dict[str, Tensor]:
+    """``model.safetensors`` of a checkpoint; a damaged file is a ``ValueError`` naming it (safetensors never
+    runs code, so an untrusted file can at worst be unreadable)."""
+    file = Path(path) / MODEL_FILE
+    try:
+        return load_file(str(file))
+    except (OSError, SafetensorError) as error:
+        raise ValueError(f"cannot read the weights {file}: {error}") from None
 
 
 def load_training_state(path: str | Path) -> dict[str, Any]:
@@ -308,4 +354,19 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
     file = Path(path) / STATE_FILE
     if not file.is_file():
         raise ValueError(f"{path} has no {STATE_FILE}: it can initialise a model but not resume a run")
-    return torch.load(file, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's message suggests weights_only=False: exactly what must never happen with an untrusted file
+        lines = [line for line in str(error).splitlines() if "GLOBAL" in line or "Unsupported" in line]
+        first = (lines[0] if lines else type(error).__name__)[:300]
+        raise ValueError(
+            f"{file} is not a plain training state (tensors and containers): the restricted unpickler refused it "
+            f"({first}). It may be damaged or crafted to run code; it was not executed. Do not load it with "
+            "weights_only=False; resume from another checkpoint"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as error:  # truncated zip archive, unreadable file
+        raise ValueError(f"cannot read {file} (truncated or corrupted?): {error}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{file} holds a {type(state).__name__}, not a training-state dict")
+    return state

@@ -217,7 +217,12 @@ def _prepare_output_dir(args: PretrainArgs, run_dir: Path, info: DistInfo) -> Pa
     """Decide between resume and a fresh start; returns the checkpoint to resume from (or None)."""
     resume = None
     if args.resume_from_checkpoint == "auto":
-        resume = find_latest_checkpoint(run_dir)
+        resume = find_latest_checkpoint(run_dir)  # skips (and reports) damaged ones: falls back to an older one
+        if resume is None and list_checkpoints(run_dir) and not args.overwrite_output_dir:
+            raise ValueError(
+                f"--resume_from_checkpoint auto: no checkpoint in {str(run_dir)!r} is valid (reasons above); "
+                "pass --overwrite_output_dir true to start over"
+            )
     elif args.resume_from_checkpoint is not None:
         resume = Path(args.resume_from_checkpoint)
         if resume.is_dir() and list_checkpoints(resume):  # a run directory: its newest valid checkpoint
@@ -227,7 +232,8 @@ def _prepare_output_dir(args: PretrainArgs, run_dir: Path, info: DistInfo) -> Pa
             raise ValueError(f"cannot resume from {resume}: {reason}")
     used = any((run_dir / name).exists() for name in RUN_FILES) or bool(list_checkpoints(run_dir))
     if resume is None and used:
-        if not args.overwrite_output_dir:
+        # auto without any checkpoint (killed before the first save): a fresh start, as the flag promises
+        if not args.overwrite_output_dir and args.resume_from_checkpoint != "auto":
             raise ValueError(
                 f"output directory {str(run_dir)!r} already holds a run; pass --resume_from_checkpoint auto to "
                 "continue it or --overwrite_output_dir true to start over"
