@@ -22,6 +22,7 @@ ARCHITECTURE_MODULES: tuple[str, ...] = (
     "lmforge.models.gpt",
     "lmforge.models.gau_alpha",
     "lmforge.models.flash",
+    "lmforge.models.reformer",
     "lmforge.models.canine",
 )
 
