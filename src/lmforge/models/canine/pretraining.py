@@ -6,27 +6,32 @@ CANINE-S (predict the *subword* ids of masked spans: needs a vocabulary) and CAN
 prediction inside masked spans, whose output side hashes the character into buckets). This module implements the
 vocabulary-free variant that both rely on for their output space, as a plain (non-autoregressive) masked LM:
 
-1. Masking: spans of whole words are selected on the codepoint sequence (``MLMCollator(mode="span")``: SpanBERT
-   spans, geometric length p = 0.2, up to 10 words, 15% of characters; the words come from the segmenter of
-   ``lmforge prepare``, so Chinese spans are whole jieba words). Selected characters are replaced 80% by MASK
-   (0xE003), 10% by a random CJK codepoint, 10% kept; labels are the original codepoints (-100 elsewhere).
+1. Masking: whole words of the segmenter of ``lmforge prepare`` (jieba for Chinese) are the mask units, on the
+   codepoint sequence: ``MLMCollator`` ``mode="word"`` (15% of words, 80/10/10 per word; ``pretrain --wwm_mode
+   word``, the default) or ``mode="span"`` (SpanBERT spans of whole words, geometric length p = 0.2, up to 10
+   words). Replacements: MASK (0xE003), a random CJK codepoint, or kept; labels are the original codepoints
+   (-100 elsewhere).
 2. Prediction: the final character encoding h of each masked position goes through BERT's transform
    (dense, activation, LayerNorm; ``hash_head_transform``), is split into K shards of D / K, and shard k is scored
    against *its own hash table* (the input embedding ``HashBucketCodepointEmbedder_k``, tied) plus a per-bucket
-   bias: ``logits_k = h_k @ E_k^T + b_k``, ``(N, K, num_hash_buckets)``. Tying costs D x B multiply-adds per
-   position instead of K x D x B for K untied decoders.
-3. Loss: for a masked codepoint c with buckets ``bucket_k(c) = ((c + 1) * prime_k) % B``, the mean over the K hashes
-   of the softmax cross-entropy of ``logits_k`` against ``bucket_k(c)``, averaged over masked positions. A collision
-   in one hash is resolved by the others, so the K predictions identify the codepoint.
-4. Decoding (fill-mask, accuracy): a candidate codepoint's score is ``sum_k log_softmax(logits_k)[bucket_k(c)]``
+   bias: ``logits_k = h_k @ E_k^T + b_k``, ``(N, K, H)``. Tying costs D x H multiply-adds per position instead of
+   K x D x H for K untied decoders.
+3. The quotient: ``bucket_k(c) = ((c + 1) * prime_k) % H`` depends on c only through ``(c + 1) % H``, so *all K
+   hashes collide* for codepoints H apart (with H = 16384: U+4E2D and U+8E2D share every embedding row; the extra
+   hashes never separate them). A small linear head predicts ``q(c) = (c + 1) // H`` (68 classes for H = 16384),
+   which with one bucket (a bijection of the residue, the primes being coprime to H) identifies c exactly.
+4. Loss: the mean over the K + 1 softmax cross-entropies (K buckets, the quotient) of each masked codepoint,
+   averaged over masked positions.
+5. Decoding (fill-mask): a candidate codepoint's score is ``sum_k log p_k(bucket_k(c)) + log p_q(q(c))``
    (``decode_codepoints`` over any candidate set). ``char_accuracy`` (in ``LMOutput.metrics``) counts a position
-   correct when every hash's argmax bucket is the label's bucket: exact identification without a candidate list.
+   correct when every argmax (K buckets and the quotient) is the label's: exact identification, no candidate list.
 
-``LMOutput.logits`` holds the flattened hash logits ``(..., K * B)``; their argmax is a bucket, not a codepoint, so
+``LMOutput.logits`` holds the flattened logits ``(..., K * H + Q)``; their argmax is a bucket, not a codepoint, so
 the training loop's generic ``train_accuracy``/``eval_accuracy`` are not meaningful for CANINE: read
 ``char_accuracy``.
 
-Legend: B batch, T characters, N labelled positions, D hidden, K hash functions, H buckets, C candidates.
+Legend: B batch, T characters, N labelled positions, D hidden, K hash functions, H buckets, Q quotients,
+C candidates.
 """
 
 from __future__ import annotations
@@ -42,11 +47,27 @@ from lmforge.nn.canine import HashEmbedding, hash_buckets
 from lmforge.nn.ffn import get_activation
 from lmforge.nn.norms import LayerNorm, upcast
 
-__all__ = ["CanineForMaskedChars", "HashBucketHead", "build_mlm", "decode_codepoints", "hash_bucket_loss"]
+__all__ = [
+    "CanineForMaskedChars",
+    "HashBucketHead",
+    "build_mlm",
+    "codepoint_targets",
+    "decode_codepoints",
+    "hash_bucket_loss",
+]
+
+
+NUM_CODEPOINTS = 0x110000
+
+
+def codepoint_targets(codepoints_N: Tensor, *, num_hashes: int, num_buckets: int) -> tuple[Tensor, Tensor]:
+    """``(buckets (N, K), quotient (N,))`` of each codepoint: the hash buckets and ``(c + 1) // H``."""
+    return hash_buckets(codepoints_N, num_hashes=num_hashes, num_buckets=num_buckets), (codepoints_N + 1) // num_buckets
 
 
 class HashBucketHead(nn.Module):
-    """``(..., D) -> (..., K, H)`` hash-bucket logits, decoder tied to the K input hash tables."""
+    """``(..., D) -> ((..., K, H) bucket logits, (..., Q) quotient logits)``; the bucket decoder is tied to the K
+    input hash tables, the quotient decoder is a small ``nn.Linear`` (``quotient``)."""
 
     def __init__(self, cfg: CanineConfig, embedding: HashEmbedding):
         super().__init__()
@@ -58,30 +79,36 @@ class HashBucketHead(nn.Module):
             self.activation = get_activation(cfg.hidden_act)
             self.norm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(self.num_hashes, self.num_buckets))
+        self.quotient = nn.Linear(cfg.hidden_size, NUM_CODEPOINTS // self.num_buckets + 1)
 
-    def forward(self, hidden_ND: Tensor) -> Tensor:
+    def forward(self, hidden_ND: Tensor) -> tuple[Tensor, Tensor]:
         x_ND = self.norm(self.activation(self.dense(hidden_ND))) if self.transform else hidden_ND
         shards = x_ND.chunk(self.num_hashes, dim=-1)
         tables = self._tied[0].shards
-        return torch.stack([F.linear(x, table.weight) for x, table in zip(shards, tables)], dim=-2) + self.bias
+        buckets_NKH = torch.stack([F.linear(x, table.weight) for x, table in zip(shards, tables)], dim=-2)
+        return buckets_NKH + self.bias, self.quotient(x_ND)
 
 
-def hash_bucket_loss(logits_NKH: Tensor, labels_N: Tensor) -> Tensor:
-    """Mean over positions and hashes of the cross-entropy against each hash's bucket of the label codepoint."""
-    num_hashes, num_buckets = logits_NKH.shape[-2:]
-    targets_NK = hash_buckets(labels_N, num_hashes=num_hashes, num_buckets=num_buckets)
-    total = F.cross_entropy(upcast(logits_NKH).flatten(0, -2), targets_NK.flatten(), reduction="sum")
-    return total / max(targets_NK.numel(), 1)  # no labels -> 0, not NaN
+def hash_bucket_loss(buckets_NKH: Tensor, quotient_NQ: Tensor, labels_N: Tensor) -> Tensor:
+    """Mean over positions of the mean of the K + 1 cross-entropies (each hash's bucket and the quotient of the
+    label codepoint)."""
+    num_hashes, num_buckets = buckets_NKH.shape[-2:]
+    buckets_NK, quotient_N = codepoint_targets(labels_N, num_hashes=num_hashes, num_buckets=num_buckets)
+    total = F.cross_entropy(upcast(buckets_NKH).flatten(0, -2), buckets_NK.flatten(), reduction="sum")
+    total = total + F.cross_entropy(upcast(quotient_NQ), quotient_N, reduction="sum")
+    return total / max(labels_N.numel() * (num_hashes + 1), 1)  # no labels -> 0, not NaN
 
 
 @torch.no_grad()
-def decode_codepoints(logits_NKH: Tensor, candidates_C: Tensor) -> tuple[Tensor, Tensor]:
+def decode_codepoints(buckets_NKH: Tensor, quotient_NQ: Tensor, candidates_C: Tensor) -> tuple[Tensor, Tensor]:
     """Best candidate codepoint per position: ``(codepoints (N,), scores (N, C))``, with
-    ``score(c) = sum_k log_softmax(logits_k)[bucket_k(c)]``."""
-    num_hashes, num_buckets = logits_NKH.shape[-2:]
-    log_probs_NKH = torch.log_softmax(upcast(logits_NKH), dim=-1)
-    buckets_CK = hash_buckets(candidates_C, num_hashes=num_hashes, num_buckets=num_buckets)
-    scores_NC = sum(log_probs_NKH[:, k, buckets_CK[:, k]] for k in range(num_hashes))
+    ``score(c) = sum_k log p_k(bucket_k(c)) + log p_q(quotient(c))``."""
+    num_hashes, num_buckets = buckets_NKH.shape[-2:]
+    log_probs_NKH = torch.log_softmax(upcast(buckets_NKH), dim=-1)
+    buckets_CK, quotient_C = codepoint_targets(candidates_C, num_hashes=num_hashes, num_buckets=num_buckets)
+    scores_NC = torch.log_softmax(upcast(quotient_NQ), dim=-1)[:, quotient_C]
+    for k in range(num_hashes):
+        scores_NC = scores_NC + log_probs_NKH[:, k, buckets_CK[:, k]]
     return candidates_C[scores_NC.argmax(dim=-1)], scores_NC
 
 
@@ -112,26 +139,29 @@ class CanineForMaskedChars(nn.Module):
         logits_at_labels_only: bool = False,
     ) -> LMOutput:
         """``logits_at_labels_only`` (with labels): the head runs on the labelled positions only, ``logits`` is
-        ``(N, K * H)`` in row-major order of those positions (the training loop's setting)."""
+        ``(N, K * H + Q)`` in row-major order of those positions (the training loop's setting)."""
         hidden_BTD = self.backbone(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         loss, metrics = None, {}
-        if labels is not None:
+        if labels is None:
+            buckets, quotient = self.head(hidden_BTD)
+        else:
             labelled_BT = labels != IGNORE_INDEX
             labels_N = labels[labelled_BT]
             if logits_at_labels_only:
-                logits = self.head(hidden_BTD[labelled_BT])
-                labelled_logits_NKH = logits
+                buckets, quotient = self.head(hidden_BTD[labelled_BT])
+                buckets_NKH, quotient_NQ = buckets, quotient
             else:
-                logits = self.head(hidden_BTD)
-                labelled_logits_NKH = logits[labelled_BT]
-            loss = hash_bucket_loss(labelled_logits_NKH, labels_N)
+                buckets, quotient = self.head(hidden_BTD)
+                buckets_NKH, quotient_NQ = buckets[labelled_BT], quotient[labelled_BT]
+            loss = hash_bucket_loss(buckets_NKH, quotient_NQ, labels_N)
             with torch.no_grad():
-                targets_NK = hash_buckets(labels_N, num_hashes=self.head.num_hashes, num_buckets=self.head.num_buckets)
-                hit_N = (labelled_logits_NKH.argmax(dim=-1) == targets_NK).all(dim=-1)
+                target_NK, target_N = codepoint_targets(
+                    labels_N, num_hashes=self.head.num_hashes, num_buckets=self.head.num_buckets
+                )
+                hit_N = (buckets_NKH.argmax(dim=-1) == target_NK).all(dim=-1) & (quotient_NQ.argmax(dim=-1) == target_N)
                 metrics["char_accuracy"] = hit_N.float().sum() / max(hit_N.numel(), 1)
-        else:
-            logits = self.head(hidden_BTD)
-        return LMOutput(loss=loss, logits=logits.flatten(-2), hidden_states=hidden_BTD, metrics=metrics)
+        logits = torch.cat([buckets.flatten(-2), quotient], dim=-1)
+        return LMOutput(loss=loss, logits=logits, hidden_states=hidden_BTD, metrics=metrics)
 
 
 def build_mlm(cfg: CanineConfig) -> CanineForMaskedChars:
