@@ -108,7 +108,6 @@ class _Reversible(torch.autograd.Function):
                     dy2 = dy2 + x2.grad
                     del f_x2
             y1, y2 = x1.detach(), x2.detach()
-        ctx.records = None
         return dy1, dy2, None, None
 
 
