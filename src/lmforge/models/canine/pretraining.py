@@ -167,6 +167,9 @@ class CanineForMaskedChars(nn.Module):
 def build_mlm(cfg: CanineConfig) -> CanineForMaskedChars:
     """CANINE + the tied hash-bucket head (the ``mlm`` task of ``lmforge pretrain --model canine``)."""
     backbone = CanineModel(cfg)
+    # The pooled output serves classification heads, not this loss: frozen here, DDP needs no
+    # find_unused_parameters and a fine-tuning run (which builds its own model) trains it from this init.
+    backbone.pooler.requires_grad_(False)
     head = HashBucketHead(cfg, backbone.get_input_embeddings())
     init_weights(head, cfg)
     return CanineForMaskedChars(backbone, head)
