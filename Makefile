@@ -40,6 +40,7 @@ format: $(VENV)/.installed-dev
 
 chaos: $(VENV)/.installed-dev
 	$(PY) -m pytest -q -m slow
+	$(PY) scripts/chaos.py --kills 10 --steps 40
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache build src/*.egg-info
