@@ -65,9 +65,11 @@ STAGES: dict[str, Stage | dict[str, Stage]] = {
         precheck="lmforge.train.config:check_argv",
     ),
     "finetune": Stage(
-        "lmforge.pending:FinetuneArgs",
-        "lmforge.pending:finetune",
-        "Fine-tune on CLUE classification, extractive QA or token classification.",
+        "lmforge.tasks.finetune:FinetuneArgs",
+        "lmforge.tasks.finetune:finetune",
+        "Fine-tune on CLUE classification, extractive QA (cmrc2018, squad) or token classification (cluener).",
+        positional=True,
+        precheck="lmforge.tasks.finetune:check_argv",
     ),
     "evaluate": {
         "lm": Stage(
@@ -99,10 +101,22 @@ STAGES: dict[str, Stage | dict[str, Stage]] = {
         "Generate text from a causal LM (KV cache; greedy, top-k/top-p sampling, repetition penalty).",
         positional=True,
     ),
-    "bench": Stage(
-        "lmforge.pending:BenchArgs",
-        "lmforge.pending:bench",
-        "Benchmark speed, memory and FLOPs of every architecture against its peers.",
+    "bench": {
+        "speed": Stage(
+            "lmforge.bench.speed:SpeedArgs",
+            "lmforge.bench.speed:bench_speed",
+            "Forward+backward tokens/s, memory and MFU of every architecture vs its peer: JSON, table, plot.",
+        ),
+        "flops": Stage(
+            "lmforge.bench.flops:FlopsArgs",
+            "lmforge.bench.flops:bench_flops",
+            "Analytic FLOPs per token per architecture, checked against FlopCounterMode; the matmul peak.",
+        ),
+    },
+    "compare": Stage(
+        "lmforge.bench.compare:CompareArgs",
+        "lmforge.bench.compare:compare",
+        "Train several architectures/variants on the same shards with several seeds: quality vs cost table + plot.",
     ),
     "export": Stage(
         "lmforge.hf.export_args:ExportArgs",

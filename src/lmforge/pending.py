@@ -6,7 +6,7 @@ delivers it instead of failing obscurely. An entry moves out of this file when i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 def _pending(stage: str, issue: int) -> None:
@@ -43,15 +43,3 @@ class EvaluateArgs:
 
 def evaluate(args: EvaluateArgs) -> None:
     _pending("evaluate clue", 9)
-
-
-@dataclass(kw_only=True)
-class BenchArgs:
-    kind: str = "speed"
-    """speed or flops."""
-    lengths: list[int] = field(default_factory=lambda: [512, 1024, 2048])
-    """Sequence lengths to measure."""
-
-
-def bench(args: BenchArgs) -> None:
-    _pending("bench", 10)

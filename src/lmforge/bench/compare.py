@@ -1,0 +1,373 @@
+"""``lmforge compare``: a bake-off. Several architectures or variants are pretrained (masked LM, whole-word
+masking) on the same prepared shards with the same optimizer, batch and budget, each with several seeds, then
+evaluated on the same held-out masked tokens; the result is a table (quality with its seed spread, tokens/s,
+activation memory, FLOPs) and a quality-vs-cost plot.
+
+Every run goes through the library's own stages: ``lmforge.data.prepare.prepare_all`` once (the bundled corpus by
+default), ``lmforge.train.pretrain.pretrain`` per variant and seed, and ``lmforge.eval.length.evaluate_length``
+per run: the held-out split masked once with a fixed seed (the same masked tokens for every variant and seed), at
+the training length and at the other ``eval_lengths`` (length generalisation).
+
+Budget: ``tokens`` gives every variant the same steps (same tokens seen); ``flops`` scales each variant's steps so
+that steps x analytic training FLOPs per token (``lmforge.bench.flops``) equals the first variant's.
+
+Verdict (modded-nanogpt's rule that a claim needs several seeds): variant A is called better than the reference
+(the first variant) only when the difference of mean accuracies exceeds the seed spread, i.e. when their seed
+ranges [min, max] do not overlap; otherwise "within seed spread".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from lmforge.bench.flops import train_flops_per_token
+from lmforge.bench.speed import bench_config, environment, step_memory
+
+__all__ = ["VARIANTS", "CompareArgs", "compare", "format_compare", "verdict"]
+
+# name -> (architecture, config overrides on top of the bench shape); the training length fills "{length}".
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "gau-alpha softmax_plus": ("gau-alpha", {"normalization": "softmax_plus"}),
+    "gau-alpha squared_relu": ("gau-alpha", {"normalization": "squared_relu"}),
+    "flash-quad actual-n": ("flash-quad", {"quad_length": None}),
+    "flash-quad fixed-n": ("flash-quad", {"quad_length": "{length}"}),
+    "flash": ("flash", {"group_size": 64}),
+    "bert": ("bert", {}),
+    "roformer": ("bert", {"position_embedding_type": "rotary"}),
+}
+
+
+@dataclass(kw_only=True)
+class CompareArgs:
+    variants: list[str] = field(
+        default_factory=lambda: ["gau-alpha softmax_plus", "gau-alpha squared_relu", "flash", "bert"]
+    )
+    """Variants (built-in names: see ``VARIANTS``; any registered architecture name works too). The first is the
+    reference of the verdicts."""
+    custom_variants: dict[str, Any] = field(default_factory=dict)
+    """Extra variants as JSON: '{"NAME": {"model": "gau-alpha", "overrides": {"normalization": "squared_relu"}}}'."""
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    """Seeds per variant (model init, masking, data order)."""
+    data_dir: str | None = None
+    """A `lmforge prepare all` directory to train on (default: prepare the bundled corpus into OUTPUT_DIR/data)."""
+    output_dir: str = "runs/compare"
+    """Runs go to OUTPUT_DIR/runs/VARIANT/seed-N; NAME.json, NAME.md and NAME.png to OUTPUT_DIR."""
+    name: str = "compare"
+    """File name stem of the outputs."""
+    max_seq_length: int = 128
+    """Training length."""
+    eval_lengths: list[int] = field(default_factory=lambda: [64, 128, 256])
+    """Evaluation lengths (the training length is added); the table reports accuracy at each."""
+    eval_max_tokens: int = 32768
+    """Held-out tokens evaluated (the same masked tokens for every run)."""
+    hidden_size: int = 128
+    """Width of every variant."""
+    num_layers: int = 2
+    """Transformer blocks; GAU stacks get 2x GAU layers (``lmforge.bench.speed.bench_config``)."""
+    budget: Literal["tokens", "flops"] = "tokens"
+    """tokens: the same steps for every variant; flops: steps scaled to the first variant's training FLOPs."""
+    max_steps: int = 120
+    """Steps of the reference variant."""
+    per_device_train_batch_size: int = 16
+    learning_rate: float = 2e-3
+    """Peak learning rate (warm-up 10%, cosine to 10%: the demo's AdamW recipe), the same for every variant."""
+    threads: int = 2
+    """torch CPU threads."""
+    plot: bool = True
+    """Write the quality-vs-cost plot."""
+    disable_tqdm: bool = True
+    """Disable the progress bars of the training runs."""
+
+    def __post_init__(self) -> None:
+        if len(self.seeds) < 2:
+            raise ValueError(f"--seeds needs at least 2 seeds to measure a spread, got {self.seeds}")
+        if not self.variants:
+            raise ValueError("--variants is empty")
+        for key in ("max_seq_length", "eval_max_tokens", "hidden_size", "num_layers", "max_steps", "threads"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"--{key} must be >= 1, got {getattr(self, key)}")
+
+
+def _variant(name: str, args: CompareArgs) -> tuple[str, dict[str, Any]]:
+    from lmforge.models.registry import list_models
+
+    if name in args.custom_variants:
+        spec = args.custom_variants[name]
+        if not isinstance(spec, dict) or "model" not in spec:
+            raise ValueError(f"custom variant {name!r} needs a 'model' (and optional 'overrides'), got {spec!r}")
+        model, overrides = spec["model"], dict(spec.get("overrides", {}))
+    elif name in VARIANTS:
+        model, overrides = VARIANTS[name][0], dict(VARIANTS[name][1])
+    elif name in list_models():
+        model, overrides = name, {}
+    else:
+        raise ValueError(f"unknown variant {name!r}; choose from {sorted(VARIANTS)}, a registered model or --custom")
+    overrides = {k: args.max_seq_length if v == "{length}" else v for k, v in overrides.items()}
+    return model, overrides
+
+
+def _prepare(args: CompareArgs, out: Path) -> Path:
+    from lmforge.data.prepare import PrepareAllArgs, prepare_all
+    from lmforge.demo import find_corpus
+
+    if args.data_dir is not None:
+        return Path(args.data_dir)
+    data = out / "data"
+    if not (data / "shards" / "validation" / "index.json").is_file():
+        files = find_corpus()
+        prepare_all(
+            PrepareAllArgs(
+                input=[str(f) for f in files],
+                output_dir=str(data),
+                cjk_continuations=False,
+                max_seq_length=args.max_seq_length,
+                validation_split_percentage=5.0,
+                seed=42,
+                progress=False,
+            )
+        )
+    return data
+
+
+def _vocab_size(data: Path) -> int:
+    from lmforge.data.tokenizer import load_tokenizer
+
+    return len(load_tokenizer(data / "tokenizer"))
+
+
+def compare(args: CompareArgs) -> dict[str, Any]:
+    """Prepare (once), train every variant x seed, evaluate, write NAME.json/.md/.png; returns the JSON result."""
+    specs = {name: _variant(name, args) for name in args.variants}  # unknown names fail before any work
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run(args, specs)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: CompareArgs, specs: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    from lmforge.models.registry import build_model, config_to_dict
+
+    out = Path(args.output_dir)
+    started = time.perf_counter()
+    data = _prepare(args, out)
+    vocab = _vocab_size(data)
+    lengths = sorted({*args.eval_lengths, args.max_seq_length})
+    configs, flops = {}, {}
+    for name, (model, overrides) in specs.items():
+        base = bench_config(model, hidden_size=args.hidden_size, num_layers=args.num_layers, vocab_size=vocab,
+                            max_length=max(lengths))  # fmt: skip
+        configs[name] = dataclasses.replace(base, **overrides)
+        flops[name] = train_flops_per_token(model, configs[name], args.max_seq_length, task="mlm")
+    reference = args.variants[0]
+    steps = {name: args.max_steps for name in specs}
+    if args.budget == "flops":
+        missing = [name for name, f in flops.items() if f is None]
+        if missing:
+            raise ValueError(f"--budget flops needs a FLOP formula for every variant; none for {missing}")
+        steps = {name: max(1, round(args.max_steps * flops[reference] / flops[name])) for name in specs}
+
+    variants: dict[str, Any] = {}
+    for name, (model, _) in specs.items():
+        cfg = configs[name]
+        torch.manual_seed(0)
+        network = build_model(model, task="mlm", config=cfg)
+        ids = torch.randint(1, vocab, (args.per_device_train_batch_size, args.max_seq_length))
+        memory = step_memory(lambda net=network, x=ids: net(x).logits.float().square().mean().backward(), ids.device)
+        params = sum(p.numel() for p in network.parameters())
+        del network
+        runs = [_train_and_evaluate(args, name, model, cfg, data, seed, steps[name], lengths) for seed in args.seeds]
+        variants[name] = {
+            "model": model,
+            "config": config_to_dict(cfg),
+            "params": params,
+            "steps": steps[name],
+            "train_flops_per_token": flops[name],
+            "activation_bytes": memory,
+            "runs": runs,
+            "summary": _summary(runs, lengths, args.max_seq_length),
+        }
+    for name, variant in variants.items():
+        variant["verdict"] = verdict(variant["summary"], variants[reference]["summary"], is_reference=name == reference)
+    env = environment(torch.device("cpu"), args.threads)
+    env["total_s"] = time.perf_counter() - started
+    result = {"environment": env, "settings": dataclasses.asdict(args), "data": str(data), "eval_lengths": lengths,
+              "reference": reference, "variants": variants}  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    markdown = format_compare(result)
+    (out / f"{args.name}.md").write_text(markdown, encoding="utf-8")
+    print("\n" + markdown, flush=True)
+    if args.plot:
+        plot_compare(result, out / f"{args.name}.png")
+    return result
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "-" for c in name)
+
+
+def _train_and_evaluate(
+    args: CompareArgs, name: str, model: str, cfg: Any, data: Path, seed: int, steps: int, lengths: list[int]
+) -> dict[str, Any]:
+    from lmforge.demo import OPTIMIZER_RECIPE
+    from lmforge.eval.length import LengthArgs, evaluate_length
+    from lmforge.models.registry import config_to_dict
+    from lmforge.train.config import PretrainArgs
+    from lmforge.train.pretrain import pretrain
+
+    run = Path(args.output_dir) / "runs" / _slug(name) / f"seed-{seed}"
+    print(f"== {name}, seed {seed}: {steps} steps -> {run}", flush=True)
+    overrides = config_to_dict(cfg)
+    results = pretrain(
+        PretrainArgs(
+            train_dir=str(data),
+            output_dir=str(run),
+            overwrite_output_dir=True,
+            run_name=f"{name} seed {seed}",
+            model=model,
+            model_preset=None,
+            model_overrides=overrides,
+            objective="mlm",
+            wwm_mode="word",
+            max_seq_length=args.max_seq_length,
+            per_device_train_batch_size=args.per_device_train_batch_size,
+            learning_rate=args.learning_rate,
+            **OPTIMIZER_RECIPE,
+            max_steps=steps,
+            logging_steps=max(1, steps // 10),
+            save_steps=steps,
+            save_total_limit=1,
+            do_eval=False,
+            report_to="none",
+            seed=seed,
+            disable_tqdm=args.disable_tqdm,
+        )
+    )
+    evaluation = evaluate_length(
+        LengthArgs(model=str(run), lengths=lengths, max_tokens=args.eval_max_tokens, disable_tqdm=True)
+    )
+    per_length = {str(row["length"]): row for row in evaluation["results"]}
+    return {
+        "seed": seed,
+        "run_dir": str(run),
+        "tokens": results.get("tokens"),
+        "train_s": results.get("elapsed_s"),
+        "tokens_per_s": results["tokens"] / results["elapsed_s"] if results.get("elapsed_s") else None,
+        "accuracy": {n: row["accuracy"] for n, row in per_length.items()},
+        "perplexity": {n: row["perplexity"] for n, row in per_length.items()},
+    }
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0}  # fmt: skip
+
+
+def _summary(runs: list[dict[str, Any]], lengths: list[int], train_length: int) -> dict[str, Any]:
+    key = str(train_length)
+    return {
+        "accuracy": _stats([r["accuracy"][key] for r in runs]),
+        "perplexity": _stats([r["perplexity"][key] for r in runs]),
+        "tokens_per_s": _stats([r["tokens_per_s"] for r in runs if r["tokens_per_s"]]),
+        "train_s": _stats([r["train_s"] for r in runs if r["train_s"]]),
+        "accuracy_by_length": {str(n): _stats([r["accuracy"][str(n)] for r in runs]) for n in lengths},
+    }
+
+
+def verdict(summary: dict[str, Any], reference: dict[str, Any], *, is_reference: bool = False) -> str:
+    """ "better"/"worse" than the reference only when the seed ranges of accuracy do not overlap."""
+    if is_reference:
+        return "reference"
+    mine, ref = summary["accuracy"], reference["accuracy"]
+    if mine["min"] > ref["max"]:
+        return "better (beyond seed spread)"
+    if mine["max"] < ref["min"]:
+        return "worse (beyond seed spread)"
+    return "within seed spread"
+
+
+def _pct(stats: dict[str, float]) -> str:
+    return f"{stats['mean']:.2%} ({stats['min']:.2%}-{stats['max']:.2%})"
+
+
+def format_compare(result: dict[str, Any]) -> str:
+    """The bake-off table (accuracy at the training length, with the min-max over seeds) and accuracy per length."""
+    env, settings = result["environment"], result["settings"]
+    train_length = settings["max_seq_length"]
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+    seeds = ", ".join(str(s) for s in settings["seeds"])
+    lines = [
+        f"Command: `{env['command']}`",
+        "",
+        f"Date {env['date']}; {env['device']}, {env['cpu_count']} CPUs, {env['threads']} threads; {versions}; "
+        f"total {env['total_s'] / 60:.1f} min. Data `{result['data']}`; length {train_length}, batch "
+        f"{settings['per_device_train_batch_size']}, lr {settings['learning_rate']}, budget {settings['budget']}, "
+        f"seeds {seeds}; width {settings['hidden_size']}, {settings['num_layers']} blocks (GAU stacks: 2x layers).",
+        "",
+        f"| variant | params | steps | masked-token accuracy at {train_length}, mean (min-max over seeds) | "
+        "perplexity | tokens/s | activation MB | train GFLOP/token | verdict vs reference |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, v in result["variants"].items():
+        s = v["summary"]
+        flops = v["train_flops_per_token"]
+        lines.append(
+            f"| {name} | {v['params'] / 1e6:.2f} M | {v['steps']} | {_pct(s['accuracy'])} | "
+            f"{s['perplexity']['mean']:.1f} ({s['perplexity']['min']:.1f}-{s['perplexity']['max']:.1f}) | "
+            f"{s['tokens_per_s']['mean']:,.0f} | {v['activation_bytes'] / 2**20:,.1f} | "
+            f"{'-' if flops is None else f'{flops / 1e9:.4f}'} | {v['verdict']} |"
+        )
+    lengths = result["eval_lengths"]
+    lines += ["", "Masked-token accuracy per evaluation length (mean over seeds; length generalisation):", ""]
+    header = " | ".join(f"{n}" + (" (train)" if n == train_length else "") for n in lengths)
+    lines.append(f"| variant | {header} |")
+    lines.append("|---|" + "---:|" * len(lengths))
+    for name, v in result["variants"].items():
+        by_length = v["summary"]["accuracy_by_length"]
+        lines.append(f"| {name} | " + " | ".join(f"{by_length[str(n)]['mean']:.2%}" for n in lengths) + " |")
+    lines += [
+        "",
+        "Verdict: better/worse only when the accuracy ranges over seeds do not overlap. tokens/s: training tokens "
+        "per second of the run (one process at a time). Activation MB: bytes saved for backward by one step.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_compare(result: dict[str, Any], path: Path) -> Path:
+    """Quality vs cost: accuracy (mean, min-max bars) against training seconds, one point per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for i, (name, v) in enumerate(result["variants"].items()):
+        acc, cost = v["summary"]["accuracy"], v["summary"]["train_s"]
+        ax.errorbar(
+            [cost["mean"]],
+            [acc["mean"] * 100],
+            yerr=[[(acc["mean"] - acc["min"]) * 100], [(acc["max"] - acc["mean"]) * 100]],
+            xerr=[[cost["mean"] - cost["min"]], [cost["max"] - cost["mean"]]],
+            fmt="o",
+            capsize=3,
+            color=f"C{i % 10}",
+            label=name,
+        )
+    ax.set(xlabel="training time per run (s)", ylabel="masked-token accuracy (%)")
+    ax.set_title("quality vs cost (bars: min-max over seeds; up and left is better)", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
