@@ -10,8 +10,9 @@ What HF does and we do too (so logits match):
   are not, and there is no further 1/sqrt(E) on the dots (HF = Trax; lucidrains also scales the dots by
   1/sqrt(E): a sqrt(E) temperature difference, ``docs/architectures/reformer.md``).
 - Angular LSH ``argmax([xR; -xR])`` with R ~ N(0, 1) of shape (H, E, rounds, buckets/2) drawn once per forward
-  (fresh, from the global RNG, or from ``torch.Generator().manual_seed(hash_seed)``, which draws exactly what
-  HF's ``torch.manual_seed(hash_seed)`` draws on CPU); factorised buckets ``(b1, b2)`` combine two argmaxes.
+  (a CPU ``torch.Generator`` seeded with ``hash_seed``, which draws exactly what HF's
+  ``torch.manual_seed(hash_seed)`` draws on CPU, or fresh: seeded by one draw from the global CPU RNG);
+  factorised buckets ``(b1, b2)`` combine two argmaxes.
   Padding tokens get their own bucket (``num_buckets``), rounds are offset by ``round * num_buckets``.
 - Stable sort by (bucket, position); chunks of ``chunk_length`` attend to themselves and ``num_chunks_before`` /
   ``after`` neighbours, wrapping around (chunk 0 sees the last chunk, as Trax/HF); causal masking compares
@@ -278,9 +279,15 @@ class LSHSelfAttention(nn.Module):
             )  # fmt: skip
             return _merge_heads(out_BHNCE[:, :, 0]), None
 
+        # The rotations come from a CPU generator seeded by hash_seed or by one draw from the global CPU RNG. The
+        # draw happens even when buckets are passed back, so a reversible recomputation consumes the RNG exactly
+        # as the forward did and the dropout masks after it stay the same.
+        seed = self.hash_seed
+        if seed is None:
+            seed = int(torch.randint(2**62, (), dtype=torch.int64))
         if buckets_BHRT is None:
             num_buckets = self.num_buckets or default_num_buckets(T, self.chunk_length, self.max_positions)
-            generator = None if self.hash_seed is None else torch.Generator().manual_seed(self.hash_seed)
+            generator = torch.Generator().manual_seed(seed)
             buckets_BHRT = lsh_buckets(
                 qk_BHTE, num_buckets=num_buckets, num_hashes=self.num_hashes, keep_BT=keep_BT, generator=generator
             )
