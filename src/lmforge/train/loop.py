@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from lmforge.eval.lm import count_predictions, evaluate_lm
 from lmforge.generation import generate_ids
-from lmforge.train.checkpoint import capture_rng_state, rotate_checkpoints, save_checkpoint
+from lmforge.train.checkpoint import capture_rng_state, find_latest_checkpoint, rotate_checkpoints, save_checkpoint
 from lmforge.train.config import PretrainArgs
 from lmforge.train.distributed import (
     DistInfo,
@@ -75,8 +75,9 @@ class TrainState:
     step: int = 0
     tokens: int = 0  # non-padding input tokens consumed, all ranks
     elapsed_s: float = 0.0  # wall time spent in train(), summed over restarts
-    nonfinite_steps: int = 0
+    nonfinite_steps: int = 0  # skipped steps, all causes (overflow_steps included)
     nonfinite_in_a_row: int = 0
+    overflow_steps: int = 0  # fp16: finite loss, gradients overflowed at the current loss scale (scale backed off)
     # Sums since the last log line: part of the state so a resumed run logs the same means.
     window: dict[str, float] = field(default_factory=lambda: _empty_window(0.0))
     last_eval: dict[str, float] = field(default_factory=dict)
@@ -166,14 +167,20 @@ def train(job: TrainingJob) -> dict[str, Any]:
         else:
             state.nonfinite_steps += 1
             state.nonfinite_in_a_row += 1
+            cause = f"non-finite loss {step_loss} / grad norm {grad_norm}"
+            if job.scaler.is_enabled() and math.isfinite(step_loss):  # fp16: overflow at this loss scale
+                state.overflow_steps += 1
+                cause = f"gradient overflow at loss scale {job.scaler.get_scale():g} (the scale backs off)"
             if info.is_main:
-                progress.write(f"step {state.step + 1}: non-finite loss {step_loss} / grad norm {grad_norm}, skipped")
+                progress.write(f"step {state.step + 1}: {cause}, skipped")
             if state.nonfinite_in_a_row >= args.max_nonfinite_steps:
                 progress.close()
+                last_good = find_latest_checkpoint(job.run_dir, quiet=True)
                 raise NonFiniteLossError(
-                    f"stopping at step {state.step + 1}: {state.nonfinite_in_a_row} consecutive steps with a "
-                    f"non-finite loss or gradient (last loss {step_loss}, grad norm {grad_norm}); lower "
-                    "--learning_rate, use --bf16 instead of --fp16, or resume from the last checkpoint"
+                    f"stopping at step {state.step + 1}: {state.nonfinite_in_a_row} consecutive steps skipped "
+                    f"(--max_nonfinite_steps), with a non-finite loss or gradient (last: {cause}). Lower "
+                    "--learning_rate or raise --warmup_steps, use --bf16 instead of --fp16, then resume from the last "
+                    f"good checkpoint ({last_good or 'none saved yet'}) with --resume_from_checkpoint auto"
                 )
         job.scaler.update()
         optimizer.zero_grad(set_to_none=True)
@@ -209,6 +216,8 @@ def train(job: TrainingJob) -> dict[str, Any]:
             window_time = state.elapsed_s - window["elapsed_at_start"]
             metrics["tokens_per_s"] = window["tokens"] / max(window_time, 1e-9)
             metrics |= {"tokens": state.tokens, "elapsed_s": state.elapsed_s, "nonfinite_steps": state.nonfinite_steps}
+            if job.scaler.is_enabled():
+                metrics["overflow_steps"] = state.overflow_steps
             metrics |= {k[6:]: v / window["all_steps"] for k, v in window.items() if k.startswith("extra/")}
             if job.logger is not None:
                 job.logger.log(state.step, metrics)
@@ -234,6 +243,7 @@ def train(job: TrainingJob) -> dict[str, Any]:
         "tokens": state.tokens,
         "elapsed_s": state.elapsed_s,
         "nonfinite_steps": state.nonfinite_steps,
+        **({"overflow_steps": state.overflow_steps} if job.scaler.is_enabled() else {}),
         **metrics,
         **state.last_eval,
     }
