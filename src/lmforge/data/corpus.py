@@ -40,6 +40,8 @@ from __future__ import annotations
 import bz2
 import collections
 import contextlib
+import dataclasses
+import errno
 import gzip
 import hashlib
 import io
@@ -66,6 +68,15 @@ from lmforge.data.tokenizer import NUM_CODEPOINTS, codepoints
 
 class PrepareError(ValueError):
     """A user error in a ``prepare`` stage (bad path or option); the CLI prints it as one line."""
+
+
+class InputChangedError(PrepareError):
+    """An input file changed or disappeared between discovery and the end of its reading: the output would
+    match no version of the inputs, so none is kept."""
+
+
+class OutputWriteError(PrepareError):
+    """Writing the output failed (disk full, permissions, I/O error): never to be mistaken for a bad input."""
 
 
 DOCUMENT_REASONS = (
@@ -130,6 +141,7 @@ class Source:
     path: str
     member: str | None = None
     size: int = 0  # uncompressed size when known (progress bar)
+    stamp: tuple[int, int] | None = None  # (bytes, mtime_ns) of the file on disk at discovery (the archive for members)
 
     @property
     def name(self) -> str:
@@ -213,10 +225,11 @@ def discover_sources(inputs: Iterable[str | os.PathLike], *, stats: IngestStats)
         if not stat.S_ISREG(info.st_mode):
             stats.skip_file("not_a_regular_file", str(path))
             return
+        stamp = (info.st_size, info.st_mtime_ns)
         if path.name.lower().endswith(".zip"):
-            sources.extend(_zip_members(path, stats))
+            sources.extend(dataclasses.replace(member, stamp=stamp) for member in _zip_members(path, stats))
         else:
-            sources.append(Source(str(path), size=info.st_size))
+            sources.append(Source(str(path), size=info.st_size, stamp=stamp))
 
     for item in inputs:
         path = Path(item)
@@ -371,7 +384,10 @@ class _DocumentSink:
         self.count += 1
         head = f'{digest}\t{{"id": "{doc_id}", "text": '.encode()
         tail = f', "source": {json.dumps(where)}}}\n'.encode()
-        self.write(head + text_bytes + tail)
+        try:
+            self.write(head + text_bytes + tail)
+        except OSError as error:  # the output side: must not be counted as an unreadable input (READ_ERRORS)
+            raise OutputWriteError(f"cannot write the ingest output: {error}") from error
         self.counter.add(text)
         self.stats.documents_out += 1
         self.stats.chars_out += len(text)
@@ -487,6 +503,22 @@ def _read_error_reason(source: Source, error: BaseException) -> str:
     return "unreadable"
 
 
+def _check_unchanged(source: Source) -> None:
+    if source.stamp is None:
+        return
+    try:
+        info = os.stat(source.path)
+    except FileNotFoundError:
+        raise InputChangedError(f"input {source.path!r} disappeared during ingest") from None
+    except OSError:
+        return  # unreadable now: reported as a skipped file by the caller
+    if (info.st_size, info.st_mtime_ns) != source.stamp:
+        raise InputChangedError(
+            f"input {source.path!r} changed during ingest ({source.stamp[0]} -> {info.st_size} bytes, modified "
+            "after it was listed)"
+        )
+
+
 def ingest_source(
     source_index: int,
     *,
@@ -520,7 +552,9 @@ def ingest_source(
             else:
                 _parse_text(lines, source.name, sink, options)
             stats.files_read += 1
+        _check_unchanged(source)
     except READ_ERRORS as error:
+        _check_unchanged(source)  # vanished or rewritten: an error, not a skipped file
         stats.skip_file(_read_error_reason(source, error), f"{source.name}: {type(error).__name__}: {error}")
     finally:
         for closable in reversed(stack):
@@ -705,7 +739,36 @@ def _worker_progress(n: int) -> None:
 COUNTS_FILE = "codepoint_counts.npy"
 
 
-def ingest(
+def ingest(inputs: list[str], output_dir: str | Path, *, options: IngestOptions, **settings: Any) -> dict:
+    """Run the ingest stage (``_ingest``'s keyword settings); returns the report (also ``output_dir/report.json``).
+
+    Failure is all or nothing: when an input changes or disappears while it is read, or the output cannot be
+    written (disk full, permissions), the partial output is removed and a ``PrepareError`` says why. A directory
+    of ``part-*.jsonl`` without ``report.json`` (a killed ingest) is refused downstream (``corpus_files``). The
+    rerun starts over and, ingest being deterministic, writes exactly what an uninterrupted run writes."""
+    output_dir = Path(output_dir)
+    try:
+        return _ingest(inputs, output_dir, options=options, **settings)
+    except (InputChangedError, OutputWriteError, OSError) as error:
+        if output_dir.is_dir():
+            for partial in [*output_dir.glob("part-[0-9][0-9][0-9][0-9][0-9].jsonl"), output_dir / COUNTS_FILE]:
+                partial.unlink(missing_ok=True)
+            shutil.rmtree(output_dir / ".ingest-tmp", ignore_errors=True)
+        cause = error.__cause__ if isinstance(error, OutputWriteError) else error
+        if isinstance(cause, OSError) and cause.errno is not None:
+            cause_text = f"{errno.errorcode.get(cause.errno, cause.errno)}: {cause.strerror or cause}"
+            what = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file too large"}
+            what |= {errno.EACCES: "permission denied", errno.EROFS: "read-only file system"}
+            cause_text = f"{what.get(cause.errno, 'I/O error')} ({cause_text})"
+        else:
+            cause_text = str(error)
+        raise PrepareError(
+            f"ingest into {str(output_dir)!r} failed: {cause_text}; the partial output was removed. Fix the cause and "
+            "rerun the same command: ingest starts over and writes what an uninterrupted run writes"
+        ) from error
+
+
+def _ingest(
     inputs: list[str],
     output_dir: str | Path,
     *,
@@ -851,7 +914,13 @@ def corpus_files(inputs: Iterable[str | os.PathLike]) -> list[Path]:
         if not path.exists():
             raise PrepareError(f"input path does not exist: {str(path)!r}")
         if path.is_dir():
-            found = sorted(path.glob("part-*.jsonl")) or sorted(path.rglob("*.jsonl"))
+            found = sorted(path.glob("part-*.jsonl"))
+            if found and not (path / "report.json").is_file():  # written last by ingest: its parts are complete
+                raise PrepareError(
+                    f"{str(path)!r} holds part-*.jsonl but no report.json: an interrupted 'lmforge prepare corpus'; "
+                    "rerun it (it starts over) before the next stage"
+                )
+            found = found or sorted(path.rglob("*.jsonl"))
             if not found:
                 raise PrepareError(f"no .jsonl files in {str(path)!r}; run 'lmforge prepare corpus' first")
             files.extend(found)
