@@ -14,22 +14,6 @@ def _pending(stage: str, issue: int) -> None:
 
 
 @dataclass(kw_only=True)
-class FinetuneArgs:
-    task: str = "classification"
-    """tnews, iflytek, afqmc, ocnli, cmnli, cluewsc2020, csl, cmrc2018, cluener or classification."""
-    model: str | None = None
-    """A run directory, checkpoint or exported Hugging Face directory."""
-    data_dir: str | None = None
-    """Directory with the task's train/dev/test JSON-lines files."""
-    output_dir: str = "runs/finetune"
-    """Where the run directory is written."""
-
-
-def finetune(args: FinetuneArgs) -> None:
-    _pending("finetune", 9)
-
-
-@dataclass(kw_only=True)
 class EvaluateArgs:
     """``lmforge evaluate clue``; ``evaluate lm`` and ``evaluate length`` have landed (``lmforge.eval``)."""
 

@@ -10,6 +10,7 @@ import torch
 from lmforge.heads.classification import (
     SequenceClassificationHead,
     TaskModel,
+    backbone_output_size,
     default_pooling,
     is_causal_backbone,
     pool_hidden,
@@ -40,7 +41,7 @@ def _batch(vocab: int = 50):
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_every_head_trains_on_every_backbone(name):
     backbone, pooling = _backbone(name)
-    hidden = backbone.config.hidden_size
+    hidden = backbone_output_size(backbone)
     input_ids, attention_mask = _batch()
     spans = {"start_positions": torch.tensor([1, 2, 40]), "end_positions": torch.tensor([3, 2, 41])}
     heads = {

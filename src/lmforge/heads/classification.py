@@ -33,6 +33,7 @@ __all__ = [
     "SequenceClassificationHead",
     "TaskModel",
     "TaskOutput",
+    "backbone_output_size",
     "default_pooling",
     "is_causal_backbone",
     "pool_hidden",
@@ -56,6 +57,22 @@ def is_causal_backbone(config: Any, *, builders: dict[str, Any] | None = None) -
     if builders is None:
         return True
     return "clm" in builders and "mlm" not in builders
+
+
+def backbone_output_size(backbone: nn.Module) -> int:
+    """Width D of the backbone's hidden states: ``backbone.output_size`` if it declares one, else measured on a
+    probe input (reversible backbones such as Reformer return ``2 * hidden_size``, HF ``ReformerModel`` too)."""
+    declared = getattr(backbone, "output_size", None)
+    if isinstance(declared, int):
+        return declared
+    parameter = next(backbone.parameters())
+    probe_BT = torch.ones(1, 8, dtype=torch.long, device=parameter.device)
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        width = backbone(probe_BT, attention_mask=torch.ones_like(probe_BT)).shape[-1]
+    backbone.train(was_training)
+    return int(width)
 
 
 def default_pooling(config: Any, *, builders: dict[str, Any] | None = None) -> str:

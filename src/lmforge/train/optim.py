@@ -9,6 +9,8 @@
   no clamp of ``||w||`` (bert4keras has none; NVIDIA's apex clamps to [0, 10] -- a deliberate difference).
 - AdamW and Adafactor are torch's (``torch.optim.AdamW``, ``torch.optim.Adafactor``; the latter has no
   ``scale_parameter``/``relative_step`` of HF's Adafactor: the learning rate is ours, as with any optimizer).
+- Layer-wise learning-rate decay for fine-tuning (``layerwise_lr_groups``): every group carries an ``lr_scale``
+  that ``set_learning_rate`` multiplies in.
 - Schedules are pure functions ``step -> multiplier`` of the peak learning rate (nothing to checkpoint but the
   step). Convention as HF's ``LambdaLR`` schedules: the update with 0-based index ``step`` uses
   ``lr * multiplier(step)``, so the first warm-up update has lr 0. Piecewise is bert4keras ``piecewise_linear``.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Callable, Iterable
 from functools import partial
 
@@ -27,6 +30,7 @@ from torch import nn
 __all__ = [
     "Lamb",
     "build_optimizer",
+    "layerwise_lr_groups",
     "lr_multiplier",
     "make_schedule",
     "param_groups",
@@ -133,9 +137,13 @@ def build_optimizer(
     betas: tuple[float, float],
     eps: float,
     lamb_bias_correction: bool = True,
+    layerwise_lr_decay: float = 1.0,
 ) -> torch.optim.Optimizer:
-    """The optimizer called ``name`` (HF ``--optim`` names) over ``param_groups(model, weight_decay)``."""
+    """The optimizer called ``name`` (HF ``--optim`` names) over ``param_groups(model, weight_decay)``, split by
+    depth with ``lr_scale`` when ``layerwise_lr_decay < 1`` (``layerwise_lr_groups``)."""
     groups = param_groups(model, weight_decay)
+    if layerwise_lr_decay != 1.0:
+        groups = layerwise_lr_groups(model, groups, decay=layerwise_lr_decay)
     if name in ("adamw_torch", "adamw", "adamw_torch_fused"):
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=name == "adamw_torch_fused" or None)
     if name == "lamb":
@@ -214,6 +222,38 @@ def make_schedule(
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> float:
+    """Set every group to ``lr`` times its ``lr_scale`` (1 unless layer-wise decay made the groups)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     return lr
+
+
+_LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+def layerwise_lr_groups(model: nn.Module, groups: list[dict], *, decay: float) -> list[dict]:
+    """Layer-wise learning-rate decay (ELECTRA, Clark et al. 2020; BEiT): ``lr_scale = decay ** (L + 1 - depth)``
+    with depth 0 for embeddings (names containing ``embed``), ``i + 1`` for ``layers.i``, ``L`` for the rest of the
+    backbone (final norm) and ``L + 1`` (scale 1) for everything outside ``backbone.`` (the task head). Each group
+    of ``groups`` is split by depth and keeps its other settings."""
+    if not 0.0 < decay <= 1.0:
+        raise ValueError(f"layerwise_lr_decay must be in (0, 1], got {decay}")
+    names = {id(p): n for n, p in model.named_parameters()}
+    indices = [int(m.group(1)) for n in names.values() if (m := _LAYER_INDEX.search(n))]
+    num_layers = max(indices) + 1 if indices else 0
+
+    def depth(name: str) -> int:
+        if not name.startswith("backbone.") and any(n.startswith("backbone.") for n in names.values()):
+            return num_layers + 1
+        if match := _LAYER_INDEX.search(name):
+            return int(match.group(1)) + 1
+        return 0 if "embed" in name else num_layers
+
+    out = []
+    for group in groups:
+        by_depth: dict[int, list[nn.Parameter]] = {}
+        for param in group["params"]:
+            by_depth.setdefault(depth(names[id(param)]), []).append(param)
+        for d, params in sorted(by_depth.items()):
+            out.append({**group, "params": params, "lr_scale": decay ** (num_layers + 1 - d)})
+    return out

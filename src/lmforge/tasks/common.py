@@ -1,0 +1,90 @@
+"""What every fine-tuning task shares: the ``TaskBundle`` a task hands to the engine, pair encoding, collation.
+
+A task (``clue.py``, ``qa.py``, ``ner.py``) turns its files into *features* (plain dicts: ``input_ids``,
+``token_type_ids`` and its targets) and a ``score`` function from per-feature logits to metrics and predictions;
+``finetune.py`` trains ``TaskModel(backbone, bundle.head)`` on them and never looks inside. Features are lists, not
+tensors, so a batch is padded to its own longest row (``collate``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lmforge.heads.lm import IGNORE_INDEX
+
+__all__ = ["TARGET_KEYS", "TaskBundle", "collate", "encode_pair", "truncate_pair"]
+
+TARGET_KEYS = ("labels", "start_positions", "end_positions")
+
+
+@dataclass
+class TaskBundle:
+    name: str
+    head: nn.Module
+    head_config: dict[str, Any]  # rebuilds the head: {"kind": ..., plus the task's fields}, stored in config.json
+    features: dict[str, list[dict[str, Any]]]  # "train"/"dev"/"test" -> features
+    score: Callable[[str, list[Tensor]], tuple[dict[str, Any], Any]]  # split, logits per feature -> metrics, preds
+    write_predictions: Callable[[Any, Path], Path]  # test predictions -> the leaderboard file in a directory
+    best_metric: str  # the dev metric that selects the best checkpoint (higher is better)
+    report: dict[str, Any] = field(default_factory=dict)  # counts per split, label set, ... (report.json)
+    write_dev_extras: Callable[[dict[str, Any], Path], None] | None = None  # e.g. the confusion-matrix PNG
+
+
+def truncate_pair(a: list[int], b: list[int] | None, budget: int) -> tuple[list[int], list[int] | None]:
+    """Longest-first truncation to ``budget`` tokens in all (HF ``truncation="longest_first"``, BERT's
+    ``_truncate_seq_pair``): remove from the end of the longer sequence one token at a time, from b on a tie."""
+    a = list(a)
+    b = None if b is None else list(b)
+    while len(a) + (len(b) if b is not None else 0) > budget:
+        if b is not None and len(b) >= len(a):
+            b.pop()
+        else:
+            a.pop()
+    return a, b
+
+
+def encode_pair(a: list[int], b: list[int] | None, *, cls_id: int, sep_id: int, max_length: int) -> dict[str, list]:
+    """``[CLS] a [SEP]`` or ``[CLS] a [SEP] b [SEP]``, token types 0 then 1, within ``max_length`` tokens."""
+    specials = 3 if b is not None else 2
+    if max_length <= specials:
+        raise ValueError(f"--max_seq_length {max_length} leaves no room for text")
+    a, b = truncate_pair(a, b, max_length - specials)
+    ids = [cls_id, *a, sep_id]
+    types = [0] * len(ids)
+    if b is not None:
+        ids += [*b, sep_id]
+        types += [1] * (len(b) + 1)
+    return {"input_ids": ids, "token_type_ids": types}
+
+
+def collate(features: Sequence[dict[str, Any]], *, pad_id: int) -> dict[str, Tensor]:
+    """Right-pad a list of features into tensors; list targets (token labels) are padded with -100."""
+    length = max(len(f["input_ids"]) for f in features)
+    batch = len(features)
+    input_ids = torch.full((batch, length), pad_id, dtype=torch.long)
+    token_type_ids = torch.zeros((batch, length), dtype=torch.long)
+    attention_mask = torch.zeros((batch, length), dtype=torch.long)
+    for i, f in enumerate(features):
+        n = len(f["input_ids"])
+        input_ids[i, :n] = torch.tensor(f["input_ids"])
+        token_type_ids[i, :n] = torch.tensor(f.get("token_type_ids", [0] * n))
+        attention_mask[i, :n] = 1
+    out = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+    for key in TARGET_KEYS:
+        values = [f.get(key) for f in features]
+        if any(v is None for v in values):
+            continue
+        if isinstance(values[0], list):
+            padded = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long)
+            for i, v in enumerate(values):
+                padded[i, : len(v)] = torch.tensor(v, dtype=torch.long)
+            out[key] = padded
+        else:
+            out[key] = torch.tensor(values, dtype=torch.float if isinstance(values[0], float) else torch.long)
+    return out

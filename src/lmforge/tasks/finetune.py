@@ -1,0 +1,449 @@
+"""``lmforge finetune TASK --model RUN_OR_HF_DIR --data_dir DIR``: fine-tune any backbone on a CLUE task.
+
+Tasks: the CLUE classification tasks and ``classification`` (``tasks/clue.py``), ``cmrc2018``/``squad``
+(``tasks/qa.py``) and ``cluener`` (``tasks/ner.py``). ``--model`` is a pretraining run or checkpoint, an exported
+Hugging Face directory (``lmforge export``, either format) or a registered architecture name (random init, then
+``--model_preset`` and ``--tokenizer_dir`` are needed; used by tests and baselines).
+
+The loop is its own short function rather than ``train/loop.py``'s: the LM loop's logging, masking collators and
+shard loaders do not apply, and a fine-tuning run is minutes, not days (no resume). What it shares is the optimizer
+and schedule code (``train/optim.py``, incl. ``--layerwise_lr_decay``) and the checkpoint format
+(``train/checkpoint.py``): ``checkpoint-STEP/config.json`` has ``"task": "finetune-TASK"`` and a ``"head"`` entry,
+and ``load_task_model`` rebuilds the model from it. The best checkpoint by ``--metric_for_best_model`` on dev is
+kept (HF ``load_best_model_at_end``), reloaded at the end, and used for the dev report and the test predictions.
+
+Run directory: ``config.yaml``, ``env.json``, ``metrics.jsonl``, ``checkpoint-STEP/`` (the best),
+``dev_metrics.json`` (accuracy, per-class P/R/F1, confusion matrix), ``confusion_matrix.png``,
+``{task}_predict.json`` (CLUE leaderboard format), ``report.json`` (counts read/kept/dropped per split, the label
+set, the majority-class baseline, the best step).
+
+Flag names are HF ``TrainingArguments``'/``run_glue.py``'s. Deviations: ``eval_steps`` unset means "evaluate at the
+end of every epoch"; ``layerwise_lr_decay`` is not an HF flag (ELECTRA's fine-tuning recipe).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["FinetuneArgs", "build_head", "check_argv", "finetune", "load_backbone", "load_task_model", "predict_logits"]
+
+QA_TASKS = ("cmrc2018", "squad")
+NER_TASKS = ("cluener",)
+
+
+@dataclass
+class FinetuneArgs:
+    task: str
+    """tnews, iflytek, afqmc, ocnli, cmnli, cluewsc2020, csl, classification, cmrc2018, squad or cluener."""
+    model: str | None = None
+    """Pretraining run/checkpoint, exported Hugging Face directory, or a registered architecture (random init)."""
+    data_dir: str | None = None
+    """Directory with the task's train/dev/test JSON(-lines) files (and labels.json if any)."""
+    output_dir: str = "runs/finetune"
+    """Run directory."""
+    overwrite_output_dir: bool = False
+    """Allow a non-empty output directory (its content is replaced)."""
+    tokenizer_dir: str | None = None
+    """Tokenizer directory (default: the checkpoint's tokenizer/)."""
+    model_preset: str = "tiny"
+    """Preset when --model is an architecture name."""
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    """Config fields to override, as JSON (e.g. '{"hidden_dropout_prob": 0.1}')."""
+
+    max_seq_length: int = 128
+    """Tokens per input (including [CLS]/[SEP]); longer inputs are truncated (QA: split into windows)."""
+    doc_stride: int = 128
+    """QA: tokens between the starts of two windows over a long context."""
+    max_query_length: int = 64
+    """QA: question tokens kept."""
+    n_best_size: int = 20
+    """QA: candidate starts/ends searched per window."""
+    max_answer_length: int = 30
+    """QA: longest answer in tokens."""
+    pooling: Literal["auto", "cls", "mean", "last"] = "auto"
+    """Sequence classification: auto = last token for causal backbones, [CLS] otherwise."""
+    classifier_dropout: float = 0.1
+    """Dropout before the task head."""
+
+    do_train: bool = True
+    do_eval: bool = True
+    do_predict: bool = True
+    """Write the test-set prediction file when the data has a test split."""
+    num_train_epochs: float = 3.0
+    max_steps: int = -1
+    """Optimizer steps (-1: from --num_train_epochs)."""
+    per_device_train_batch_size: int = 32
+    per_device_eval_batch_size: int = 64
+    gradient_accumulation_steps: int = 1
+    optim: Literal["adamw_torch", "adamw", "adafactor", "lamb"] = "adamw_torch"
+    learning_rate: float = 2e-5
+    layerwise_lr_decay: float = 1.0
+    """lr of layer i = lr * decay ** (L + 1 - depth); 1 = off (ELECTRA uses 0.8)."""
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    warmup_ratio: float = 0.1
+    warmup_steps: int = 0
+    logging_steps: int = 50
+    eval_steps: int | None = None
+    """Evaluate on dev every N steps (unset: at the end of every epoch)."""
+    metric_for_best_model: str | None = None
+    """Dev metric that picks the kept checkpoint (default: accuracy; QA em; NER f1)."""
+    max_train_samples: int | None = None
+    """Train on the first N training features only."""
+    seed: int = 42
+    use_cpu: bool = False
+    disable_tqdm: bool = False
+
+    def __post_init__(self) -> None:
+        positive = ("max_seq_length", "per_device_train_batch_size", "per_device_eval_batch_size", "logging_steps")
+        for name in (*positive, "gradient_accumulation_steps", "doc_stride", "n_best_size", "max_answer_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps == 0 or self.max_steps < -1 or (self.max_steps == -1 and self.num_train_epochs <= 0):
+            raise ValueError(f"need --max_steps >= 1 or --num_train_epochs > 0, got {self.max_steps}")
+        if self.learning_rate <= 0 or not 0.0 < self.layerwise_lr_decay <= 1.0:
+            raise ValueError("need --learning_rate > 0 and --layerwise_lr_decay in (0, 1]")
+        if not 0.0 <= self.classifier_dropout < 1.0 or not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError("--classifier_dropout and --warmup_ratio must be in [0, 1)")
+
+
+# ----------------------------------------------------------------------------- model loading
+
+
+def _from_hf_dir(path: Path) -> tuple[str, Any, dict[str, Any]]:
+    """(arch, config, backbone weights) of a ``lmforge export`` directory, without ``transformers``."""
+    from safetensors.torch import load_file
+
+    from lmforge.models.registry import config_from_dict
+
+    hf = json.loads((path / "config.json").read_text())
+    weights = load_file(str(path / "model.safetensors"))
+    if "lmforge_model" in hf:  # format "lmforge": our state dict under "model."
+        arch, config = hf["lmforge_model"], config_from_dict(hf["lmforge_model"], hf["lmforge_config"])
+        ours = {k.removeprefix("model."): v for k, v in weights.items()}
+    else:  # format "native": the architecture's converter maps the keys
+        import importlib
+
+        arch = {"bert": "bert", "roformer": "bert", "gpt2": "gpt"}.get(hf.get("model_type"))
+        if arch is None:
+            raise ValueError(f"{path}: model_type {hf.get('model_type')!r} has no converter here")
+        convert = importlib.import_module(f"lmforge.models.{arch}.convert")
+        config = convert.from_hf_config(hf)
+        ours = convert.from_hf_state_dict(weights, config)
+    return arch, config, ours
+
+
+def _is_hf_config(path: Path) -> bool:
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read {path}: {error}") from None
+    return isinstance(values, dict) and ("lmforge_model" in values or "model_type" in values)
+
+
+def load_backbone(args: FinetuneArgs) -> tuple[str, Any, Any, Any, Path]:
+    """(arch, config, backbone with pretrained weights, tokenizer, tokenizer directory) for ``--model``."""
+    from safetensors.torch import load_file
+
+    from lmforge.data.tokenizer import load_tokenizer
+    from lmforge.models.registry import build_model, config_from_dict, get_config, get_entry, list_models
+    from lmforge.train.checkpoint import MODEL_FILE, TOKENIZER_DIR, load_model_info, resolve_checkpoint
+
+    if args.model is None:
+        raise ValueError("pass --model: a pretraining run, checkpoint, exported HF directory or architecture name")
+    path = Path(args.model)
+    if not path.exists() and args.model in list_models():
+        if args.tokenizer_dir is None:
+            raise ValueError(f"--model {args.model!r} starts from random weights and needs --tokenizer_dir")
+        tokenizer_dir = Path(args.tokenizer_dir)
+        tokenizer = load_tokenizer(tokenizer_dir)
+        fields = {f.name for f in dataclasses.fields(get_entry(args.model).config_class)}
+        overrides = dict(args.model_overrides)
+        if "vocab_size" in fields:
+            overrides.setdefault("vocab_size", tokenizer.vocab_size)
+        if "pad_token_id" in fields:
+            overrides.setdefault("pad_token_id", tokenizer.pad_token_id)
+        config = get_config(args.model, preset=args.model_preset, **overrides)
+        return args.model, config, build_model(args.model, config=config), tokenizer, tokenizer_dir
+    if not path.exists():
+        raise ValueError(f"--model {args.model!r} is neither a directory nor a registered architecture")
+    hf_config = path / "config.json"
+    if hf_config.is_file() and (path / MODEL_FILE).is_file() and _is_hf_config(hf_config):
+        arch, config, weights = _from_hf_dir(path)
+        default_tokenizer = path  # lmforge export copies the tokenizer files next to the weights
+    else:
+        checkpoint = resolve_checkpoint(path)
+        info = load_model_info(checkpoint)
+        arch, config = info["model"], config_from_dict(info["model"], info["config"])
+        weights = load_file(str(checkpoint / MODEL_FILE))
+        default_tokenizer = checkpoint / TOKENIZER_DIR
+    if args.model_overrides:
+        config = dataclasses.replace(config, **args.model_overrides)
+    backbone = build_model(arch, config=config)
+    if any(k.startswith("backbone.") for k in weights):
+        weights = {k.removeprefix("backbone."): v for k, v in weights.items() if k.startswith("backbone.")}
+    backbone.load_state_dict(weights, strict=True)
+    tokenizer_dir = Path(args.tokenizer_dir) if args.tokenizer_dir is not None else default_tokenizer
+    tokenizer = load_tokenizer(tokenizer_dir)
+    if getattr(config, "vocab_size", tokenizer.vocab_size) < tokenizer.vocab_size:
+        raise ValueError(f"{path}: vocab_size {config.vocab_size} < the tokenizer's {tokenizer.vocab_size}")
+    return arch, config, backbone, tokenizer, tokenizer_dir
+
+
+def _build_bundle(args: FinetuneArgs, arch: str, config: Any, backbone: Any, tokenizer: Any, splits: tuple[str, ...]):
+    from lmforge.heads.classification import backbone_output_size, default_pooling
+    from lmforge.models.registry import get_entry
+
+    width = backbone_output_size(backbone)
+    if args.data_dir is None:
+        raise ValueError("pass --data_dir: the directory with the task's train/dev/test files")
+    if args.task in QA_TASKS:
+        from lmforge.tasks.qa import build_qa_task
+
+        return build_qa_task(args, tokenizer=tokenizer, hidden_size=width, splits=splits)
+    if args.task in NER_TASKS:
+        from lmforge.tasks.ner import build_ner_task
+
+        return build_ner_task(args, tokenizer=tokenizer, hidden_size=width, splits=splits)
+    from lmforge.tasks.clue import CLUE_TASKS, build_classification_task
+
+    if args.task not in CLUE_TASKS:
+        choices = sorted([*CLUE_TASKS, *QA_TASKS, *NER_TASKS])
+        raise ValueError(f"unknown task {args.task!r}; choose from {choices}")
+    pooling = args.pooling if args.pooling != "auto" else default_pooling(config, builders=get_entry(arch).builders)
+    return build_classification_task(
+        args.task, args.data_dir, tokenizer=tokenizer, hidden_size=width, pooling=pooling,
+        dropout=args.classifier_dropout, max_seq_length=args.max_seq_length, splits=splits,
+    )  # fmt: skip
+
+
+def build_head(head_config: dict[str, Any], hidden_size: int) -> Any:
+    """The task head described by a fine-tuned checkpoint's ``config.json`` ``"head"`` entry."""
+    from lmforge.heads.classification import SequenceClassificationHead
+    from lmforge.heads.qa import SpanHead
+    from lmforge.heads.token_classification import TokenClassificationHead
+
+    kind = head_config["kind"]
+    if kind == "sequence_classification":
+        return SequenceClassificationHead(
+            hidden_size, len(head_config["labels"]), pooling=head_config["pooling"], dropout=head_config["dropout"]
+        )
+    if kind == "token_classification":
+        return TokenClassificationHead(hidden_size, len(head_config["labels"]), dropout=head_config["dropout"])
+    if kind == "span":
+        return SpanHead(hidden_size)
+    raise ValueError(f"unknown head kind {kind!r}")
+
+
+def load_task_model(path: str | Path) -> tuple[Any, dict[str, Any], Path]:
+    """(TaskModel in eval mode, config.json, checkpoint dir) of a fine-tuning run or checkpoint."""
+    from safetensors.torch import load_file
+
+    from lmforge.heads.classification import TaskModel, backbone_output_size
+    from lmforge.models.registry import build_model, config_from_dict
+    from lmforge.train.checkpoint import MODEL_FILE, load_model_info, resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(path)
+    info = load_model_info(checkpoint)
+    if "head" not in info or not str(info["task"]).startswith("finetune-"):
+        raise ValueError(f"{checkpoint} is not a fine-tuned checkpoint (task {info['task']!r})")
+    config = config_from_dict(info["model"], info["config"])
+    backbone = build_model(info["model"], config=config)
+    model = TaskModel(backbone, build_head(info["head"], backbone_output_size(backbone)))
+    model.load_state_dict(load_file(str(checkpoint / MODEL_FILE)), strict=True)
+    return model.eval(), info, checkpoint
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def predict_logits(model: Any, features: list[dict[str, Any]], *, batch_size: int, pad_id: int, device: Any):
+    """Per-feature logits (on CPU, without padding rows) of ``model`` in eval mode."""
+    import torch
+
+    from lmforge.tasks.common import collate
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(features), batch_size):
+            chunk = features[i : i + batch_size]
+            batch = collate(chunk, pad_id=pad_id)
+            logits = (
+                model(
+                    batch["input_ids"].to(device),
+                    attention_mask=batch["attention_mask"].to(device),
+                    token_type_ids=batch["token_type_ids"].to(device),
+                )
+                .logits.float()
+                .cpu()
+            )
+            for j, f in enumerate(chunk):
+                out.append(logits[j] if logits.dim() == 2 else logits[j, : len(f["input_ids"])])
+    return out
+
+
+def _prepare_run_dir(args: FinetuneArgs) -> Path:
+    run_dir = Path(args.output_dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not args.overwrite_output_dir:
+            raise ValueError(f"--output_dir {run_dir} is not empty; pass --overwrite_output_dir true to replace it")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def finetune(args: FinetuneArgs) -> dict[str, Any]:
+    """Train on train, keep the best checkpoint by dev metric, report dev metrics, predict test; returns the report."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from lmforge.heads.classification import TaskModel
+    from lmforge.models.registry import config_to_dict
+    from lmforge.tasks.common import collate
+    from lmforge.train.checkpoint import rotate_checkpoints, save_checkpoint
+    from lmforge.train.metrics import MetricLogger, collect_env, write_yaml
+    from lmforge.train.optim import build_optimizer, make_schedule, set_learning_rate, warmup_steps_for
+    from lmforge.utils import get_device, seed_everything
+
+    seed_everything(args.seed)
+    device = torch.device("cpu") if args.use_cpu else get_device()
+    arch, config, backbone, tokenizer, tokenizer_dir = load_backbone(args)
+    splits = tuple(s for s, on in (("train", args.do_train), ("dev", args.do_eval), ("test", args.do_predict)) if on)
+    bundle = _build_bundle(args, arch, config, backbone, tokenizer, splits or ("dev",))
+    if args.max_train_samples is not None and "train" in bundle.features:
+        bundle.features["train"] = bundle.features["train"][: args.max_train_samples]
+    run_dir = _prepare_run_dir(args)
+    write_yaml(run_dir / "config.yaml", {"task": args.task, **dataclasses.asdict(args), "model_arch": arch})
+    (run_dir / "env.json").write_text(json.dumps(collect_env(device), indent=2, default=str))
+    model = TaskModel(backbone, bundle.head).to(device)
+    model_info = {"model": arch, "task": f"finetune-{args.task}", "config": config_to_dict(config),
+                  "head": bundle.head_config}  # fmt: skip
+    metric_name = args.metric_for_best_model or bundle.best_metric
+    logger = MetricLogger(run_dir, tensorboard_dir=None)
+    pad_id = tokenizer.pad_token_id
+    report: dict[str, Any] = {"task": args.task, "model": args.model, "arch": arch, **bundle.report}
+
+    def evaluate(split: str) -> dict[str, Any]:
+        logits = predict_logits(model, bundle.features[split], batch_size=args.per_device_eval_batch_size,
+                                pad_id=pad_id, device=device)  # fmt: skip
+        return bundle.score(split, logits)[0]
+
+    best: tuple[float, int] | None = None
+    step = 0
+    train = bundle.features.get("train", [])
+    if args.do_train:
+        if not train:
+            raise ValueError(f"{args.data_dir}: the train split has no examples")
+        batch_size = args.per_device_train_batch_size
+        steps_per_epoch = max(1, math.ceil(len(train) / (batch_size * args.gradient_accumulation_steps)))
+        max_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+        eval_every = args.eval_steps or steps_per_epoch
+        optimizer = build_optimizer(
+            model, name=args.optim, lr=args.learning_rate, weight_decay=args.weight_decay,
+            betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+            layerwise_lr_decay=args.layerwise_lr_decay,
+        )  # fmt: skip
+        warmup = warmup_steps_for(max_steps, warmup_steps=args.warmup_steps, warmup_ratio=args.warmup_ratio)
+        schedule = make_schedule(args.lr_scheduler_type, total_steps=max_steps, warmup_steps=warmup)
+        order_rng = random.Random(args.seed)  # shuffling has its own generator (R15)
+        order: list[int] = []
+        window_loss, window_steps, started = 0.0, 0, time.perf_counter()
+        progress = tqdm(total=max_steps, disable=args.disable_tqdm, unit="step", desc=f"finetune {args.task}")
+        while step < max_steps:
+            model.train()
+            lr = set_learning_rate(optimizer, args.learning_rate * schedule(step))
+            step_loss = 0.0
+            for _ in range(args.gradient_accumulation_steps):
+                if len(order) < batch_size:
+                    epoch = list(range(len(train)))
+                    order_rng.shuffle(epoch)
+                    order += epoch
+                chunk, order = [train[i] for i in order[:batch_size]], order[batch_size:]
+                batch = {k: v.to(device) for k, v in collate(chunk, pad_id=pad_id).items()}
+                loss = model(**batch).loss / args.gradient_accumulation_steps
+                loss.backward()
+                step_loss += loss.item()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm or math.inf)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            progress.update(1)
+            window_loss, window_steps = window_loss + step_loss, window_steps + 1
+            if step % args.logging_steps == 0 or step == max_steps:
+                logger.log(step, {"train_loss": window_loss / window_steps, "learning_rate": lr,
+                                  "elapsed_s": time.perf_counter() - started})  # fmt: skip
+                progress.set_postfix(loss=f"{window_loss / window_steps:.4f}", refresh=False)
+                window_loss, window_steps = 0.0, 0
+            if "dev" in bundle.features and (step % eval_every == 0 or step == max_steps):
+                metrics = evaluate("dev")
+                if metric_name not in metrics:
+                    raise ValueError(f"--metric_for_best_model {metric_name!r} is not one of {sorted(metrics)}")
+                logger.log(step, {f"eval_{k}": v for k, v in metrics.items() if isinstance(v, int | float)})
+                if best is None or metrics[metric_name] > best[0]:
+                    best = (metrics[metric_name], step)
+                    save_checkpoint(run_dir, step, weights=model.state_dict(), model_info=model_info,
+                                    tokenizer_dir=tokenizer_dir)  # fmt: skip
+                    rotate_checkpoints(run_dir, 1)
+        progress.close()
+        if best is None:  # no dev split: keep the last weights
+            save_checkpoint(run_dir, step, weights=model.state_dict(), model_info=model_info,
+                            tokenizer_dir=tokenizer_dir)  # fmt: skip
+        else:
+            model, _, _ = load_task_model(run_dir)
+            model.to(device)
+        report |= {"steps": step, "best_step": best[1] if best else step, "metric_for_best_model": metric_name}
+
+    if "dev" in bundle.features:
+        metrics = evaluate("dev")
+        (run_dir / "dev_metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
+        if bundle.write_dev_extras is not None:
+            bundle.write_dev_extras(metrics, run_dir)
+        report["dev"] = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+    if "test" in bundle.features:
+        logits = predict_logits(model, bundle.features["test"], batch_size=args.per_device_eval_batch_size,
+                                pad_id=pad_id, device=device)  # fmt: skip
+        report["predict_file"] = str(bundle.write_predictions(bundle.score("test", logits)[1], run_dir))
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+    logger.close()
+    _print_summary(report, file=sys.stdout)
+    return report
+
+
+def _print_summary(report: dict[str, Any], *, file: Any) -> None:
+    dev = report.get("dev", {})
+    shown = {k: v for k, v in dev.items() if k in ("accuracy", "majority_baseline_accuracy", "macro_f1", "em", "f1")}
+    line = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
+    print(f"finetune {report['task']}: dev {line or '-'}", file=file)
+    for split, counts in report.get("counts", {}).items():
+        dropped = ", ".join(f"{n} with {why}" for why, n in counts.get("dropped", {}).items()) or "none"
+        print(f"  {split}: {counts['examples']} examples from {counts['lines']} lines, dropped {dropped}", file=file)
+    if "predict_file" in report:
+        print(f"  test predictions: {report['predict_file']}", file=file)
+
+
+def check_argv(argv: list[str]) -> None:
+    """Accept HF-style bare boolean flags (``--do_predict``) by inserting ``true`` in place, as pretraining does."""
+    booleans = {f.name for f in dataclasses.fields(FinetuneArgs) if f.type in ("bool", "bool | None")}
+    i = 0
+    while i < len(argv):
+        name = argv[i][2:].split("=", 1)[0].replace("-", "_") if argv[i].startswith("--") else None
+        if name in booleans and "=" not in argv[i]:
+            following = argv[i + 1] if i + 1 < len(argv) else None
+            if following is None or following.lower() not in ("true", "false", "yes", "no", "1", "0"):
+                argv.insert(i + 1, "true")
+                i += 1
+        i += 1
