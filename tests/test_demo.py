@@ -30,6 +30,8 @@ def test_demo_pipeline_with_tiny_settings(tmp_path: Path, capsys: pytest.Capture
         max_documents=150,
         top_k=3,
         disable_tqdm=True,
+        finetune_epochs=1,
+        finetune_max_train_samples=256,
     )
     result = run_demo(args)
     out = capsys.readouterr().out
@@ -42,6 +44,12 @@ def test_demo_pipeline_with_tiny_settings(tmp_path: Path, capsys: pytest.Capture
     run = tmp_path / "demo"
     assert (run / "loss.png").is_file() and (run / "metrics.jsonl").is_file() and (run / "tensorboard").is_dir()
     assert list(run.glob("checkpoint-*/model.safetensors"))
+    # step 5: the bundled labelled split, dev accuracy printed next to the majority-class baseline
+    dev = result["finetune"]["dev"]
+    assert f"lo_topic: dev accuracy {dev['accuracy']:.3f} vs the majority-class baseline" in out
+    assert dev["num_examples"] == result["finetune"]["counts"]["dev"]["examples"] > 0
+    assert 0.0 < dev["majority_baseline_accuracy"] < 0.5  # 8 classes
+    assert (run / "finetune-lo_topic" / "confusion_matrix.png").is_file()
 
 
 def test_corpus_location_can_be_overridden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

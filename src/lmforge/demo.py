@@ -7,7 +7,10 @@
    logging to the run directory (config.yaml, env.json, metrics.jsonl, TensorBoard, loss.png, checkpoints);
 3. print the top-k fill-mask predictions for a sentence with two [MASK]s, with their probabilities;
 4. check that the training loss fell (mean of the last logged window vs the first) and say so; if it did not,
-   the demo fails with a ``ValueError``.
+   the demo fails with a ``ValueError``;
+5. fine-tune the pretrained encoder on the bundled labelled split ``data/clue/lo_topic`` (help sentence ->
+   LibreOffice module, 8 classes, TNEWS format; ``lmforge finetune``) and print its dev accuracy next to the
+   majority-class baseline (``--finetune_task none`` skips it).
 
 Size: GAU-alpha ``--model_preset demo`` (``DEMO_PRESETS``: the small preset at hidden 128, 4 GAU layers, e=256,
 s=64, no dropout), 250 steps of 32 x 128 tokens on one thread: a few minutes on a 2-core machine shared with other
@@ -94,6 +97,14 @@ class DemoArgs:
     """Disable the progress bar."""
     num_threads: int | None = 1
     """torch CPU threads for the whole demo (None: torch's default, one per core); see the module docstring."""
+    finetune_task: str = "lo_topic"
+    """Bundled labelled split under DATA/clue/ to fine-tune on after pretraining (lo_topic, poem_genre; none: skip)."""
+    finetune_epochs: float = 2.0
+    """Epochs of the fine-tuning step."""
+    finetune_learning_rate: float = 1e-3
+    """Peak learning rate of the fine-tuning step (warm-up 10%, linear decay)."""
+    finetune_max_train_samples: int | None = None
+    """Fine-tune on the first N training examples only (a faster demo)."""
 
 
 def find_corpus(data_dir: str | None = None) -> list[Path]:
@@ -164,7 +175,7 @@ def _run(args: DemoArgs, preset: str, overrides: dict[str, Any]) -> dict[str, An
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
-    print("== 1/4 prepare the bundled corpus", flush=True)
+    print("== 1/5 prepare the bundled corpus", flush=True)
     files = find_corpus(args.data_dir)
     if args.max_documents is not None:
         files = _first_documents(files, args.max_documents, out / "data" / "subset")
@@ -184,7 +195,7 @@ def _run(args: DemoArgs, preset: str, overrides: dict[str, Any]) -> dict[str, An
     )
     timings["prepare_s"] = time.perf_counter() - started
 
-    print(f"== 2/4 pretrain {args.model}/{args.model_preset} with whole-word masking", flush=True)
+    print(f"== 2/5 pretrain {args.model}/{args.model_preset} with whole-word masking", flush=True)
     steps = args.max_steps
     results = pretrain(
         PretrainArgs(
@@ -213,26 +224,63 @@ def _run(args: DemoArgs, preset: str, overrides: dict[str, Any]) -> dict[str, An
     )
     timings["pretrain_s"] = time.perf_counter() - started - timings["prepare_s"]
 
-    print("== 3/4 fill-mask", flush=True)
+    print("== 3/5 fill-mask", flush=True)
     checkpoint = resolve_checkpoint(out)
     model = load_model(checkpoint)
     predictions = predict_masks(model, load_tokenizer(checkpoint / TOKENIZER_DIR), args.text, top_k=args.top_k)
     print(format_predictions(args.text, predictions), flush=True)
 
-    print("== 4/4 did the loss fall?", flush=True)
+    print("== 4/5 did the loss fall?", flush=True)
     losses = [r["train_loss"] for r in read_metrics(out) if isinstance(r.get("train_loss"), float)]
     window = max(1, len(losses) // 5)
     first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
-    timings["total_s"] = time.perf_counter() - started
     if not last < 0.9 * first:
         raise ValueError(f"the training loss did not fall: {first:.3f} at the start, {last:.3f} at the end")
     print(
         f"yes: the training loss fell from {first:.3f} to {last:.3f} ({100 * (last - first) / first:+.0f}%); "
-        f"held-out MLM accuracy {results.get('eval_accuracy', float('nan')):.3f}.\n"
+        f"held-out MLM accuracy {results.get('eval_accuracy', float('nan')):.3f}.",
+        flush=True,
+    )
+
+    finetuned = _finetune_step(args, out, files)
+    timings["finetune_s"] = time.perf_counter() - started - timings["prepare_s"] - timings["pretrain_s"]
+    timings["total_s"] = time.perf_counter() - started
+    print(
         f"run directory: {out} (loss.png, metrics.jsonl, tensorboard/, {checkpoint.name}/); "
         f'try: lmforge fill-mask {out} "...[MASK]..."\n'
         f"wall time: prepare {timings['prepare_s']:.0f} s, pretrain {timings['pretrain_s']:.0f} s, "
-        f"total {timings['total_s']:.0f} s",
+        f"fine-tune {timings['finetune_s']:.0f} s, total {timings['total_s']:.0f} s",
         flush=True,
     )
-    return {"timings": timings, "first_loss": first, "last_loss": last, "predictions": predictions, **results}
+    return {"timings": timings, "first_loss": first, "last_loss": last, "predictions": predictions,
+            "finetune": finetuned, **results}  # fmt: skip
+
+
+def _finetune_step(args: DemoArgs, out: Path, corpus_files: list[Path]) -> dict[str, Any] | None:
+    """Step 5: fine-tune the pretrained run on a bundled labelled split; dev accuracy vs the majority class."""
+    from lmforge.tasks.finetune import FinetuneArgs, finetune
+
+    if args.finetune_task == "none":
+        print("== 5/5 fine-tuning skipped (--finetune_task none)", flush=True)
+        return None
+    data = corpus_files[0].parent.parent / "clue" / args.finetune_task
+    if not data.is_dir():  # a --max_documents subset lives elsewhere: the labelled splits are next to the corpus
+        data = find_corpus(args.data_dir)[0].parent.parent / "clue" / args.finetune_task
+    print(f"== 5/5 fine-tune on {data.name} (bundled labelled split)", flush=True)
+    report = finetune(
+        FinetuneArgs(
+            "classification", model=str(out), data_dir=str(data), output_dir=str(out / f"finetune-{data.name}"),
+            overwrite_output_dir=True, max_seq_length=64, per_device_train_batch_size=32,
+            learning_rate=args.finetune_learning_rate, num_train_epochs=args.finetune_epochs,
+            max_train_samples=args.finetune_max_train_samples, warmup_ratio=0.1, logging_steps=20,
+            classifier_dropout=0.1, seed=args.seed, disable_tqdm=args.disable_tqdm,
+        )
+    )  # fmt: skip
+    dev = report["dev"]
+    print(
+        f"{data.name}: dev accuracy {dev['accuracy']:.3f} vs the majority-class baseline "
+        f"{dev['majority_baseline_accuracy']:.3f} ({len(report['labels'])} classes, "
+        f"{report['counts']['dev']['examples']} dev examples); run directory: {out / f'finetune-{data.name}'}",
+        flush=True,
+    )
+    return report
