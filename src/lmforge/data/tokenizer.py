@@ -322,7 +322,17 @@ class LMTokenizer:
         return self._finish(*self._reference_encode(list(texts), doc_chars[:-1]), doc_chars)
 
     def _reference_encode(self, texts: list[str], offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        encodings = self.backend.encode_batch(texts, add_special_tokens=False)
+        try:
+            encodings = self.backend.encode_batch(texts, add_special_tokens=False)
+        except TypeError:  # the Rust binding's only message for a lone surrogate (from a JSON "\ud800" escape)
+            bad = next((text for text in texts if not _utf8_encodable(text)), None)
+            if bad is None:
+                raise
+            at = next(i for i, char in enumerate(bad) if 0xD800 <= ord(char) < 0xE000)
+            raise ValueError(
+                f"cannot tokenize a text with a lone surrogate (U+{ord(bad[at]):04X} at character {at}: not valid "
+                "Unicode, no UTF-8 form); clean the input (lmforge prepare corpus drops such documents as invalid_utf8)"
+            ) from None
         ids = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
         spans = [np.asarray(e.offsets, dtype=np.int64).reshape(-1, 2) + off for e, off in zip(encodings, offsets)]
         if not ids:
@@ -427,6 +437,14 @@ def _is_cjk(cp: int) -> bool:
         or 0xF900 <= cp <= 0xFAFF
         or 0x2F800 <= cp <= 0x2FA1F
     )
+
+
+def _utf8_encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _write_json(path: Path, obj: dict) -> None:
