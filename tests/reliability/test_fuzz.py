@@ -5,6 +5,7 @@ and the collators must never crash with anything but a clear ``ValueError``, and
 from __future__ import annotations
 
 import json
+import os
 import unicodedata
 
 import numpy as np
@@ -31,7 +32,9 @@ CHARS = st.one_of(
 )
 TEXT = st.lists(CHARS, max_size=40).map("".join)
 VALID_TEXT = TEXT.filter(lambda t: not any(0xD800 <= ord(c) < 0xE000 for c in t))
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# 60 examples per property in the default suite (seconds); LMFORGE_FUZZ_EXAMPLES=2000 for a long fuzzing session
+EXAMPLES = int(os.environ.get("LMFORGE_FUZZ_EXAMPLES", "60"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 _CORPUS = ["天气预报说今天的天气很好。", "hello world 😀 مرحبا שלום", "e\u0301 ü ﬁ ａ", "[MASK] 我们 一起 去 公园"] * 10
 
