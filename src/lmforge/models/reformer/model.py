@@ -120,6 +120,7 @@ class ReformerModel(nn.Module):
     def __init__(self, config: ReformerConfig):
         super().__init__()
         self.config = config
+        self.output_size = 2 * config.hidden_size  # heads read both streams (heads.classification reads this)
         self.embeddings = ReformerEmbeddings(config)
         self.layers = nn.ModuleList(ReformerLayer(config, kind) for kind in config.attn_layers)
         self.norm = LayerNorm(2 * config.hidden_size, eps=config.layer_norm_eps)
