@@ -61,8 +61,8 @@ class FinetuneArgs:
 
     max_seq_length: int = 128
     """Tokens per input (including [CLS]/[SEP]); longer inputs are truncated (QA: split into windows)."""
-    doc_stride: int = 128
-    """QA: tokens between the starts of two windows over a long context."""
+    doc_stride: int = 64
+    """QA: tokens between the starts of two windows over a long context (BERT run_squad's meaning)."""
     max_query_length: int = 64
     """QA: question tokens kept."""
     n_best_size: int = 20
