@@ -15,8 +15,12 @@ training code, no pickle. ``training_state.pt`` holds only tensors and primitive
 
 Atomicity: everything is written into ``.tmp-checkpoint-STEP-PID/`` (each file fsynced, then the directory), which
 is renamed to ``checkpoint-STEP`` in one ``os.replace``; a crash leaves either the old state or the complete new
-checkpoint, never a half-written one. ``find_latest_checkpoint`` additionally verifies the manifest (sizes and
-sha256), so a checkpoint damaged later (disk full, manual edits) is skipped, not loaded.
+checkpoint, never a half-written one. Every load verifies the manifest (sizes and sha256; ``resolve_checkpoint``,
+``load_model``, resume): a checkpoint damaged later (disk full, bit rot, manual edits) is an error naming the
+file, and ``find_latest_checkpoint`` (``--resume_from_checkpoint auto``) skips it, saying so on stderr, and falls
+back to the previous valid one. Untrusted files: the weights never go through pickle, the training state only
+through torch's restricted unpickler (a crafted pickle is a ``ValueError``, never executed), and ``config.json``
+is checked field by field (``registry.config_from_dict``). Tests: ``tests/reliability``.
 
 References: HF ``Trainer._save_checkpoint``/``_rotate_checkpoints`` (names ``checkpoint-STEP``,
 ``save_total_limit``); torchtune's ``recipe_state.pt``; gpt-neox's RNG states in checkpoints.
