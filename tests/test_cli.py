@@ -56,13 +56,13 @@ def test_group_without_substage_lists_its_substages(capsys: pytest.CaptureFixtur
     assert "corpus" in out and "tokenizer" in out and "shards" in out
 
 
-def test_evaluate_lists_its_substages_and_pending_ones_say_where(capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_lists_its_substages_and_clue_asks_for_a_model(capsys: pytest.CaptureFixture[str]) -> None:
     cli.main(["evaluate"])
     out = capsys.readouterr().out
     assert "lm" in out and "length" in out and "clue" in out
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["evaluate", "clue"])
-    assert exit_info.value.code == 2 and "issue #9" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "pass --model" in capsys.readouterr().err
 
 
 def test_models_lists_registered_architectures(capsys: pytest.CaptureFixture[str]) -> None:

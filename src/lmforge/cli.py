@@ -84,9 +84,9 @@ STAGES: dict[str, Stage | dict[str, Stage]] = {
             precheck="lmforge.eval.length:check_argv",
         ),
         "clue": Stage(
-            "lmforge.pending:EvaluateArgs",
-            "lmforge.pending:evaluate",
-            "CLUE dev/test metrics of a fine-tuned model.",
+            "lmforge.eval.clue_cli:ClueEvalArgs",
+            "lmforge.eval.clue_cli:evaluate_clue",
+            "CLUE dev metrics or test-set leaderboard predictions of a fine-tuned model (lmforge finetune).",
         ),
     },
     "fill-mask": Stage(

@@ -234,9 +234,11 @@ def _read_split(path: Path, spec: TaskSpec, *, labelled: bool) -> tuple[list[Exa
     return examples, counts
 
 
-def read_classification(task: str, data_dir: str | Path, *, splits: tuple[str, ...] = SPLITS) -> ClassificationData:
+def read_classification(
+    task: str, data_dir: str | Path, *, splits: tuple[str, ...] = SPLITS, labels: list[str] | None = None
+) -> ClassificationData:
     """Read the splits of ``task`` that exist in ``data_dir`` (train is required when asked for) and check every
-    label against the task's label set (fixed, ``labels.json`` or train's)."""
+    label against the task's label set (fixed, ``labels.json`` or train's; ``labels``: a trained head's)."""
     if task not in CLUE_TASKS:
         raise ValueError(f"unknown classification task {task!r}; choose from {sorted(CLUE_TASKS)}")
     spec, data_dir = CLUE_TASKS[task], Path(data_dir)
@@ -255,7 +257,11 @@ def read_classification(task: str, data_dir: str | Path, *, splits: tuple[str, .
     file_labels = None
     if labels_file.is_file():
         file_labels, descriptions = read_labels_file(labels_file)
-    if spec.labels is not None:
+    if labels is not None:
+        labels, source = list(labels), "the labels the model was trained with"
+        if file_labels is not None and file_labels != labels:
+            raise ValueError(f"{labels_file}: labels {file_labels} differ from {source}, {labels}")
+    elif spec.labels is not None:
         labels = list(spec.labels)
         if file_labels is not None and set(file_labels) - set(labels):
             raise ValueError(f"{labels_file}: labels {sorted(set(file_labels) - set(labels))} are not {task} labels")
@@ -304,13 +310,14 @@ def build_classification_task(
     dropout: float,
     max_seq_length: int,
     splits: tuple[str, ...] = SPLITS,
+    labels: list[str] | None = None,
 ) -> TaskBundle:
     """Read, encode (``[CLS] a [SEP] (b [SEP])``, longest-first truncation) and wrap ``task`` for the engine."""
     from lmforge.eval.metrics import classification_report, plot_confusion_matrix
     from lmforge.heads.classification import SequenceClassificationHead
     from lmforge.tasks.common import TaskBundle, encode_pair
 
-    data = read_classification(task, data_dir, splits=splits)
+    data = read_classification(task, data_dir, splits=splits, labels=labels)
     index = {label: i for i, label in enumerate(data.labels)}
     features: dict[str, list[dict[str, Any]]] = {}
     truncated: dict[str, int] = {}

@@ -203,7 +203,17 @@ def load_backbone(args: FinetuneArgs) -> tuple[str, Any, Any, Any, Path]:
     return arch, config, backbone, tokenizer, tokenizer_dir
 
 
-def _build_bundle(args: FinetuneArgs, arch: str, config: Any, backbone: Any, tokenizer: Any, splits: tuple[str, ...]):
+def _build_bundle(
+    args: FinetuneArgs,
+    arch: str,
+    config: Any,
+    backbone: Any,
+    tokenizer: Any,
+    splits: tuple[str, ...],
+    *,
+    labels: list[str] | None = None,
+) -> Any:
+    """The task's ``TaskBundle``; ``labels`` fixes a classification label set (evaluating a trained head)."""
     from lmforge.heads.classification import backbone_output_size, default_pooling
     from lmforge.models.registry import get_entry
 
@@ -226,7 +236,7 @@ def _build_bundle(args: FinetuneArgs, arch: str, config: Any, backbone: Any, tok
     pooling = args.pooling if args.pooling != "auto" else default_pooling(config, builders=get_entry(arch).builders)
     return build_classification_task(
         args.task, args.data_dir, tokenizer=tokenizer, hidden_size=width, pooling=pooling,
-        dropout=args.classifier_dropout, max_seq_length=args.max_seq_length, splits=splits,
+        dropout=args.classifier_dropout, max_seq_length=args.max_seq_length, splits=splits, labels=labels,
     )  # fmt: skip
 
 
