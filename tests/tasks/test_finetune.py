@@ -111,3 +111,25 @@ def test_layerwise_lr_decay_scales_by_depth():
     assert sorted({g["lr"] for g in optimizer.param_groups}) == [0.25, 0.5, 1.0, 2.0]
     with pytest.raises(ValueError, match="layerwise_lr_decay"):
         layerwise_lr_groups(model, param_groups(model, 0.0), decay=0.0)
+
+
+@pytest.mark.hf
+@pytest.mark.parametrize(("name", "format"), [("bert", "native"), ("gau-alpha", "lmforge")])
+def test_finetune_from_an_exported_hugging_face_directory(name, format, char_tokenizer_dir, tmp_path):
+    """``lmforge export`` output (either format) as --model: same backbone weights, the tokenizer next to them."""
+    from lmforge.data.tokenizer import load_tokenizer
+    from lmforge.hf.export import export_checkpoint
+    from lmforge.models.registry import config_to_dict
+    from lmforge.tasks.finetune import load_backbone
+    from lmforge.train.checkpoint import save_checkpoint
+
+    vocab = load_tokenizer(char_tokenizer_dir).vocab_size
+    lm = build_model(name, task="mlm", preset="tiny", vocab_size=vocab)
+    info = {"model": name, "task": "mlm", "config": config_to_dict(lm.config)}
+    checkpoint = save_checkpoint(tmp_path / "pre", 1, weights=lm.state_dict(), model_info=info,
+                                 tokenizer_dir=char_tokenizer_dir)  # fmt: skip
+    exported = export_checkpoint(checkpoint, tmp_path / "hf", format=format)
+    arch, _, backbone, tokenizer, _ = load_backbone(FinetuneArgs("tnews", model=str(exported)))
+    assert arch == name and tokenizer.vocab_size == vocab
+    for key, value in lm.backbone.state_dict().items():
+        torch.testing.assert_close(backbone.state_dict()[key], value, rtol=0, atol=0)
