@@ -133,3 +133,19 @@ def test_finetune_from_an_exported_hugging_face_directory(name, format, char_tok
     assert arch == name and tokenizer.vocab_size == vocab
     for key, value in lm.backbone.state_dict().items():
         torch.testing.assert_close(backbone.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_every_finetune_config_validates():
+    from pathlib import Path
+
+    from lmforge.cli import STAGES, _stage_parser, _to_dataclass
+
+    stage = STAGES["finetune"]
+    configs = sorted((Path(__file__).parents[2] / "configs" / "finetune").glob("*.yaml"))
+    assert {c.stem for c in configs} >= {"tnews", "iflytek", "afqmc", "ocnli", "cmnli", "cluewsc2020", "csl",
+                                         "cmrc2018", "cluener"}  # fmt: skip
+    for config in configs:
+        values = _stage_parser("finetune", stage).parse_args(["--config", str(config), "--model", "m"]).as_dict()
+        values.pop("config", None)
+        args = _to_dataclass(stage.load(stage.args), values)
+        assert args.task == config.stem and args.model == "m"
