@@ -1,6 +1,7 @@
 """Property tests (hypothesis) over arbitrary Unicode: lone surrogates, combining marks, RTL text and controls,
-emoji and ZWJ sequences, NUL, BOM, line separators, spelled-out special tokens. Ingest, the three tokenizers
-and the collators must never crash with anything but a clear ``ValueError``, and must keep their invariants."""
+emoji and ZWJ sequences, NUL, BOM, line separators, spelled-out special tokens. Ingest, the three tokenizers,
+the collators and the QA span mapping must never crash with anything but a clear ``ValueError``, and must keep
+their invariants."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from lmforge.data.collate import CLMCollator, MLMCollator
 from lmforge.data.corpus import IngestOptions, ingest
 from lmforge.data.masking import IGNORE_INDEX
 from lmforge.data.tokenizer import build_bpe_tokenizer, build_char_tokenizer, build_codepoint_tokenizer
+from lmforge.heads.qa import SpanWindow, decode_spans
+from lmforge.tasks import qa
 
 TRICKY = [
     "\x00", "\ufeff", "\u2028", "\u2029", "\r", "\n", "\t", " ", "\u3000",  # NUL, BOM, separators, spaces
@@ -178,3 +181,62 @@ def test_clm_collator_invariants(batch, max_len: int | None) -> None:
         assert out["attention_mask"][b].sum() == n
         assert (out["input_ids"][b, :n].numpy() == kept).all() and (out["labels"][b, :n].numpy() == kept).all()
         assert (out["labels"][b, n:] == IGNORE_INDEX).all()
+
+
+# ----------------------------------------------------------------------------------------------------- QA spans
+
+
+@FUZZ
+@given(
+    context=VALID_TEXT.filter(str.strip),
+    question=VALID_TEXT,
+    kind=st.sampled_from(["char", "bpe", "codepoint"]),
+    max_len=st.integers(8, 40),
+    stride=st.integers(1, 24),
+    where=st.tuples(st.floats(0, 1), st.floats(0, 1)),
+    seed=st.integers(0, 2**31),
+)
+def test_qa_windows_map_answers_to_context_characters_and_back(
+    tokenizers, context: str, question: str, kind: str, max_len: int, stride: int, where, seed: int
+) -> None:
+    tokenizer = tokenizers[kind]
+    (question_ids, _), (context_ids, offsets) = qa._encode(tokenizer, [question, context], with_offsets=True)
+    assume(context_ids)
+    question_ids = question_ids[:4]  # --max_query_length
+    start = int(where[0] * (len(context) - 1))
+    answer = (start, start + 1 + int(where[1] * (len(context) - start - 1)))  # a non-empty character span
+    windows = qa.make_windows(
+        question_ids, context_ids, offsets, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id,
+        max_seq_length=max_len, doc_stride=stride, answer=answer,
+    )  # fmt: skip
+    assert all((0 <= a <= b <= len(context)) for a, b in offsets)
+    prefix = len(question_ids) + 2
+    best = []  # the context tokens of every window where they have their maximal context, in order
+    for window in windows:
+        n = len(window["input_ids"])
+        assert n <= max_len
+        assert n == len(window["token_type_ids"]) == len(window["offsets"]) == len(window["max_context"])
+        best += [o for o, m in zip(window["offsets"], window["max_context"], strict=True) if m]
+    assert best == [tuple(o) for o in offsets]  # every context token exactly once, in order
+
+    overlapping = [i for i, (a, b) in enumerate(offsets) if b > answer[0] and a < answer[1]]
+    targeted = [w for w in windows if w["start_positions"] != 0]
+    for window in targeted:  # the target tokens span exactly the tokens that overlap the answer characters
+        s, e = window["start_positions"], window["end_positions"]
+        assert prefix <= s <= e < len(window["input_ids"]) - 1
+        assert window["offsets"][s] == tuple(offsets[overlapping[0]])
+        assert window["offsets"][e] == tuple(offsets[overlapping[-1]])
+    if not overlapping:
+        assert not targeted  # an answer made only of characters no token covers (e.g. spaces) is never targeted
+    elif overlapping[-1] - overlapping[0] + 1 <= max_len - len(question_ids) - 3 - stride + 1:
+        assert targeted  # a short enough answer is inside at least one window
+
+    generator = torch.Generator().manual_seed(seed)
+    spans = [
+        SpanWindow(torch.randn(len(w["input_ids"]), generator=generator),
+                   torch.randn(len(w["input_ids"]), generator=generator), w["offsets"], w["max_context"])
+        for w in windows
+    ]  # fmt: skip
+    for decoded in decode_spans(spans, context, n_best=5, max_answer_length=8):
+        assert decoded.text == (context[decoded.char_start : decoded.char_end] if decoded.char_start >= 0 else "")
+        assert decoded.char_start < decoded.char_end or decoded.char_start == -1

@@ -157,7 +157,8 @@ def make_windows(
         if answer is not None:
             first = next((i for i, (_, e) in enumerate(context_offsets) if e > answer[0]), None)
             last = next((i for i in range(len(context_offsets) - 1, -1, -1) if context_offsets[i][0] < answer[1]), None)
-            inside = first is not None and last is not None and start <= first and last < start + length
+            # first > last: the answer covers only characters no token covers (NUL, removed marks): no target
+            inside = first is not None and last is not None and start <= first <= last < start + length
             feature["start_positions"] = first - start + len(prefix) if inside else 0
             feature["end_positions"] = last - start + len(prefix) if inside else 0
         windows.append(feature)
