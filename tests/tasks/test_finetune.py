@@ -49,6 +49,7 @@ def test_finetune_beats_the_majority_baseline_and_writes_its_outputs(synthetic_t
     assert not model.training and info["task"] == "finetune-classification" and info["head"]["labels"] == ["neg", "pos"]
     counts = json.loads((run_dir / "report.json").read_text())["counts"]
     assert counts["train"]["examples"] == 160 and counts["test"]["lines"] == 10
+    assert counts["dev"]["unknown_token_share"] == 0.0 and counts["dev"]["truncated"] == 0
 
 
 @pytest.mark.parametrize("name", sorted(list_models()))
@@ -149,3 +150,12 @@ def test_every_finetune_config_validates():
         values.pop("config", None)
         args = _to_dataclass(stage.load(stage.args), values)
         assert args.task == config.stem and args.model == "m"
+
+
+def test_a_tokenizer_that_does_not_fit_the_data_is_reported(synthetic_task, tmp_path, capsys):
+    from lmforge.data.tokenizer import build_char_tokenizer
+
+    build_char_tokenizer(["这个分词器没有任务的字"], vocab_size=300, min_frequency=1).save(tmp_path / "tok")
+    report = finetune(_args(synthetic_task, tmp_path / "tok", tmp_path / "run", max_steps=1, do_predict=False))
+    assert report["counts"]["train"]["unknown_token_share"] > 0.9
+    assert "of tokens are [UNK]: is this the pretraining tokenizer?" in capsys.readouterr().out

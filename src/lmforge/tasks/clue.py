@@ -321,9 +321,12 @@ def build_classification_task(
     index = {label: i for i, label in enumerate(data.labels)}
     features: dict[str, list[dict[str, Any]]] = {}
     truncated: dict[str, int] = {}
+    unknown: dict[str, float] = {}  # share of [UNK] tokens: a tokenizer that does not fit the data shows here
     for split, examples in data.splits.items():
         a_ids = _token_lists(tokenizer, [e.text_a for e in examples])
         b_ids = _token_lists(tokenizer, [e.text_b or "" for e in examples])
+        tokens = [t for ids in (*a_ids, *b_ids) for t in ids]
+        unknown[split] = sum(t == tokenizer.unk_token_id for t in tokens) / max(len(tokens), 1)
         rows, cut = [], 0
         for example, a, b in zip(examples, a_ids, b_ids, strict=True):
             b = b if example.text_b is not None else None
@@ -364,7 +367,12 @@ def build_classification_task(
 
     head_config = {"kind": "sequence_classification", "labels": data.labels, "pooling": pooling, "dropout": dropout}
     counts = {
-        split: {**vars(c), "truncated": truncated.get(split, 0), "file": data.files[split]}
+        split: {
+            **vars(c),
+            "truncated": truncated.get(split, 0),
+            "unknown_token_share": unknown.get(split, 0.0),
+            "file": data.files[split],
+        }
         for split, c in data.counts.items()
     }
     return TaskBundle(

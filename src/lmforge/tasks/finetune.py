@@ -440,7 +440,12 @@ def _print_summary(report: dict[str, Any], *, file: Any) -> None:
     print(f"finetune {report['task']}: dev {line or '-'}", file=file)
     for split, counts in report.get("counts", {}).items():
         dropped = ", ".join(f"{n} with {why}" for why, n in counts.get("dropped", {}).items()) or "none"
-        print(f"  {split}: {counts['examples']} examples from {counts['lines']} lines, dropped {dropped}", file=file)
+        unknown = counts.get("unknown_token_share", 0.0)
+        note = ""
+        if unknown > 0.05:
+            note = f"; {100 * unknown:.1f}% of tokens are [UNK]: is this the pretraining tokenizer?"
+        line = f"  {split}: {counts['examples']} examples from {counts['lines']} lines, dropped {dropped}{note}"
+        print(line, file=file)
     if "predict_file" in report:
         print(f"  test predictions: {report['predict_file']}", file=file)
 
