@@ -53,8 +53,14 @@ def test_finetune_beats_the_majority_baseline_and_writes_its_outputs(synthetic_t
 
 
 @pytest.mark.parametrize("name", sorted(list_models()))
-def test_finetune_runs_on_every_backbone(name, synthetic_task, char_tokenizer_dir, tmp_path):
-    args = _args(synthetic_task, char_tokenizer_dir, tmp_path / name, model=name, max_steps=2, do_predict=False)
+def test_finetune_runs_on_every_backbone(name, char_tokenizer_dir, tmp_path):
+    """A sentence-pair task (token types 0 and 1) for 2 steps, then the checkpoint reloads."""
+    pairs = tmp_path / "pairs"
+    for split, seed in (("train", 1), ("dev", 2)):
+        rows = synthetic_rows(24, seed=seed)
+        write_rows(pairs / f"{split}.json", [{"sentence1": r["sentence"], "sentence2": r["sentence"][::-1],
+                                              "label": r["label"]} for r in rows])  # fmt: skip
+    args = _args(pairs, char_tokenizer_dir, tmp_path / name, model=name, max_steps=2, do_predict=False)
     args.max_seq_length = 16
     report = finetune(args)
     assert 0.0 <= report["dev"]["accuracy"] <= 1.0 and report["steps"] == 2

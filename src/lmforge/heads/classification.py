@@ -142,11 +142,16 @@ class SequenceClassificationHead(nn.Module):
 
 class TaskModel(nn.Module):
     """Backbone + task head. ``forward(input_ids, attention_mask, token_type_ids, **targets) -> TaskOutput``; the
-    loss is computed when targets are given (``labels``; ``start_positions``/``end_positions`` for spans)."""
+    loss is computed when targets are given (``labels``; ``start_positions``/``end_positions`` for spans).
+
+    ``token_type_ids`` reach the backbone only when it has a segment table (``config.type_vocab_size > 0``):
+    GPT and FLASH without one see a sentence pair as ``[CLS] a [SEP] b [SEP]`` alone, as GPT-2 fine-tuning does.
+    """
 
     def __init__(self, backbone: nn.Module, head: nn.Module):
         super().__init__()
         self.backbone, self.head = backbone, head
+        self.uses_token_types = getattr(backbone.config, "type_vocab_size", 0) > 0
 
     @property
     def config(self):
@@ -162,6 +167,8 @@ class TaskModel(nn.Module):
         token_type_ids: Tensor | None = None,
         **targets: Tensor,
     ) -> TaskOutput:
+        if not self.uses_token_types:
+            token_type_ids = None
         hidden_BTD = self.backbone(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         logits = self.head(hidden_BTD, attention_mask)
         targets = {k: v for k, v in targets.items() if v is not None}
