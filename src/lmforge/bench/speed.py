@@ -49,9 +49,9 @@ GAU_STACKS = ("gau-alpha", "flash-quad", "flash")  # two GAU layers per Transfor
 class SpeedArgs:
     models: list[str] | None = None
     """Architectures to measure (default: every registered one)."""
-    lengths: list[int] = field(default_factory=lambda: [128, 512, 2048])
-    """Sequence lengths."""
-    tokens_per_step: int = 2048
+    lengths: list[int] = field(default_factory=lambda: [128, 512, 1024])
+    """Sequence lengths (longer ones, e.g. 2048 and 8192, show the linear models' advantage; they take longer)."""
+    tokens_per_step: int = 1024
     """Tokens per step: batch = tokens_per_step // length (at least 1)."""
     hidden_size: int = 256
     """Model width of every architecture and its peer."""
@@ -317,11 +317,12 @@ def _run(args: SpeedArgs, names: list[str], device: torch.device) -> dict[str, A
             keys = ("task", "params", "peer_label", "peer_params", "peer_error", "config")
             models.setdefault(name, {k: pair.get(k) for k in keys})
             for dtype in args.dtypes:
-                row = _measure_row(name, pair, args, device, dtype=dtype, length=length, peak=env["peak_flops_fp32"])
+                row = _measure_row(name, pair, args, device, dtype=dtype, length=length)
                 rows.append(row)
                 print(_row_line(row), flush=True)
             del pair
     env["load_average_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    env["peak_flops_fp32"] = max([env["peak_flops_fp32"], *(r["peak_flops"] for r in rows if "peak_flops" in r)])
     result = {"environment": env, "settings": dataclasses.asdict(args), "models": models, "rows": rows}
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -335,9 +336,11 @@ def _run(args: SpeedArgs, names: list[str], device: torch.device) -> dict[str, A
 
 
 def _measure_row(
-    name: str, pair: dict[str, Any], args: SpeedArgs, device: torch.device, *, dtype: str, length: int, peak: float
+    name: str, pair: dict[str, Any], args: SpeedArgs, device: torch.device, *, dtype: str, length: int
 ) -> dict[str, Any]:
-    """One (model, dtype, length) row; MFU against the fp32 ``peak`` (fp32 rows only)."""
+    """One (model, dtype, length) row. MFU (fp32 rows) is against the fp32 matmul peak sampled just before and
+    after the timed steps (the best of the two): on a shared machine the peak moves with the load, and a peak
+    taken minutes earlier can put MFU above 100%."""
     batch = max(1, args.tokens_per_step // length)
     row: dict[str, Any] = {"model": name, "task": pair["task"], "dtype": dtype, "length": length, "batch": batch,
                            "peer_label": pair.get("peer_label")}  # fmt: skip
@@ -350,11 +353,13 @@ def _measure_row(
         steps["peer"] = _step_fn(pair["peer"], ids, autocast)
     try:  # a length a model cannot take (e.g. a fixed position table) is a row with the reason
         memory = {key: step_memory(step, device) for key, step in steps.items()}
+        before = matmul_peak(device=device.type, tries=2)
         timing = measure_pair(steps, tokens=batch * length, warmup=args.warmup, repeats=args.steps)
+        peak = max(before, matmul_peak(device=device.type, tries=2))  # sampled around the timed steps
     except (RuntimeError, ValueError, AssertionError, IndexError) as error:
         return row | {"status": f"failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}"}
     flops = train_flops_per_token(name, pair["cfg"], length, task=pair["task"])
-    row |= {"status": "ok", "flops_per_token": flops, "memory_bytes": memory}
+    row |= {"status": "ok", "flops_per_token": flops, "memory_bytes": memory, "peak_flops": peak}
     for key in steps:
         row[key] = timing[key]
         row[f"{key}_tokens_per_s"] = 1.0 / timing[key]["median"]
@@ -387,12 +392,13 @@ def format_markdown(result: dict[str, Any]) -> str:
         f"Command: `{env['command']}`",
         "",
         f"Date {env['date']}; {env['device']}, {env['cpu_count']} CPUs, {env['threads']} threads; {versions}; "
-        f"fp32 matmul peak {env['peak_flops_fp32'] / 1e9:.1f} GFLOP/s; load average {env['load_average_start']:.2f}"
-        f" at the start, {env['load_average_end']:.2f} at the end (1-minute; a shared machine when > 0.5).",
+        f"best fp32 matmul peak {env['peak_flops_fp32'] / 1e9:.1f} GFLOP/s; load average "
+        f"{env['load_average_start']:.2f} at the start, {env['load_average_end']:.2f} at the end (1-minute; a "
+        "shared machine when > 0.5).",
         "",
         "| model | task | peer | dtype | T | batch | ours tokens/s | peer tokens/s | speed-up vs peer, median (range) "
-        "| ours MB | peer MB | GFLOP/token | MFU ours |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| ours MB | peer MB | GFLOP/token | MFU ours | matmul peak GFLOP/s |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     models = result["models"]
     for row in result["rows"]:
@@ -400,7 +406,7 @@ def format_markdown(result: dict[str, Any]) -> str:
         peer = row.get("peer_label") or f"none ({model.get('peer_error', '')})"
         start = f"| {row['model']} | {row['task']} | {peer} | {row['dtype']} | {row['length']} | {row['batch']} |"
         if row.get("status") != "ok":
-            lines.append(f"{start} {row['status']} | | | | | | |")
+            lines.append(f"{start} {row['status']} | | | | | | | |")
             continue
         memory = row["memory_bytes"]
         ratio = row.get("ratio")
@@ -411,17 +417,18 @@ def format_markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"{start} {row['ours_tokens_per_s']:,.0f} | {peer_rate} | {ratio_text} | {_mb(memory.get('ours'))} | "
             f"{_mb(memory.get('peer'))} | {'-' if flops is None else f'{flops / 1e9:.3f}'} | "
-            f"{'-' if mfu is None else f'{mfu:.1%}'} |"
+            f"{'-' if mfu is None else f'{mfu:.1%}'} | {row['peak_flops'] / 1e9:.0f} |"
         )
     for name, model in models.items():
         if "error" in model:
-            lines.append(f"| {name} | | | | | | not measured: {model['error']} | | | | | | |")
+            lines.append(f"| {name} | | | | | | not measured: {model['error']} | | | | | | | |")
     lines.append("")
     on_cpu = env["device"].startswith("CPU")
     memory_note = "bytes saved for backward in one step (activation memory)" if on_cpu else "peak allocated bytes"
     lines.append(
         "Speed-up = peer time / our time per repeat (ours and the peer alternate; > 1: ours is faster). "
-        f"Memory (MB): {memory_note}. GFLOP/token: analytic training FLOPs (`lmforge bench flops`)."
+        f"Memory (MB): {memory_note}. GFLOP/token: analytic training FLOPs (`lmforge bench flops`). MFU: against "
+        "the fp32 matmul peak sampled around the row's timed steps (last column; it moves with the machine's load)."
     )
     return "\n".join(lines) + "\n"
 
