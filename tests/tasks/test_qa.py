@@ -52,6 +52,12 @@ def test_read_cmrc2018_and_jsonl(tmp_path):
     (tmp_path / "empty.json").write_text("")
     with pytest.raises(ValueError, match=r"empty\.json: the file is empty"):
         read_qa(tmp_path / "empty.json")
+    (tmp_path / "train.json").write_text(json.dumps(cmrc_document(), ensure_ascii=False), encoding="utf-8")
+    (tmp_path / "dev.json").write_text(json.dumps(cmrc_document(False), ensure_ascii=False), encoding="utf-8")
+    args = SimpleNamespace(task="cmrc2018", data_dir=str(tmp_path), max_seq_length=20, max_query_length=8,
+                           doc_stride=4, n_best_size=5, max_answer_length=10)  # fmt: skip
+    with pytest.raises(ValueError, match=r"question 'TRAIN_0_QUERY_0': a dev question without answers \(3 in all\)"):
+        build_qa_task(args, tokenizer=None, hidden_size=8, splits=("dev",))
     broken = cmrc_document()
     del broken["data"][0]["paragraphs"][1]["qas"][0]["question"]
     (tmp_path / "broken.json").write_text(json.dumps(broken, ensure_ascii=False))

@@ -184,6 +184,11 @@ def build_qa_task(args: Any, *, tokenizer: Any, hidden_size: int, splits: tuple[
                 raise ValueError(f"{data_dir} has no train.json, train.jsonl or cmrc2018_train.json")
             continue
         split_examples = read_qa(path)
+        if split == "dev":
+            unanswered = [e.where for e in split_examples if not e.answers]
+            if unanswered:
+                raise ValueError(f"{unanswered[0]}: a dev question without answers ({len(unanswered)} in all); "
+                                 "unanswerable questions (SQuAD 2.0) are not supported")  # fmt: skip
         questions = _encode(tokenizer, [e.question for e in split_examples], with_offsets=False)
         contexts = _encode(tokenizer, [e.context for e in split_examples], with_offsets=True)
         rows, stats = [], {"questions": len(split_examples), "answer_start_repaired": 0, "answer_not_in_context": 0}
