@@ -145,6 +145,19 @@ def test_sdpa_matches_eager_and_lengths_are_checked():
         _cfg(num_hash_functions=5)  # 32 is not a multiple of 5
 
 
+def test_final_layer_on_query_positions_only():
+    """TF's final_seq_char_positions: computing only some query rows of the final layer gives those rows."""
+    model = CanineModel(_cfg()).eval()
+    batch = _batch(19)
+    query = torch.zeros(3, 19, dtype=torch.bool)
+    query[0, [1, 5, 18]] = True
+    query[2, 2] = True  # example 1 has none
+    with torch.no_grad():
+        full = model.encode(**batch).sequence
+        part = model.encode(**batch, query_mask=query).sequence
+    torch.testing.assert_close(part, full[query], **TOL["batched_fp32_reshaped"])
+
+
 def test_hash_bucket_loss_and_decoding():
     labels = torch.tensor([0x4E2D, 0x4E2D + 64, 97])  # 64 apart: every hash bucket collides, the quotient differs
     buckets, quotient = codepoint_targets(labels, num_hashes=4, num_buckets=64)

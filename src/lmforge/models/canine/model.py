@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from lmforge.models.bert.model import BertLayer
 from lmforge.models.canine.config import CanineConfig
-from lmforge.nn.attention import keep_from_padding_mask
+from lmforge.nn.attention import attend, keep_from_padding_mask
 from lmforge.nn.canine import Downsample, HashEmbedding, Upsample, downsample_mask, from_chunks, to_chunks
 from lmforge.nn.init import apply_init_, init_dense_, init_embedding_, init_norm_, normal_
 from lmforge.nn.norms import LayerNorm
@@ -85,6 +85,30 @@ def _local_layer(layer: BertLayer, x_BTD: Tensor, keep_BT: Tensor, width: int) -
     return from_chunks(x_NWD, batch, length)
 
 
+def _layer_at(layer: BertLayer, x_BTD: Tensor, keep_B11T: Tensor, query_BT: Tensor) -> Tensor:
+    """``layer(x)[query]`` as ``(N, D)`` in row-major order, computing only the N query rows: every position is a key,
+    only the selected ones are queries (TF CANINE's ``final_seq_char_positions`` for MLM; HF raises
+    ``NotImplementedError``). Queries are gathered per example and padded to the longest selection."""
+    attention = layer.attention
+    counts_B = query_BT.sum(1)
+    width = max(int(counts_B.max()), 1)
+    # (B, P) indices of each example's selected positions, padded with position 0 (dropped at the end)
+    order_BT = torch.sort((~query_BT).to(torch.int8), dim=1, stable=True).indices
+    index_BP = order_BT[:, :width]
+    valid_BP = torch.arange(width, device=x_BTD.device) < counts_B[:, None]
+    xq_BPD = x_BTD.gather(1, index_BP[..., None].expand(-1, -1, x_BTD.shape[-1]))
+    heads, dim = attention.num_heads, attention.head_dim
+    q_BHPK = attention.q_proj(xq_BPD).unflatten(-1, (heads, dim)).transpose(1, 2)
+    k_BHTK = attention.k_proj(x_BTD).unflatten(-1, (heads, dim)).transpose(1, 2)
+    v_BHTK = attention.v_proj(x_BTD).unflatten(-1, (heads, dim)).transpose(1, 2)
+    dropout = attention.dropout if attention.training else 0.0
+    out_BHPK = attend(q_BHPK, k_BHTK, v_BHTK, keep_B11T, kernel=attention.kernel, dropout_p=dropout)
+    attended_BPD = attention.o_proj(out_BHPK.transpose(1, 2).flatten(-2))
+    xq_BPD = layer.attention_norm(xq_BPD + layer.dropout(attended_BPD))
+    xq_BPD = layer.ffn_norm(xq_BPD + layer.dropout(layer.ffn(xq_BPD)))
+    return xq_BPD[valid_BP]
+
+
 class CanineModel(nn.Module):
     """CANINE backbone. ``forward(input_ids, attention_mask, token_type_ids) -> sequence (B, T, D)`` (the
     backbone contract of ``lmforge.heads``); ``encode`` also returns the pooled output and the molecules."""
@@ -114,8 +138,15 @@ class CanineModel(nn.Module):
         return self.embeddings.hash
 
     def encode(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        *,
+        query_mask: Tensor | None = None,
     ) -> CanineOutput:
+        """``query_mask (B, T)`` (MLM training): the final character layer computes only those positions and
+        ``sequence`` is ``(N, D)``, their rows in row-major order (the same values as the full ``sequence[query]``)."""
         cfg = self.config
         length = input_ids.shape[1]
         if not cfg.downsampling_rate <= length <= cfg.max_position_embeddings:
@@ -131,7 +162,11 @@ class CanineModel(nn.Module):
             molecules_BMD = layer(molecules_BMD, keep_molecules)
         pooled_BD = torch.tanh(self.pooler(molecules_BMD[:, 0]))
         sequence_BTD = self.upsample(chars_BTD, molecules_BMD)
-        sequence_BTD = self.final_layer(sequence_BTD, keep_from_padding_mask(keep_BT))
+        keep_B11T = keep_from_padding_mask(keep_BT)
+        if query_mask is None:
+            sequence_BTD = self.final_layer(sequence_BTD, keep_B11T)
+        else:
+            sequence_BTD = _layer_at(self.final_layer, sequence_BTD, keep_B11T, query_mask.bool())
         return CanineOutput(sequence=sequence_BTD, pooled=pooled_BD, molecules=molecules_BMD)
 
     def forward(

@@ -138,30 +138,28 @@ class CanineForMaskedChars(nn.Module):
         *,
         logits_at_labels_only: bool = False,
     ) -> LMOutput:
-        """``logits_at_labels_only`` (with labels): the head runs on the labelled positions only, ``logits`` is
-        ``(N, K * H + Q)`` in row-major order of those positions (the training loop's setting)."""
-        hidden_BTD = self.backbone(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        """``logits_at_labels_only`` (with labels; the training loop's setting): the final character layer and the
+        head run on the labelled positions only (TF CANINE's ``final_seq_char_positions``); ``logits`` and
+        ``hidden_states`` are then ``(N, K * H + Q)`` and ``(N, D)`` in row-major order of those positions."""
+        labelled_BT = None if labels is None else labels != IGNORE_INDEX
+        sparse = labelled_BT is not None and logits_at_labels_only
+        query_mask = labelled_BT if sparse else None
+        hidden = self.backbone.encode(input_ids, attention_mask, token_type_ids, query_mask=query_mask).sequence
+        buckets, quotient = self.head(hidden)
         loss, metrics = None, {}
-        if labels is None:
-            buckets, quotient = self.head(hidden_BTD)
-        else:
-            labelled_BT = labels != IGNORE_INDEX
+        if labelled_BT is not None:
             labels_N = labels[labelled_BT]
-            if logits_at_labels_only:
-                buckets, quotient = self.head(hidden_BTD[labelled_BT])
-                buckets_NKH, quotient_NQ = buckets, quotient
-            else:
-                buckets, quotient = self.head(hidden_BTD)
-                buckets_NKH, quotient_NQ = buckets[labelled_BT], quotient[labelled_BT]
+            buckets_NKH, quotient_NQ = (buckets, quotient) if sparse else (buckets[labelled_BT], quotient[labelled_BT])
             loss = hash_bucket_loss(buckets_NKH, quotient_NQ, labels_N)
             with torch.no_grad():
+                head = self.head
                 target_NK, target_N = codepoint_targets(
-                    labels_N, num_hashes=self.head.num_hashes, num_buckets=self.head.num_buckets
+                    labels_N, num_hashes=head.num_hashes, num_buckets=head.num_buckets
                 )
                 hit_N = (buckets_NKH.argmax(dim=-1) == target_NK).all(dim=-1) & (quotient_NQ.argmax(dim=-1) == target_N)
                 metrics["char_accuracy"] = hit_N.float().sum() / max(hit_N.numel(), 1)
         logits = torch.cat([buckets.flatten(-2), quotient], dim=-1)
-        return LMOutput(loss=loss, logits=logits, hidden_states=hidden_BTD, metrics=metrics)
+        return LMOutput(loss=loss, logits=logits, hidden_states=hidden, metrics=metrics)
 
 
 def build_mlm(cfg: CanineConfig) -> CanineForMaskedChars:
