@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 
 from lmforge import cli
 from lmforge.bench.peers import PEERS, build_peer
-from lmforge.bench.speed import SpeedArgs, bench_config, bench_speed, measure_pair
+from lmforge.bench.speed import SpeedArgs, bench_config, bench_speed, measure_pair, profile_step
 from lmforge.models.registry import build_model, list_models
 
 TINY = dict(hidden_size=32, num_layers=2, vocab_size=300, tokens_per_step=64, warmup=0, steps=1, threads=1)
@@ -80,3 +81,15 @@ def test_cli_and_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         with pytest.raises(SystemExit):
             cli.run(["bench", "speed", *bad, "--output_dir", str(tmp_path)])
         assert message in capsys.readouterr().err
+
+
+def test_profile_step_ranks_ops_by_self_time() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))
+    x = torch.randn(32, 64)
+
+    def step() -> None:
+        model(x).square().mean().backward()
+
+    ops = profile_step(step, top=4)
+    assert 1 <= len(ops) <= 4 and all(a["ms"] >= b["ms"] for a, b in itertools.pairwise(ops))
+    assert 0 < sum(o["share"] for o in ops) <= 1.0 + 1e-9

@@ -40,7 +40,16 @@ from torch import nn
 from lmforge.bench.flops import matmul_peak, sample_ids, train_flops_per_token
 from lmforge.bench.peers import PEERS, build_peer
 
-__all__ = ["GAU_STACKS", "SpeedArgs", "bench_config", "bench_speed", "environment", "format_markdown", "step_memory"]
+__all__ = [
+    "GAU_STACKS",
+    "SpeedArgs",
+    "bench_config",
+    "bench_speed",
+    "environment",
+    "format_markdown",
+    "profile_step",
+    "step_memory",
+]
 
 GAU_STACKS = ("gau-alpha", "flash-quad", "flash")  # two GAU layers per Transformer block
 
@@ -77,6 +86,9 @@ class SpeedArgs:
     """File name stem of the outputs."""
     plot: bool = True
     """Write the log-log plot."""
+    profile: int = 0
+    """Also profile one step of each model per row (``torch.profiler``) and keep its N most expensive ops by self
+    time in the JSON and the log (0 = off; profiled steps are not timed)."""
 
     def __post_init__(self) -> None:
         for key in ("tokens_per_step", "hidden_size", "num_layers", "vocab_size", "steps", "threads"):
@@ -367,7 +379,22 @@ def _measure_row(
             row[f"{key}_mfu"] = flops / timing[key]["median"] / peak
     if "ratio" in timing:
         row["ratio"] = timing["ratio"]
+    if args.profile:
+        row["profile"] = {key: profile_step(step, top=args.profile) for key, step in steps.items()}
     return row
+
+
+def profile_step(step: Callable[[], None], *, top: int = 10) -> list[dict[str, Any]]:
+    """The ``top`` ops of one ``step`` by self CPU time (``torch.profiler``): name, calls, ms, share of the step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [{"op": e.key, "calls": e.count, "ms": e.self_cpu_time_total / 1e3, "share": e.self_cpu_time_total / total}
+            for e in events[:top]]  # fmt: skip
 
 
 def _row_line(row: dict[str, Any]) -> str:
@@ -377,6 +404,8 @@ def _row_line(row: dict[str, Any]) -> str:
     line = f"{head} ours {row['ours_tokens_per_s']:9,.0f} tok/s"
     if "ratio" in row:
         line += f"  peer {row['peer_tokens_per_s']:9,.0f} tok/s  peer/ours time {row['ratio']['median']:.2f}x"
+    for key, ops in row.get("profile", {}).items():
+        line += f"\n    {key} profile: " + "; ".join(f"{o['op']} {o['share']:.0%} ({o['calls']}x)" for o in ops)
     return line
 
 
