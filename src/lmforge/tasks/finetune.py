@@ -387,6 +387,8 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
                 loss = model(**batch).loss / args.gradient_accumulation_steps
                 loss.backward()
                 step_loss += loss.item()
+            if not math.isfinite(step_loss):
+                raise ValueError(f"step {step + 1}: the loss is {step_loss}; lower --learning_rate or --max_grad_norm")
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm or math.inf)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
