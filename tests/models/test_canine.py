@@ -62,6 +62,9 @@ def test_parity_with_transformers_both_directions(length):
     # padded rows included: CANINE's convolutions carry padding into real outputs, both sides alike
     torch.testing.assert_close(actual.sequence, expected.last_hidden_state, **TOL["reference_fp32"])
     torch.testing.assert_close(actual.pooled, expected.pooler_output, **TOL["reference_fp32"])
+    with torch.no_grad():  # no padding at all: our kernels run without a mask
+        unpadded = batch["input_ids"][:1]
+        torch.testing.assert_close(ours(unpadded), theirs(unpadded).last_hidden_state, **TOL["reference_fp32"])
     # ours -> HF: a fresh HF model loads our weights strictly and gives the same outputs
     fresh = CanineModel(cfg).eval()
     back = _hf_model(cfg)

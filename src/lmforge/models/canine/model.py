@@ -68,13 +68,19 @@ class CanineEmbeddings(nn.Module):
         return self.dropout(self.norm(x_BTD))
 
 
+def _key_mask(keep_BT: Tensor) -> Tensor | None:
+    """``(B, 1, 1, T)`` key mask, or None when every key is real: the attention kernels then need no mask (SDPA
+    takes its fused path; the same outputs)."""
+    return None if bool(keep_BT.all()) else keep_from_padding_mask(keep_BT)
+
+
 def _local_layer(layer: BertLayer, x_BTD: Tensor, keep_BT: Tensor, width: int) -> Tensor:
     """``layer`` with attention restricted to consecutive chunks of ``width`` characters (HF/TF local attention,
     from/to width = stride, no [CLS] sharing)."""
     batch, length, _ = x_BTD.shape
     x_NWD, keep_NW, inside_NW = to_chunks(x_BTD, keep_BT, width)
     attention = layer.attention
-    attended_NWD, _ = attention(x_NWD, keep_NW[:, None, None, :])
+    attended_NWD, _ = attention(x_NWD, _key_mask(keep_NW))
     # All-padding chunk: HF's softmax over finfo.min-masked scores is uniform -> the mean of the chunk's values.
     inside_NW1 = inside_NW[..., None].to(x_NWD.dtype)
     mean_ND = (x_NWD * inside_NW1).sum(1) / inside_NW1.sum(1)
@@ -85,7 +91,7 @@ def _local_layer(layer: BertLayer, x_BTD: Tensor, keep_BT: Tensor, width: int) -
     return from_chunks(x_NWD, batch, length)
 
 
-def _layer_at(layer: BertLayer, x_BTD: Tensor, keep_B11T: Tensor, query_BT: Tensor) -> Tensor:
+def _layer_at(layer: BertLayer, x_BTD: Tensor, keep_B11T: Tensor | None, query_BT: Tensor) -> Tensor:
     """``layer(x)[query]`` as ``(N, D)`` in row-major order, computing only the N query rows: every position is a key,
     only the selected ones are queries (TF CANINE's ``final_seq_char_positions`` for MLM; HF raises
     ``NotImplementedError``). Queries are gathered per example and padded to the longest selection."""
@@ -157,12 +163,12 @@ class CanineModel(nn.Module):
         chars_BTD = self.embeddings(input_ids, token_type_ids)
         chars_BTD = _local_layer(self.initial_layer, chars_BTD, keep_BT, cfg.local_transformer_stride)
         molecules_BMD = self.downsample(chars_BTD)
-        keep_molecules = keep_from_padding_mask(downsample_mask(keep_BT, cfg.downsampling_rate))
+        keep_molecules = _key_mask(downsample_mask(keep_BT, cfg.downsampling_rate))
         for layer in self.layers:
             molecules_BMD = layer(molecules_BMD, keep_molecules)
         pooled_BD = torch.tanh(self.pooler(molecules_BMD[:, 0]))
         sequence_BTD = self.upsample(chars_BTD, molecules_BMD)
-        keep_B11T = keep_from_padding_mask(keep_BT)
+        keep_B11T = _key_mask(keep_BT)
         if query_mask is None:
             sequence_BTD = self.final_layer(sequence_BTD, keep_B11T)
         else:
