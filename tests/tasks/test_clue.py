@@ -49,7 +49,9 @@ def test_pair_tasks_and_nli_dash_labels_are_dropped_and_counted(tmp_path):
     assert data.counts["train"].lines == 3 and data.counts["train"].examples == 2
     assert data.counts["train"].dropped == {"label '-'": 1}
     write_jsonl(tmp_path / "afqmc" / "train.json", [{"sentence1": "花呗", "sentence2": "借呗", "label": "0"}])
-    assert read_classification("afqmc", tmp_path / "afqmc").labels == ["0", "1"]
+    write_jsonl(tmp_path / "afqmc" / "test.json", [{"sentence1": "a", "sentence2": "b"}] * 2)  # no ids: line index
+    afqmc = read_classification("afqmc", tmp_path / "afqmc")
+    assert afqmc.labels == ["0", "1"] and [e.id for e in afqmc.splits["test"]] == [0, 1]
 
 
 def test_wsc_marks_both_spans_in_either_order(tmp_path):
