@@ -290,7 +290,7 @@ def bench_flops(args: FlopsArgs) -> dict[str, Any]:
     peak = matmul_peak()
     print(f"fp32 matmul peak ({platform.machine()}, {args.threads} threads): {peak / 1e9:.1f} GFLOP/s")
     header = " ".join(f"{'T=' + str(n):>11s}" for n in args.lengths)
-    print(f"\ntraining FLOPs per token (3 x forward matmuls), preset {args.preset!r}")
+    print(f"\ntraining FLOPs per token (matmuls: 3 x forward; reversible Reformer more), preset {args.preset!r}")
     print(f"{'model':12s} {'task':8s} {header}   counter/analytic at T={args.check_length}")
     result: dict[str, Any] = {"peak_flops": peak, "preset": args.preset, "models": {}}
     for name in names:
