@@ -11,7 +11,8 @@
     autograd saves for backward (``torch.autograd.graph.saved_tensors_hooks``, exact and deterministic; for the
     reversible function that is its two output streams, plus the LSH buckets it keeps, counted by hand), and
     (2) the peak RSS growth of the process over the step (``VmHWM``, reset through ``/proc/self/clear_refs``,
-    minus the RSS after building the model and one no-grad forward), which also counts parameter gradients, the
+    minus the RSS after building the model and one no-grad forward; glibc's mmap threshold fixed at 128 KiB so
+    freed blocks go back to the OS), which also counts parameter gradients, the
     logits, the recomputation in backward and allocator slack. Target: reversible, 12 layers <= 1.3x the 2-layer memory.
 (c) Time per token of one LSH attention layer (1 round, chunk 64, HF's bucket rule) vs full causal attention
     (SDPA, the fastest full attention on CPU) with the same projections, forward + backward, batch 1, hidden 256,
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -144,6 +146,10 @@ def _status_bytes(field: str) -> int:
 
 
 def memory(threads: int, seq: int) -> dict:
+    # A fixed mmap threshold: every block above 128 KiB is mmapped and given back on free, so RSS follows live
+    # memory. With glibc's default dynamic threshold, freed blocks up to 32 MiB stay in the heap and the peak RSS
+    # grows with the number of alloc/free cycles (one per layer in the recomputation), not with live memory.
+    env = os.environ | {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
     results = {}
     for reversible in (True, False):
         for depth in (2, 6, 12):
@@ -152,7 +158,7 @@ def memory(threads: int, seq: int) -> dict:
                 "import json, torch, sys; sys.path.insert(0, 'benchmarks'); import reformer; "
                 f"torch.set_num_threads({threads}); print(json.dumps({call}))"
             )
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
             result = json.loads(out.stdout.strip().splitlines()[-1])
             results[f"{'reversible' if reversible else 'stored'}-{depth}"] = result
             print(f"  reversible={reversible} depth={depth}: {result}", flush=True)
@@ -182,7 +188,7 @@ def attention_scaling(lengths: list[int]) -> dict:
     for length in lengths:
         run_lsh, run_full = _attention_pair(length)
         run_lsh(), run_full()  # warm-up
-        tries = 3 if length <= 4096 else 1
+        tries = 3
         lsh_s = min(timed(run_lsh)[0] for _ in range(tries))
         full_s = min(timed(run_full)[0] for _ in range(tries))
         rows[length] = {"lsh_us_per_token": 1e6 * lsh_s / length, "full_us_per_token": 1e6 * full_s / length,

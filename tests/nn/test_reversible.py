@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from lmforge.nn.reversible import apply_chunked, reversible_layers, sequential_layers
+from lmforge.nn.reversible import FastDropout, apply_chunked, fast_dropout, reversible_layers, sequential_layers
 from tolerances import TOL
 
 
@@ -104,3 +104,18 @@ def test_apply_chunked_equals_unchunked(chunk: int) -> None:
     layer = nn.Linear(4, 6)
     x = torch.randn(2, 7, 4)
     torch.testing.assert_close(apply_chunked(layer, x, chunk, dim=1), layer(x), **TOL["kernel_fp32"])
+
+
+def test_fast_dropout_rate_scale_and_modes() -> None:
+    x = torch.ones(400_000)
+    out = fast_dropout(x, 0.1)
+    dropped = (out == 0).float().mean().item()
+    assert abs(dropped - 6554 / 65536) < 5 * (0.1 * 0.9 / x.numel()) ** 0.5  # binomial bound, quantised rate
+    torch.testing.assert_close(out[out != 0], torch.full_like(out[out != 0], 65536 / (65536 - 6554)))
+    assert fast_dropout(x, 0.1, training=False) is x and fast_dropout(x, 0.0) is x
+    torch.manual_seed(3)
+    a = fast_dropout(torch.ones(7, 5), 0.5)
+    torch.manual_seed(3)
+    assert torch.equal(a, fast_dropout(torch.ones(7, 5), 0.5)) and a.shape == (7, 5)
+    with pytest.raises(ValueError, match="dropout probability"):
+        FastDropout(1.0)

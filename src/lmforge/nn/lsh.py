@@ -21,9 +21,10 @@ What HF does and we do too (so logits match):
 - Local attention: separate q, k, v; keys / sqrt(E); chunked the same way, no self mask.
 - A sequence no longer than one chunk uses plain full attention (what HF does).
 
-Deviations: hashing runs in fp32 whatever the activation dtype (R6; HF hashes in the activation dtype); HF
-re-seeds the *global* RNG when ``hash_seed`` is set, we use a private generator (R15). Inputs longer than one
-chunk must be a multiple of ``chunk_length`` here: the model pads (``lmforge.models.reformer``).
+Deviations: attention dropout uses ``nn.reversible.fast_dropout`` (rate quantised to 1/65536); hashing runs
+in fp32 whatever the activation dtype (R6; HF hashes in the activation dtype); HF re-seeds the *global* RNG
+when ``hash_seed`` is set, we use a private generator (R15). Inputs longer than one chunk must be a multiple
+of ``chunk_length`` here: the model pads (``lmforge.models.reformer``).
 
 Legend: B batch, H heads, T tokens, R hash rounds, N chunks, C chunk length, K keys per chunk ((1+before+after)·C),
 E head dim, D model width.
@@ -37,6 +38,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from lmforge.nn.reversible import fast_dropout
 
 __all__ = [
     "LSH_KERNELS",
@@ -121,7 +124,7 @@ def _eager_chunks(q, k, v, keep, self_BHNCK, *, masked, itself, dropout, trainin
         dots = dots.masked_fill(self_BHNCK, itself)
     lse = torch.logsumexp(dots, dim=-1, keepdim=True)
     probs = torch.exp(dots - lse).to(v.dtype)
-    probs = F.dropout(probs, p=dropout, training=training)
+    probs = fast_dropout(probs, dropout, training=training)
     return torch.matmul(probs, v), lse.squeeze(-1)
 
 
@@ -178,7 +181,9 @@ def chunked_attention(
         keep_BHNCK = causal_BHNCK if keep_BHNCK is None else keep_BHNCK & causal_BHNCK
     self_BHNCK = query_pos_BHNC[..., :, None] == key_pos_BHNK[..., None, :] if mask_self else None
     masked, itself = mask_values(q_BHNCE.dtype)
-    attend = _eager_chunks if kernel == "eager" else _sdpa_chunks
+    # With dropout on, the fused CPU kernel falls back to its math path with bernoulli masks: eager is faster.
+    fused = kernel == "sdpa" and not (training and dropout > 0)
+    attend = _sdpa_chunks if fused else _eager_chunks
     return attend(
         q_BHNCE, k_BHNKE, v_BHNKE, keep_BHNCK, self_BHNCK, masked=masked, itself=itself, dropout=dropout,
         training=training,

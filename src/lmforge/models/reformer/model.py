@@ -11,7 +11,8 @@ Lengths (``docs/architectures/reformer.md``): an input longer than the smallest 
 chunk lengths with ``pad_token_id`` and masked (HF does this only in eval and raises in training; we do it
 always), and the padded rows are removed from the output. Axial positions accept any length up to the table.
 
-Deviations: ``token_type_ids`` are ignored (Reformer has no segment table); ``num_buckets=None`` is resolved per
+Deviations: dropout masks come from ``nn.reversible.fast_dropout`` (rates quantised to 1/65536; CPU speed);
+``token_type_ids`` are ignored (Reformer has no segment table); ``num_buckets=None`` is resolved per
 length each forward; reversible backward works in eval mode too (HF asserts training mode, transformers #10370).
 
 Legend: B batch, T tokens, D hidden (one stream), V vocabulary.
@@ -35,7 +36,7 @@ from lmforge.nn.init import normal_, zeros_
 from lmforge.nn.lsh import LocalSelfAttention, LSHSelfAttention
 from lmforge.nn.norms import LayerNorm
 from lmforge.nn.positions import LearnedPositions
-from lmforge.nn.reversible import apply_chunked, reversible_layers, sequential_layers
+from lmforge.nn.reversible import FastDropout, apply_chunked, reversible_layers, sequential_layers
 
 __all__ = ["ReformerModel", "build_clm", "build_mlm", "init_weights"]
 
@@ -50,7 +51,7 @@ class ReformerEmbeddings(nn.Module):
             self.position_embeddings = AxialPositionEmbeddings(cfg.axial_pos_shape, cfg.axial_pos_embds_dim)
         else:
             self.position_embeddings = LearnedPositions(cfg.max_position_embeddings, cfg.hidden_size)
-        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.dropout = FastDropout(cfg.hidden_dropout_prob)
 
     def forward(self, input_ids_BT: Tensor) -> Tensor:
         positions_TD = self.position_embeddings(input_ids_BT.shape[1])
@@ -79,7 +80,7 @@ class ReformerAttentionBlock(nn.Module):
                 dropout=cfg.local_attention_probs_dropout_prob, **common,
             )  # fmt: skip
         self.o_proj = nn.Linear(cfg.num_attention_heads * cfg.attention_head_size, cfg.hidden_size, bias=False)
-        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.dropout = FastDropout(cfg.hidden_dropout_prob)
 
     def forward(self, x_BTD: Tensor, *, state: dict[str, Any], keep_BT: Tensor | None = None) -> Tensor:
         out_BTA, buckets = self.attention(self.norm(x_BTD), keep_BT, buckets_BHRT=state.get("buckets"))
@@ -97,7 +98,7 @@ class ReformerFeedForward(nn.Module):
         self.up = nn.Linear(cfg.hidden_size, cfg.feed_forward_size)
         self.down = nn.Linear(cfg.feed_forward_size, cfg.hidden_size)
         self.activation = get_activation(cfg.hidden_act)
-        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.dropout = FastDropout(cfg.hidden_dropout_prob)
         self.chunk_size = cfg.chunk_size_feed_forward
 
     def _position_wise(self, x_BTD: Tensor) -> Tensor:
@@ -124,7 +125,7 @@ class ReformerModel(nn.Module):
         self.embeddings = ReformerEmbeddings(config)
         self.layers = nn.ModuleList(ReformerLayer(config, kind) for kind in config.attn_layers)
         self.norm = LayerNorm(2 * config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = FastDropout(config.hidden_dropout_prob)
         init_weights(self, config)
 
     def get_input_embeddings(self) -> nn.Embedding:
