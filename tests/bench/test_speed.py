@@ -35,6 +35,9 @@ def test_tiny_run_writes_json_markdown_and_plot(tmp_path: Path) -> None:
     markdown = (tmp_path / "bench_speed.md").read_text()
     assert "| bert | mlm | transformers BertForMaskedLM | float32 | 32 | 2 |" in markdown
     assert "none (no peer listed)" in markdown
+    (tmp_path / "bench_speed.png").unlink()
+    assert bench_speed(SpeedArgs(output_dir=str(tmp_path), replot=True))["rows"] == saved["rows"]
+    assert (tmp_path / "bench_speed.png").is_file()  # redrawn from the JSON, nothing measured
 
 
 def test_every_listed_peer_matches_our_shape() -> None:

@@ -85,7 +85,9 @@ class SpeedArgs:
     name: str = "bench_speed"
     """File name stem of the outputs."""
     plot: bool = True
-    """Write the log-log plot."""
+    """Write the log-log plot (or redraw it alone from an earlier NAME.json with ``replot``)."""
+    replot: bool = False
+    """Only redraw NAME.png from OUTPUT_DIR/NAME.json (no measurement)."""
     profile: int = 0
     """Also profile one step of each model per row (``torch.profiler``) and keep its N most expensive ops by self
     time in the JSON and the log (0 = off; profiled steps are not timed)."""
@@ -298,6 +300,11 @@ def bench_speed(args: SpeedArgs) -> dict[str, Any]:
     """Measure, print the markdown table and write NAME.json/.md/.png; returns the JSON-ready result."""
     from lmforge.models.registry import list_models
 
+    if args.replot:
+        out = Path(args.output_dir)
+        result = json.loads((out / f"{args.name}.json").read_text(encoding="utf-8"))
+        plot_speed(result, out / f"{args.name}.png")
+        return result
     registered = list_models()
     names = args.models or list(registered)
     unknown = sorted(set(names) - set(registered))
@@ -463,28 +470,29 @@ def format_markdown(result: dict[str, Any]) -> str:
 
 
 def plot_speed(result: dict[str, Any], path: Path) -> Path:
-    """Time per token vs length, log-log; ours solid, peers dashed, one colour per architecture."""
+    """Best time per token over the repeats (load only adds time) vs length, log-log; ours solid, peers dashed,
+    one colour per architecture."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.0, 4.6))
+    fig, ax = plt.subplots(figsize=(9.0, 4.6))
     rows = [r for r in result["rows"] if r.get("status") == "ok" and r["dtype"] == "float32"]
     for i, name in enumerate(dict.fromkeys(r["model"] for r in rows)):
         mine = sorted((r for r in rows if r["model"] == name), key=lambda r: r["length"])
         colour = f"C{i % 10}"
         lengths = [r["length"] for r in mine]
-        ax.plot(lengths, [r["ours"]["median"] * 1e6 for r in mine], marker="o", color=colour, label=name)
+        ax.plot(lengths, [r["ours"]["min"] * 1e6 for r in mine], marker="o", color=colour, label=name)
         peers = [r for r in mine if "peer" in r]
         if peers:
             label = f"{name} peer: {peers[0]['peer_label']}"
-            ax.plot([r["length"] for r in peers], [r["peer"]["median"] * 1e6 for r in peers], marker="x",
+            ax.plot([r["length"] for r in peers], [r["peer"]["min"] * 1e6 for r in peers], marker="x",
                     linestyle="--", color=colour, label=label)  # fmt: skip
-    ax.set(xscale="log", yscale="log", xlabel="sequence length (tokens)", ylabel="forward+backward us per token")
+    ax.set(xscale="log", yscale="log", xlabel="sequence length (tokens)", ylabel="fwd+bwd us per token (best)")
     ax.set_title(f"{result['environment']['device']}, fp32 (lower is better)", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
