@@ -87,3 +87,19 @@ def test_repeat_molecules_by_hand():
 def test_downsample_refuses_too_short_inputs():
     with pytest.raises(ValueError, match="at least downsampling_rate"):
         Downsample(4, rate=4)(torch.randn(1, 3, 4))
+
+
+@pytest.mark.parametrize("length", [8, 11])
+def test_matmul_convolutions_equal_conv1d(length):
+    """Downsample's reshape-matmul and Upsample's shifted matmuls are Conv1d (valid, stride = rate) and Conv1d
+    ("same": 1 zero left, 2 right for kernel 4) with the stored weights."""
+    down = Downsample(6, rate=4)
+    up = Upsample(6, rate=4, kernel_size=4)
+    chars = torch.randn(2, length, 6)
+    conv = down.conv(chars.transpose(1, 2)).transpose(1, 2)
+    expected = down.norm(torch.cat([chars[:, :1], torch.nn.functional.gelu(conv)[:, :-1]], dim=1))
+    torch.testing.assert_close(down(chars), expected)
+    molecules = down(chars)
+    stacked = torch.cat([chars, repeat_molecules(molecules, rate=4, length=length)], dim=-1).transpose(1, 2)
+    conv = up.conv(torch.nn.functional.pad(stacked, (1, 2))).transpose(1, 2)
+    torch.testing.assert_close(up(chars, molecules), up.norm(torch.nn.functional.gelu(conv)))

@@ -17,6 +17,9 @@ Representation" (TACL); google-research/language ``language/canine/modeling.py``
   character length is restored exactly; concatenated with the initial character encoding (2D) and projected by
   Conv1d(kernel k, stride 1, "same": (k - 1) // 2 zeros left, the rest right) + activation + LayerNorm + dropout.
 
+Implementation: both convolutions keep ``nn.Conv1d`` parameters (HF names) but run as matmuls: the
+downsampling one over a free reshape into windows, the upsampling one as ``kernel_size`` shifted matmuls.
+
 Deviations: none in the maths. Padding characters are computed like real ones and *do* reach real outputs through
 the two convolutions, exactly as in HF and TF: CANINE is not padding-invariant, so parity tests compare padded
 batches with the same padding on both sides.
@@ -114,7 +117,12 @@ class Downsample(nn.Module):
     def forward(self, chars_BTD: Tensor) -> Tensor:
         if chars_BTD.shape[1] < self.rate:
             raise ValueError(f"need at least downsampling_rate={self.rate} characters, got {chars_BTD.shape[1]}")
-        molecules_BMD = self.activation(self.conv(chars_BTD.transpose(1, 2)).transpose(1, 2))
+        # kernel = stride: the conv is one matmul over non-overlapping windows, a free reshape (no im2col, and a
+        # plain matmul backward instead of the CPU conv kernels'); weight (D, D_in, rate) read as (D, rate * D_in)
+        batch, length = chars_BTD.shape[:2]
+        windows_BMX = chars_BTD[:, : length - length % self.rate].reshape(batch, length // self.rate, -1)
+        weight_DX = self.conv.weight.permute(0, 2, 1).reshape(self.conv.out_channels, -1)
+        molecules_BMD = self.activation(F.linear(windows_BMX, weight_DX, self.conv.bias))
         # the last molecule makes room for [CLS], kept as its own position in the deep stack
         return self.norm(torch.cat([chars_BTD[:, :1], molecules_BMD[:, :-1]], dim=1))
 
@@ -151,8 +159,10 @@ class Upsample(nn.Module):
     def forward(self, chars_BTD: Tensor, molecules_BMD: Tensor) -> Tensor:
         length = chars_BTD.shape[1]
         repeated_BTD = repeat_molecules(molecules_BMD, rate=self.rate, length=length)
-        x_BXT = torch.cat([chars_BTD, repeated_BTD], dim=-1).transpose(1, 2)
+        x_BTX = torch.cat([chars_BTD, repeated_BTD], dim=-1)
         left = (self.kernel_size - 1) // 2  # TF "same": the extra zero goes to the right
-        x_BXT = F.pad(x_BXT, (left, self.kernel_size - 1 - left))
-        out_BTD = self.activation(self.conv(x_BXT).transpose(1, 2))
+        x_BTX = F.pad(x_BTX, (0, 0, left, self.kernel_size - 1 - left))
+        # the conv as a sum of kernel_size shifted matmuls (same maths; plain matmul backward)
+        out_BTD = sum(F.linear(x_BTX[:, j : j + length], self.conv.weight[:, :, j]) for j in range(self.kernel_size))
+        out_BTD = self.activation(out_BTD + self.conv.bias)
         return self.dropout(self.norm(out_BTD))
