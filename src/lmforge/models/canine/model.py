@@ -82,10 +82,12 @@ def _local_layer(layer: BertLayer, x_BTD: Tensor, keep_BT: Tensor, width: int) -
     attention = layer.attention
     attended_NWD, _ = attention(x_NWD, _key_mask(keep_NW))
     # All-padding chunk: HF's softmax over finfo.min-masked scores is uniform -> the mean of the chunk's values.
-    inside_NW1 = inside_NW[..., None].to(x_NWD.dtype)
-    mean_ND = (x_NWD * inside_NW1).sum(1) / inside_NW1.sum(1)
-    uniform_N1D = attention.o_proj(attention.v_proj(mean_ND))[:, None]  # v and o are affine: mean commutes
-    attended_NWD = torch.where(keep_NW.any(-1)[:, None, None], attended_NWD, uniform_N1D)
+    has_key_N = keep_NW.any(-1)
+    if not bool(has_key_N.all()):
+        inside_NW1 = inside_NW[..., None].to(x_NWD.dtype)
+        mean_ND = (x_NWD * inside_NW1).sum(1) / inside_NW1.sum(1)
+        uniform_N1D = attention.o_proj(attention.v_proj(mean_ND))[:, None]  # v and o are affine: mean commutes
+        attended_NWD = torch.where(has_key_N[:, None, None], attended_NWD, uniform_N1D)
     x_NWD = layer.attention_norm(x_NWD + layer.dropout(attended_NWD))
     x_NWD = layer.ffn_norm(x_NWD + layer.dropout(layer.ffn(x_NWD)))
     return from_chunks(x_NWD, batch, length)
