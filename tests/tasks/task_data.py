@@ -30,3 +30,35 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+# CLUENER lines in the official format (inclusive character ends)
+NER_ROWS = [
+    {"text": "北京大学的小明去了上海", "label": {"organization": {"北京大学": [[0, 3]]}, "name": {"小明": [[5, 6]]},
+                                           "address": {"上海": [[9, 10]]}}},
+    {"text": "他在看书", "label": {}},
+    {"text": "小红和小明", "label": {"name": {"小红": [[0, 1]], "小明": [[3, 4]]}}},
+]  # fmt: skip
+
+
+CONTEXTS = [
+    "北京是中国的首都，上海是中国最大的城市。",
+    "春天的花开了，夏天的雨来了，秋天的月亮很好，冬天的风很大。",
+    "我们一起去公园玩吧，天气预报说今天的天气很好。",
+]
+
+
+def cmrc_document(with_answers: bool = True) -> dict:
+    """Three paragraphs in the CMRC2018 (SQuAD v1.1) layout; answers are substrings of their contexts."""
+    qas = [
+        ("TRAIN_0_QUERY_0", "中国的首都是哪里", 0, "北京"),
+        ("TRAIN_1_QUERY_0", "秋天的什么很好", 1, "月亮"),
+        ("TRAIN_2_QUERY_0", "天气怎么样", 2, "很好"),
+    ]
+    paragraphs = []
+    for qid, question, c, answer in qas:
+        context = CONTEXTS[c]
+        answers = [{"text": answer, "answer_start": context.index(answer)}] if with_answers else []
+        paragraphs.append({"id": f"P{c}", "context": context, "qas": [{"id": qid, "question": question,
+                                                                        "answers": answers}]})  # fmt: skip
+    return {"version": "v1.0", "data": [{"id": "D0", "title": "t", "paragraphs": paragraphs}]}

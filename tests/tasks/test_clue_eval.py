@@ -32,3 +32,23 @@ def test_evaluate_clue_reproduces_the_run(synthetic_task, char_tokenizer_dir, tm
     with pytest.raises(SystemExit):
         run(["evaluate", "clue", "--model", str(tmp_path / "run"), "--data_dir", str(other)])
     assert "differ from the labels the model was trained with" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", ["cluener", "cmrc2018"])
+def test_evaluate_clue_on_span_and_tagging_runs(task, char_tokenizer_dir, tmp_path):
+    from task_data import NER_ROWS, cmrc_document
+
+    data = tmp_path / task
+    if task == "cluener":
+        for split in ("train", "dev"):
+            write_rows(data / f"{split}.json", NER_ROWS)
+    else:
+        data.mkdir()
+        for split in ("train", "dev"):
+            (data / f"{split}.json").write_text(json.dumps(cmrc_document(), ensure_ascii=False), encoding="utf-8")
+    args = FinetuneArgs(task, model="bert", tokenizer_dir=str(char_tokenizer_dir), data_dir=str(data),
+                        output_dir=str(tmp_path / "run"), max_steps=2, max_seq_length=24, doc_stride=8,
+                        disable_tqdm=True)  # fmt: skip
+    report = finetune(args)
+    result = run(["evaluate", "clue", "--model", str(tmp_path / "run")])
+    assert result["f1"] == report["dev"]["f1"] and result["task"] == task

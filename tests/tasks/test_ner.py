@@ -7,18 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from task_data import NER_ROWS as ROWS
 from task_data import write_rows
 
 from lmforge.data.tokenizer import load_tokenizer
 from lmforge.tasks.finetune import FinetuneArgs, finetune
 from lmforge.tasks.ner import build_ner_task, read_cluener
-
-ROWS = [
-    {"text": "北京大学的小明去了上海", "label": {"organization": {"北京大学": [[0, 3]]}, "name": {"小明": [[5, 6]]},
-                                           "address": {"上海": [[9, 10]]}}},
-    {"text": "他在看书", "label": {}},
-    {"text": "小红和小明", "label": {"name": {"小红": [[0, 1]], "小明": [[3, 4]]}}},
-]  # fmt: skip
 
 
 def test_reader_and_errors(tmp_path):

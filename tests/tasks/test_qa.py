@@ -8,33 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from task_data import write_rows
+from task_data import CONTEXTS, cmrc_document, write_rows
 
 from lmforge.data.tokenizer import load_tokenizer
 from lmforge.tasks.finetune import FinetuneArgs, finetune
 from lmforge.tasks.qa import build_qa_task, make_windows, read_qa
-
-CONTEXTS = [
-    "北京是中国的首都，上海是中国最大的城市。",
-    "春天的花开了，夏天的雨来了，秋天的月亮很好，冬天的风很大。",
-    "我们一起去公园玩吧，天气预报说今天的天气很好。",
-]
-
-
-def cmrc_document(with_answers: bool = True) -> dict:
-    """Three paragraphs in the CMRC2018 (SQuAD v1.1) layout; answers are substrings of their contexts."""
-    qas = [
-        ("TRAIN_0_QUERY_0", "中国的首都是哪里", 0, "北京"),
-        ("TRAIN_1_QUERY_0", "秋天的什么很好", 1, "月亮"),
-        ("TRAIN_2_QUERY_0", "天气怎么样", 2, "很好"),
-    ]
-    paragraphs = []
-    for qid, question, c, answer in qas:
-        context = CONTEXTS[c]
-        answers = [{"text": answer, "answer_start": context.index(answer)}] if with_answers else []
-        paragraphs.append({"id": f"P{c}", "context": context, "qas": [{"id": qid, "question": question,
-                                                                        "answers": answers}]})  # fmt: skip
-    return {"version": "v1.0", "data": [{"id": "D0", "title": "t", "paragraphs": paragraphs}]}
 
 
 def test_read_cmrc2018_and_jsonl(tmp_path):
