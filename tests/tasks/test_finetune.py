@@ -165,3 +165,13 @@ def test_a_tokenizer_that_does_not_fit_the_data_is_reported(synthetic_task, tmp_
     report = finetune(_args(synthetic_task, tmp_path / "tok", tmp_path / "run", max_steps=1, do_predict=False))
     assert report["counts"]["train"]["unknown_token_share"] > 0.9
     assert "of tokens are [UNK]: is this the pretraining tokenizer?" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_runs(precision, synthetic_task, char_tokenizer_dir, tmp_path):
+    precision_flag = {precision: True}
+    args = _args(synthetic_task, char_tokenizer_dir, tmp_path / "run", max_steps=2, do_predict=False, **precision_flag)
+    report = finetune(args)
+    assert report["steps"] == 2 and 0.0 <= report["dev"]["accuracy"] <= 1.0
+    with pytest.raises(ValueError, match="exclusive"):
+        FinetuneArgs("tnews", bf16=True, fp16=True)

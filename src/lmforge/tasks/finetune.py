@@ -105,6 +105,10 @@ class FinetuneArgs:
     """Train on the first N training features only."""
     seed: int = 42
     use_cpu: bool = False
+    bf16: bool = False
+    """bfloat16 autocast for training and evaluation (no loss scaling)."""
+    fp16: bool = False
+    """float16 autocast + dynamic loss scaling (GradScaler)."""
     disable_tqdm: bool = False
 
     def __post_init__(self) -> None:
@@ -116,6 +120,8 @@ class FinetuneArgs:
             raise ValueError(f"need --max_steps >= 1 or --num_train_epochs > 0, got {self.max_steps}")
         if self.learning_rate <= 0 or not 0.0 < self.layerwise_lr_decay <= 1.0:
             raise ValueError("need --learning_rate > 0 and --layerwise_lr_decay in (0, 1]")
+        if self.fp16 and self.bf16:
+            raise ValueError("--fp16 and --bf16 are exclusive")
         if not 0.0 <= self.classifier_dropout < 1.0 or not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError("--classifier_dropout and --warmup_ratio must be in [0, 1)")
 
@@ -280,15 +286,24 @@ def load_task_model(path: str | Path) -> tuple[Any, dict[str, Any], Path]:
 # ----------------------------------------------------------------------------- running
 
 
-def predict_logits(model: Any, features: list[dict[str, Any]], *, batch_size: int, pad_id: int, device: Any):
-    """Per-feature logits (on CPU, without padding rows) of ``model`` in eval mode."""
+def predict_logits(
+    model: Any,
+    features: list[dict[str, Any]],
+    *,
+    batch_size: int,
+    pad_id: int,
+    device: Any,
+    autocast_dtype: Any = None,
+) -> list:
+    """Per-feature logits (fp32 on CPU, without padding rows) of ``model`` in eval mode."""
     import torch
 
     from lmforge.tasks.common import collate
 
     model.eval()
     out = []
-    with torch.no_grad():
+    autocast = torch.autocast(torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
+    with torch.no_grad(), autocast:
         for i in range(0, len(features), batch_size):
             chunk = features[i : i + batch_size]
             batch = collate(chunk, pad_id=pad_id)
@@ -347,9 +362,12 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
     pad_id = tokenizer.pad_token_id
     report: dict[str, Any] = {"task": args.task, "model": args.model, "arch": arch, **bundle.report}
 
+    amp_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
+    scaler = torch.amp.GradScaler(device.type, enabled=args.fp16)
+
     def evaluate(split: str) -> dict[str, Any]:
         logits = predict_logits(model, bundle.features[split], batch_size=args.per_device_eval_batch_size,
-                                pad_id=pad_id, device=device)  # fmt: skip
+                                pad_id=pad_id, device=device, autocast_dtype=amp_dtype)  # fmt: skip
         return bundle.score(split, logits)[0]
 
     best: tuple[float, int] | None = None
@@ -384,13 +402,16 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
                     order += epoch
                 chunk, order = [train[i] for i in order[:batch_size]], order[batch_size:]
                 batch = {k: v.to(device) for k, v in collate(chunk, pad_id=pad_id).items()}
-                loss = model(**batch).loss / args.gradient_accumulation_steps
-                loss.backward()
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    loss = model(**batch).loss / args.gradient_accumulation_steps
+                scaler.scale(loss).backward()
                 step_loss += loss.item()
             if not math.isfinite(step_loss):
                 raise ValueError(f"step {step + 1}: the loss is {step_loss}; lower --learning_rate or --max_grad_norm")
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm or math.inf)
-            optimizer.step()
+            scaler.step(optimizer)  # skipped (and the scale lowered) when fp16 gradients overflowed
+            scaler.update()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             progress.update(1)
@@ -427,7 +448,7 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
         report["dev"] = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
     if "test" in bundle.features:
         logits = predict_logits(model, bundle.features["test"], batch_size=args.per_device_eval_batch_size,
-                                pad_id=pad_id, device=device)  # fmt: skip
+                                pad_id=pad_id, device=device, autocast_dtype=amp_dtype)  # fmt: skip
         report["predict_file"] = str(bundle.write_predictions(bundle.score("test", logits)[1], run_dir))
     (run_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
     logger.close()
