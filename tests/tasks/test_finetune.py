@@ -34,6 +34,7 @@ def test_finetune_beats_the_majority_baseline_and_writes_its_outputs(synthetic_t
     metrics = json.loads((run_dir / "dev_metrics.json").read_text())
     assert set(metrics["per_class"]) == {"neg", "pos"} and sum(map(sum, metrics["confusion_matrix"])) == 60
     assert (run_dir / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run_dir / "loss.png").is_file()
     # CLUE leaderboard format: one {"id", "label"} JSON object per line, in test order, with the test ids
     lines = (run_dir / "classification_predict.json").read_text().splitlines()
     records = [json.loads(line) for line in lines]

@@ -12,7 +12,7 @@ and schedule code (``train/optim.py``, incl. ``--layerwise_lr_decay``) and the c
 and ``load_task_model`` rebuilds the model from it. The best checkpoint by ``--metric_for_best_model`` on dev is
 kept (HF ``load_best_model_at_end``), reloaded at the end, and used for the dev report and the test predictions.
 
-Run directory: ``config.yaml``, ``env.json``, ``metrics.jsonl``, ``checkpoint-STEP/`` (the best),
+Run directory: ``config.yaml``, ``env.json``, ``metrics.jsonl``, ``loss.png``, ``checkpoint-STEP/`` (the best),
 ``dev_metrics.json`` (accuracy, per-class P/R/F1, confusion matrix), ``confusion_matrix.png``,
 ``{task}_predict.json`` (CLUE leaderboard format), ``report.json`` (counts read/kept/dropped per split, the label
 set, the majority-class baseline, the best step).
@@ -340,7 +340,7 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
     from lmforge.models.registry import config_to_dict
     from lmforge.tasks.common import collate
     from lmforge.train.checkpoint import rotate_checkpoints, save_checkpoint
-    from lmforge.train.metrics import MetricLogger, collect_env, write_yaml
+    from lmforge.train.metrics import MetricLogger, collect_env, plot_loss, write_yaml
     from lmforge.train.optim import build_optimizer, make_schedule, set_learning_rate, warmup_steps_for
     from lmforge.utils import get_device, seed_everything
 
@@ -452,6 +452,7 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
         report["predict_file"] = str(bundle.write_predictions(bundle.score("test", logits)[1], run_dir))
     (run_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
     logger.close()
+    plot_loss(run_dir)  # loss.png, as a pretraining run has
     _print_summary(report, file=sys.stdout)
     return report
 
