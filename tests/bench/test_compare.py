@@ -49,6 +49,11 @@ def test_tiny_bake_off(tmp_path: Path, mlm_data: Path) -> None:
     markdown = (tmp_path / "compare.md").read_text()
     assert "| gau-alpha squared_relu |" in markdown and "32 (train)" in markdown
     assert result["reference"] == "gau-alpha squared_relu"
+    (tmp_path / "compare.md").unlink()
+    assert (
+        compare(CompareArgs(output_dir=str(tmp_path), report_only=True))["variants"].keys() == saved["variants"].keys()
+    )
+    assert (tmp_path / "compare.md").read_text() == markdown  # rewritten from the JSON, nothing trained
 
 
 def test_verdict_needs_the_difference_to_exceed_the_seed_spread() -> None:

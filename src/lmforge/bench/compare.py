@@ -74,7 +74,7 @@ class CompareArgs:
     """Transformer blocks; GAU stacks get 2x GAU layers (``lmforge.bench.speed.bench_config``)."""
     budget: Literal["tokens", "flops"] = "tokens"
     """tokens: the same steps for every variant; flops: steps scaled to the first variant's training FLOPs."""
-    max_steps: int = 120
+    max_steps: int = 250
     """Steps of the reference variant."""
     per_device_train_batch_size: int = 16
     learning_rate: float = 2e-3
@@ -83,6 +83,8 @@ class CompareArgs:
     """torch CPU threads."""
     plot: bool = True
     """Write the quality-vs-cost plot."""
+    report_only: bool = False
+    """Only rewrite NAME.md and NAME.png from OUTPUT_DIR/NAME.json (no training)."""
     disable_tqdm: bool = True
     """Disable the progress bars of the training runs."""
 
@@ -145,6 +147,11 @@ def _vocab_size(data: Path) -> int:
 
 def compare(args: CompareArgs) -> dict[str, Any]:
     """Prepare (once), train every variant x seed, evaluate, write NAME.json/.md/.png; returns the JSON result."""
+    if args.report_only:
+        out = Path(args.output_dir)
+        result = json.loads((out / f"{args.name}.json").read_text(encoding="utf-8"))
+        _write_report(result, out, args.name, plot=args.plot)
+        return result
     specs = {name: _variant(name, args) for name in args.variants}  # unknown names fail before any work
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
@@ -204,12 +211,16 @@ def _run(args: CompareArgs, specs: dict[str, tuple[str, dict[str, Any]]]) -> dic
               "reference": reference, "variants": variants}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    markdown = format_compare(result)
-    (out / f"{args.name}.md").write_text(markdown, encoding="utf-8")
-    print("\n" + markdown, flush=True)
-    if args.plot:
-        plot_compare(result, out / f"{args.name}.png")
+    _write_report(result, out, args.name, plot=args.plot)
     return result
+
+
+def _write_report(result: dict[str, Any], out: Path, name: str, *, plot: bool) -> None:
+    markdown = format_compare(result)
+    (out / f"{name}.md").write_text(markdown, encoding="utf-8")
+    print("\n" + markdown, flush=True)
+    if plot:
+        plot_compare(result, out / f"{name}.png")
 
 
 def _slug(name: str) -> str:
@@ -315,7 +326,7 @@ def format_compare(result: dict[str, Any]) -> str:
         f"seeds {seeds}; width {settings['hidden_size']}, {settings['num_layers']} blocks (GAU stacks: 2x layers).",
         "",
         f"| variant | params | steps | masked-token accuracy at {train_length}, mean (min-max over seeds) | "
-        "perplexity | tokens/s | activation MB | train GFLOP/token | verdict vs reference |",
+        "perplexity | tokens/s, best of seeds | activation MB | train GFLOP/token | verdict vs reference |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, v in result["variants"].items():
@@ -324,7 +335,7 @@ def format_compare(result: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {v['params'] / 1e6:.2f} M | {v['steps']} | {_pct(s['accuracy'])} | "
             f"{s['perplexity']['mean']:.1f} ({s['perplexity']['min']:.1f}-{s['perplexity']['max']:.1f}) | "
-            f"{s['tokens_per_s']['mean']:,.0f} | {v['activation_bytes'] / 2**20:,.1f} | "
+            f"{s['tokens_per_s']['max']:,.0f} | {v['activation_bytes'] / 2**20:,.1f} | "
             f"{'-' if flops is None else f'{flops / 1e9:.4f}'} | {v['verdict']} |"
         )
     lengths = result["eval_lengths"]
@@ -338,13 +349,16 @@ def format_compare(result: dict[str, Any]) -> str:
     lines += [
         "",
         "Verdict: better/worse only when the accuracy ranges over seeds do not overlap. tokens/s: training tokens "
-        "per second of the run (one process at a time). Activation MB: bytes saved for backward by one step.",
+        "per second of the fastest seed's run (load from other jobs only slows a run down). Activation MB: bytes "
+        "saved for backward by one step. Plot: accuracy vs analytic training compute (steps x tokens x FLOPs).",
     ]
     return "\n".join(lines) + "\n"
 
 
 def plot_compare(result: dict[str, Any], path: Path) -> Path:
-    """Quality vs cost: accuracy (mean, min-max bars) against training seconds, one point per variant."""
+    """Quality vs cost: accuracy (mean, min-max bars over seeds) against the analytic training compute (tokens
+    seen x training FLOPs per token: deterministic, unlike wall time on a shared machine), one point per variant;
+    variants without a FLOP formula are placed at their best wall time instead (noted in the label)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -352,18 +366,20 @@ def plot_compare(result: dict[str, Any], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for i, (name, v) in enumerate(result["variants"].items()):
-        acc, cost = v["summary"]["accuracy"], v["summary"]["train_s"]
+        acc = v["summary"]["accuracy"]
+        tokens = statistics.fmean(run["tokens"] for run in v["runs"])
+        flops = v["train_flops_per_token"]
+        cost = tokens * flops / 1e12 if flops else v["summary"]["train_s"]["min"]
         ax.errorbar(
-            [cost["mean"]],
+            [cost],
             [acc["mean"] * 100],
             yerr=[[(acc["mean"] - acc["min"]) * 100], [(acc["max"] - acc["mean"]) * 100]],
-            xerr=[[cost["mean"] - cost["min"]], [cost["max"] - cost["mean"]]],
             fmt="o",
             capsize=3,
             color=f"C{i % 10}",
-            label=name,
+            label=name if flops else f"{name} (x: best wall s)",
         )
-    ax.set(xlabel="training time per run (s)", ylabel="masked-token accuracy (%)")
+    ax.set(xlabel="training compute per run (TFLOP, analytic)", ylabel="masked-token accuracy (%)")
     ax.set_title("quality vs cost (bars: min-max over seeds; up and left is better)", fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
