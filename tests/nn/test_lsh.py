@@ -127,3 +127,15 @@ def test_half_precision_forward_is_finite() -> None:
     attention = _lsh(num_hashes=2).to(torch.bfloat16)
     out, _ = attention(torch.randn(2, 16, 16, dtype=torch.bfloat16))
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("make", [_lsh, _local], ids=["lsh", "local"])
+def test_sdpa_kernel_with_dropout_matches_eager_with_the_same_masks(make) -> None:
+    eager = make(dropout=0.2).train()
+    fused = make(dropout=0.2, kernel="sdpa").train()
+    fused.load_state_dict(eager.state_dict())
+    x = torch.randn(2, 16, 16)
+    torch.manual_seed(4)
+    want = eager(x)[0]
+    torch.manual_seed(4)
+    torch.testing.assert_close(fused(x)[0], want, **TOL["kernel_fp32"])

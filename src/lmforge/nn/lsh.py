@@ -114,7 +114,7 @@ def lsh_buckets(
         return buckets_BHRT + offsets_R1
 
 
-def _eager_chunks(q, k, v, keep, self_BHNCK, *, masked, itself, dropout, training):
+def _masked_dots(q, k, keep, self_BHNCK, masked, itself):
     dots = torch.matmul(q, k.transpose(-1, -2))
     if dots.dtype != torch.float32 and dots.dtype != torch.float64:
         dots = dots.float()  # softmax statistics in fp32 (R6)
@@ -122,10 +122,23 @@ def _eager_chunks(q, k, v, keep, self_BHNCK, *, masked, itself, dropout, trainin
         dots = dots.masked_fill(~keep, masked)
     if self_BHNCK is not None:
         dots = dots.masked_fill(self_BHNCK, itself)
+    return dots
+
+
+def _eager_chunks(q, k, v, keep, self_BHNCK, *, masked, itself, dropout, training):
+    # HF's order of operations (logsumexp, then exp(dots - lse)): bit-identical to the reference.
+    dots = _masked_dots(q, k, keep, self_BHNCK, masked, itself)
     lse = torch.logsumexp(dots, dim=-1, keepdim=True)
     probs = torch.exp(dots - lse).to(v.dtype)
     probs = fast_dropout(probs, dropout, training=training)
     return torch.matmul(probs, v), lse.squeeze(-1)
+
+
+def _softmax_chunks(q, k, v, keep, self_BHNCK, *, masked, itself, dropout, training):
+    # One fused softmax instead of logsumexp + exp: for the "sdpa" kernel when attention dropout is on (the fused
+    # CPU kernel then falls back to its math path with bernoulli masks, slower than this).
+    probs = torch.softmax(_masked_dots(q, k, keep, self_BHNCK, masked, itself), dim=-1).to(v.dtype)
+    return torch.matmul(fast_dropout(probs, dropout, training=training), v), None
 
 
 def _sdpa_chunks(q, k, v, keep, self_BHNCK, *, masked, itself, dropout, training):
@@ -181,9 +194,9 @@ def chunked_attention(
         keep_BHNCK = causal_BHNCK if keep_BHNCK is None else keep_BHNCK & causal_BHNCK
     self_BHNCK = query_pos_BHNC[..., :, None] == key_pos_BHNK[..., None, :] if mask_self else None
     masked, itself = mask_values(q_BHNCE.dtype)
-    # With dropout on, the fused CPU kernel falls back to its math path with bernoulli masks: eager is faster.
-    fused = kernel == "sdpa" and not (training and dropout > 0)
-    attend = _sdpa_chunks if fused else _eager_chunks
+    attend = _eager_chunks
+    if kernel == "sdpa":
+        attend = _softmax_chunks if training and dropout > 0 else _sdpa_chunks
     return attend(
         q_BHNCE, k_BHNKE, v_BHNKE, keep_BHNCK, self_BHNCK, masked=masked, itself=itself, dropout=dropout,
         training=training,
