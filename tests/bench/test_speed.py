@@ -96,3 +96,16 @@ def test_profile_step_ranks_ops_by_self_time() -> None:
     ops = profile_step(step, top=4)
     assert 1 <= len(ops) <= 4 and all(a["ms"] >= b["ms"] for a, b in itertools.pairwise(ops))
     assert 0 < sum(o["share"] for o in ops) <= 1.0 + 1e-9
+
+
+def test_compile_needs_a_warmup_step() -> None:
+    with pytest.raises(ValueError, match="--warmup"):
+        SpeedArgs(compile=True, warmup=0)
+
+
+@pytest.mark.slow
+def test_compiled_pair_runs(tmp_path: Path) -> None:
+    args = SpeedArgs(models=["gpt"], lengths=[16], output_dir=str(tmp_path), plot=False, dtypes=["float32"],
+                     compile=True, **(TINY | {"warmup": 1}))  # fmt: skip
+    (row,) = bench_speed(args)["rows"]
+    assert row["status"] == "ok" and row["ratio"]["median"] > 0

@@ -88,6 +88,8 @@ class SpeedArgs:
     """Write the log-log plot (or redraw it alone from an earlier NAME.json with ``replot``)."""
     replot: bool = False
     """Only redraw NAME.png from OUTPUT_DIR/NAME.json (no measurement)."""
+    compile: bool = False
+    """``torch.compile`` ours and the peer (the untimed warm-up steps compile; needs --warmup >= 1)."""
     profile: int = 0
     """Also profile one step of each model per row (``torch.profiler``) and keep its N most expensive ops by self
     time in the JSON and the log (0 = off; profiled steps are not timed)."""
@@ -96,8 +98,8 @@ class SpeedArgs:
         for key in ("tokens_per_step", "hidden_size", "num_layers", "vocab_size", "steps", "threads"):
             if getattr(self, key) < 1:
                 raise ValueError(f"--{key} must be >= 1, got {getattr(self, key)}")
-        if self.warmup < 0:
-            raise ValueError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.warmup < 0 or (self.compile and self.warmup < 1):
+            raise ValueError(f"--warmup must be >= 0 (>= 1 with --compile), got {self.warmup}")
         if not self.lengths or min(self.lengths) < 1:
             raise ValueError(f"--lengths must be positive, got {self.lengths}")
         bad = sorted(set(self.dtypes) - {"float32", "bfloat16"})
@@ -279,6 +281,8 @@ def _build_pair(name: str, args: SpeedArgs, device: torch.device, length: int) -
     ours = build_model(name, task=task, config=cfg).to(device).train()
     pair: dict[str, Any] = {"task": task, "config": dataclasses.asdict(cfg), "ours": ours, "cfg": cfg}
     pair["params"] = sum(p.numel() for p in ours.parameters())
+    if args.compile:
+        pair["ours"] = torch.compile(ours)
     if not args.peers:
         pair["peer_error"] = "peers switched off"
     elif peer_spec is None:
@@ -289,6 +293,8 @@ def _build_pair(name: str, args: SpeedArgs, device: torch.device, length: int) -
         try:  # a peer that cannot be built is reported, not fatal: the architecture is still measured
             model_cfg = getattr(ours, "config", cfg)
             pair["peer"] = build_peer(name, model_cfg).to(device).train()
+            if args.compile:
+                pair["peer"] = torch.compile(pair["peer"])
             pair["peer_label"] = peer_spec.label
             pair["peer_params"] = sum(p.numel() for p in pair["peer"].parameters())
         except (ImportError, ValueError, TypeError, AttributeError) as error:
