@@ -18,7 +18,8 @@ Representation" (TACL); google-research/language ``language/canine/modeling.py``
   Conv1d(kernel k, stride 1, "same": (k - 1) // 2 zeros left, the rest right) + activation + LayerNorm + dropout.
 
 Implementation: both convolutions keep ``nn.Conv1d`` parameters (HF names) but run as matmuls: the
-downsampling one over a free reshape into windows, the upsampling one as ``kernel_size`` shifted matmuls.
+downsampling one over a free reshape into windows, the upsampling one over unfolded windows (measured on
+this CPU: 2.7x and 1.03x faster than ``nn.Conv1d`` forward + backward).
 
 Deviations: none in the maths. Padding characters are computed like real ones and *do* reach real outputs through
 the two convolutions, exactly as in HF and TF: CANINE is not padding-invariant, so parity tests compare padded
@@ -162,7 +163,8 @@ class Upsample(nn.Module):
         x_BTX = torch.cat([chars_BTD, repeated_BTD], dim=-1)
         left = (self.kernel_size - 1) // 2  # TF "same": the extra zero goes to the right
         x_BTX = F.pad(x_BTX, (0, 0, left, self.kernel_size - 1 - left))
-        # the conv as a sum of kernel_size shifted matmuls (same maths; plain matmul backward)
-        out_BTD = sum(F.linear(x_BTX[:, j : j + length], self.conv.weight[:, :, j]) for j in range(self.kernel_size))
-        out_BTD = self.activation(out_BTD + self.conv.bias)
+        # the conv as one matmul over unfolded windows (B, T, 2D * k); weight (D, 2D, k) read as (D, 2D * k)
+        windows_BTX = x_BTX.unfold(1, self.kernel_size, 1).flatten(-2)
+        out_BTD = F.linear(windows_BTX, self.conv.weight.flatten(1), self.conv.bias)
+        out_BTD = self.activation(out_BTD)
         return self.dropout(self.norm(out_BTD))
