@@ -7,11 +7,14 @@ fp32 on CPU.
    ``lmforge.models.canine.convert``), the same dropout on both; the loss is the same
    function of the final character encodings on both sides (mean squared error to a fixed random target), so
    what is timed is the encoder. Timed twice: dropout 0.1 (CANINE's config; on CPU, SDPA with dropout takes the
-   unfused math path, as HF's eager attention) and dropout 0 (fused attention kernels).
+   unfused math path, as HF's eager attention) and dropout 0 (fused attention kernels). A third row times an
+   MLM-style step: the loss reads 15% of the positions; ours then runs the final character layer on those
+   positions only (TF CANINE's ``final_seq_char_positions``, which HF does not implement), HF on all of them.
 2. "Comparable efficiency to mBERT", measured: our ``bert`` encoder of equal depth and width (``small`` preset:
    4 layers, hidden 256, FFN 1024, vocab 21128) at the *equivalent subword length* 2048 / 4 = 512 tokens (the
-   CANINE paper's conversion, "512 subwords ~ 2048 characters"; not a ratio measured on our corpus), same batch,
-   same kind of loss on its hidden states, dropout 0 on both. Reported as characters/s (BERT: 4 characters per token).
+   CANINE paper's conversion, "512 subwords ~ 2048 characters"), and at 2048 / r tokens with r the characters per
+   token of our byte-level BPE (32k, trained in the run on the bundled ``data/corpus``), same batch, same kind of
+   loss on its hidden states, dropout 0 on both. Reported as characters/s (BERT: r or 4 characters per token).
 
 Method as ``gpt.py`` (its timing helpers are imported): warm-up excluded; the two models of a pair alternate within
 every repeat, the order flipping each repeat. Ratios: the median of the per-repeat wall ratios (judged against the
@@ -26,12 +29,14 @@ import argparse
 import json
 import platform
 import statistics
+from pathlib import Path
 
 import torch
 import transformers
 from gpt import interleaved, speedups  # benchmarks/gpt.py, next to this file
 
 import lmforge
+from lmforge.data.tokenizer import build_bpe_tokenizer
 from lmforge.models.canine.config import PRESETS, CanineConfig
 from lmforge.models.canine.convert import from_hf_state_dict, to_hf_config
 from lmforge.models.canine.model import CanineModel
@@ -44,6 +49,14 @@ def build_pair(cfg: CanineConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
     ours = CanineModel(cfg)
     ours.load_state_dict(from_hf_state_dict(theirs.state_dict(), cfg))
     return ours.train(), theirs.train()
+
+
+def bpe_chars_per_token(corpus: str) -> float:
+    """Characters per token of our byte-level BPE (32k, trained on the corpus) over the corpus's jsonl texts."""
+    lines = [line for path in sorted(Path(corpus).glob("*.jsonl")) for line in path.read_text("utf-8").splitlines()]
+    texts = [json.loads(line)["text"] for line in lines if line.strip()]
+    tokenizer = build_bpe_tokenizer(texts, vocab_size=32000)
+    return sum(len(t) for t in texts) / sum(len(tokenizer.encode(t)) for t in texts)
 
 
 def train_step(encode, params, target: torch.Tensor):
@@ -74,6 +87,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=2)
     parser.add_argument("--seq_len", type=int, default=2048)
+    parser.add_argument("--corpus", default="data/corpus", help="jsonl corpus for the characters/token ratio")
     parser.add_argument("--json", type=str, default=None, help="write all raw timings here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -103,16 +117,45 @@ def main() -> None:
         ours_step(), hf_step()  # warm-up
         raw[f"canine_vs_hf_dropout{dropout}"] = times = interleaved(ours_step, hf_step, args.repeats)
         rows.append(row(f"CANINE vs HF CanineModel, {length} chars, dropout {dropout}", times, chars))
+        print(rows[-1], flush=True)
+    # MLM-style step (dropout 0): the loss reads only 15% of the positions; ours computes the final character layer
+    # only there (TF final_seq_char_positions), HF CanineModel has no such option and computes every position
+    query = torch.rand(batch, length, generator=torch.Generator().manual_seed(0)) < 0.15
+    query_target = torch.randn(int(query.sum()), cfg.hidden_size)
+    ours_mlm = train_step(
+        lambda model=ours: model.encode(ids, mask, query_mask=query).sequence, ours.parameters(), query_target
+    )
+    hf_mlm = train_step(
+        lambda model=theirs: model(input_ids=ids, attention_mask=mask).last_hidden_state[query],
+        theirs.parameters(),
+        query_target,
+    )
+    ours_mlm(), hf_mlm()
+    raw["canine_vs_hf_mlm_positions"] = times = interleaved(ours_mlm, hf_mlm, args.repeats)
+    rows.append(row(f"CANINE vs HF CanineModel, {length} chars, loss on 15% positions, dropout 0", times, chars))
+    print(rows[-1], flush=True)
 
-    # subword encoder of equal depth at the equivalent subword length (dropout 0 on both: ours is the last built)
-    tokens = length // cfg.downsampling_rate
-    bert = lmforge.build_model("bert", preset="small", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    token_ids = torch.randint(1, bert.config.vocab_size, (batch, tokens))
-    token_target = torch.randn(batch, tokens, bert.config.hidden_size)
-    bert_step = train_step(lambda: bert(token_ids, torch.ones_like(token_ids)), bert.parameters(), token_target)
-    bert.train(), bert_step()
-    raw["canine_vs_bert"] = times = interleaved(ours_step, bert_step, args.repeats)
-    rows.append(row(f"CANINE {length} chars vs our BERT {tokens} tokens, dropout 0", times, chars))
+    # subword encoder of equal depth at the equivalent subword length: the paper's 4:1, and the ratio of our
+    # byte-level BPE (32k, trained here) on the bundled corpus
+    ratio = bpe_chars_per_token(args.corpus)
+    print(f"bundled corpus: {ratio:.3f} characters per byte-level BPE-32k token")
+    for tokens, source in ((length // cfg.downsampling_rate, "paper 4:1"), (round(length / ratio), "BPE-32k ratio")):
+        bert = lmforge.build_model(
+            "bert",
+            preset="small",
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            max_position_embeddings=max(512, tokens),
+        )
+        token_ids = torch.randint(1, bert.config.vocab_size, (batch, tokens))
+        token_target = torch.randn(batch, tokens, bert.config.hidden_size)
+        bert_step = train_step(
+            lambda model=bert, ids=token_ids: model(ids, torch.ones_like(ids)), bert.parameters(), token_target
+        )
+        bert.train(), bert_step()
+        raw[f"canine_vs_bert_{tokens}"] = times = interleaved(ours_step, bert_step, args.repeats)
+        rows.append(row(f"CANINE {length} chars vs our BERT {tokens} tokens ({source}), dropout 0", times, chars))
+        print(rows[-1], flush=True)
 
     print("| pair | ours chars/s | peer chars/s | ours/peer, median wall (range) | best wall | median CPU |")
     print("|---|---:|---:|---:|---:|---:|")
