@@ -3,7 +3,8 @@
 A task (``clue.py``, ``qa.py``, ``ner.py``) turns its files into *features* (plain dicts: ``input_ids``,
 ``token_type_ids`` and its targets) and a ``score`` function from per-feature logits to metrics and predictions;
 ``finetune.py`` trains ``TaskModel(backbone, bundle.head)`` on them and never looks inside. Features are lists, not
-tensors, so a batch is padded to its own longest row (``collate``).
+tensors, so a batch is padded to its own longest row (``collate``); ``FeatureLoader`` serves the training batches
+(resumable, rank-sharded) to ``train/loop.py``.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lmforge.data.loader import derive_seed
 from lmforge.heads.lm import IGNORE_INDEX
 
-__all__ = ["TARGET_KEYS", "TaskBundle", "collate", "encode_pair", "truncate_pair"]
+__all__ = ["TARGET_KEYS", "FeatureLoader", "TaskBundle", "collate", "encode_pair", "truncate_pair"]
 
 TARGET_KEYS = ("labels", "start_positions", "end_positions")
 
@@ -88,3 +90,76 @@ def collate(features: Sequence[dict[str, Any]], *, pad_id: int) -> dict[str, Ten
         else:
             out[key] = torch.tensor(values, dtype=torch.float if isinstance(values[0], float) else torch.long)
     return out
+
+
+class FeatureLoader:
+    """Infinite, resumable iterator of collated training batches over a list of features (``ShardLoader``'s
+    pattern, ``data/loader.py``).
+
+    Order: one stream of indices, epoch e contributing ``randperm(N)`` from a generator seeded by (seed, e).
+    Step s takes the stream's items ``[s*B*W, (s+1)*B*W)`` and rank r keeps ``[r*B, (r+1)*B)`` of them, so every
+    batch is full (a batch may span two epochs, as HF's does not) and every rank runs the same number of steps
+    (what DDP needs), however small the task. ``state_dict()`` is the number of batches consumed (plus the sizes
+    it was built with); the permutations are recomputed, so a restored loader yields bitwise the same batches.
+    """
+
+    def __init__(
+        self,
+        features: Sequence[dict[str, Any]],
+        *,
+        batch_size: int,
+        pad_id: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if not features or batch_size < 1:
+            raise ValueError(f"need features and batch_size >= 1, got {len(features)} features, batch {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank} world_size={world_size}")
+        self.features, self.batch_size, self.pad_id = features, batch_size, pad_id
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.batches = 0  # batches of this rank consumed, over all epochs
+        self._orders: dict[int, list[int]] = {}
+
+    def __len__(self) -> int:
+        """Steps per epoch (the last one spills into the next epoch)."""
+        return -(-len(self.features) // (self.batch_size * self.world_size))
+
+    @property
+    def epoch(self) -> int:
+        return self.batches * self.batch_size * self.world_size // len(self.features)
+
+    def _index(self, position: int) -> int:
+        epoch, i = divmod(position, len(self.features))
+        if epoch not in self._orders:
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, "order", epoch))
+            self._orders = {e: o for e, o in self._orders.items() if e >= epoch - 1}  # a batch spans <= 2 epochs
+            self._orders[epoch] = torch.randperm(len(self.features), generator=generator).tolist()
+        return self._orders[epoch][i]
+
+    def __iter__(self) -> FeatureLoader:
+        return self
+
+    def __next__(self) -> dict[str, Tensor]:
+        start = (self.batches * self.world_size + self.rank) * self.batch_size
+        self.batches += 1
+        return collate(
+            [self.features[self._index(p)] for p in range(start, start + self.batch_size)], pad_id=self.pad_id
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"batches": self.batches, "epoch": self.epoch, **self._shape()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in self._shape().items():
+            if state.get(key) != value:
+                raise ValueError(
+                    f"loader state was saved with {key}={state.get(key)!r} but this loader has {key}={value!r}; "
+                    "resuming would not reproduce the batches"
+                )
+        self.batches = int(state["batches"])
+
+    def _shape(self) -> dict[str, int]:
+        return {"seed": self.seed, "rank": self.rank, "world_size": self.world_size,
+                "batch_size": self.batch_size, "num_features": len(self.features)}  # fmt: skip

@@ -5,17 +5,18 @@ Tasks: the CLUE classification tasks and ``classification`` (``tasks/clue.py``),
 Hugging Face directory (``lmforge export``, either format) or a registered architecture name (random init, then
 ``--model_preset`` and ``--tokenizer_dir`` are needed; used by tests and baselines).
 
-The loop is its own short function rather than ``train/loop.py``'s: the LM loop's logging, masking collators and
-shard loaders do not apply, and a fine-tuning run is minutes, not days (no resume). What it shares is the optimizer
-and schedule code (``train/optim.py``, incl. ``--layerwise_lr_decay``) and the checkpoint format
-(``train/checkpoint.py``): ``checkpoint-STEP/config.json`` has ``"task": "finetune-TASK"`` and a ``"head"`` entry,
-and ``load_task_model`` rebuilds the model from it. The best checkpoint by ``--metric_for_best_model`` on dev is
-kept (HF ``load_best_model_at_end``), reloaded at the end, and used for the dev report and the test predictions.
+Training runs through the pretraining loop (``train/loop.py``: accumulation, mixed precision, clipping,
+non-finite steps, logging, checkpoints with their manifest, DDP under torchrun) over a ``FeatureLoader``
+(``tasks/common.py``), so ``--resume_from_checkpoint auto`` continues a killed run exactly (bitwise on CPU). The
+job adds a dev evaluation and ``--metric_for_best_model``: a checkpoint is saved whenever the dev metric improves
+(and every ``--save_steps``, and at the end); ``checkpoint-STEP/config.json`` has ``"task": "finetune-TASK"`` and a
+``"head"`` entry, and ``load_task_model`` rebuilds the model from it. At the end the best checkpoint (HF
+``load_best_model_at_end``) is reloaded, the others are deleted, and it makes the dev report and test predictions.
 
-Run directory: ``config.yaml``, ``env.json``, ``metrics.jsonl``, ``loss.png``, ``checkpoint-STEP/`` (the best),
-``dev_metrics.json`` (accuracy, per-class P/R/F1, confusion matrix), ``confusion_matrix.png``,
-``{task}_predict.json`` (CLUE leaderboard format), ``report.json`` (counts read/kept/dropped per split, the label
-set, the majority-class baseline, the best step).
+Run directory: ``config.yaml``, ``env.json``, ``metrics.jsonl``, ``tensorboard/``, ``loss.png``,
+``checkpoint-STEP/`` (the best), ``dev_metrics.json`` (accuracy, per-class P/R/F1, confusion matrix),
+``confusion_matrix.png``, ``{task}_predict.json`` (CLUE leaderboard format), ``report.json`` (counts
+read/kept/dropped per split, the label set, the majority-class baseline, the best step).
 
 Flag names are HF ``TrainingArguments``'/``run_glue.py``'s. Deviations: ``eval_steps`` unset means "evaluate at the
 end of every epoch"; ``layerwise_lr_decay`` is not an HF flag (ELECTRA's fine-tuning recipe).
@@ -26,10 +27,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import random
 import shutil
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -97,8 +96,20 @@ class FinetuneArgs:
     warmup_ratio: float = 0.1
     warmup_steps: int = 0
     logging_steps: int = 50
+    logging_first_step: bool = False
+    """Also log after the first step."""
     eval_steps: int | None = None
     """Evaluate on dev every N steps (unset: at the end of every epoch)."""
+    save_steps: int = 500
+    """Save a resumable checkpoint every N steps (also whenever the dev metric improves, and at the end)."""
+    save_total_limit: int | None = 1
+    """Keep the newest N checkpoints while training, besides the best one; at the end only the best is kept."""
+    resume_from_checkpoint: str | None = None
+    """A checkpoint directory, or "auto": the newest valid checkpoint in --output_dir (a fresh start if none)."""
+    report_to: Literal["tensorboard", "all", "none"] = "tensorboard"
+    """tensorboard/all: TensorBoard events + metrics.jsonl; none: metrics.jsonl only."""
+    logging_dir: str | None = None
+    """TensorBoard directory (default OUTPUT_DIR/tensorboard)."""
     metric_for_best_model: str | None = None
     """Dev metric that picks the kept checkpoint (default: accuracy; QA em; NER f1)."""
     max_train_samples: int | None = None
@@ -109,12 +120,22 @@ class FinetuneArgs:
     """bfloat16 autocast for training and evaluation (no loss scaling)."""
     fp16: bool = False
     """float16 autocast + dynamic loss scaling (GradScaler)."""
+    max_nonfinite_steps: int = 10
+    """Stop after this many consecutive steps with a non-finite loss or gradient (each such step is skipped)."""
     disable_tqdm: bool = False
+    ddp_backend: Literal["gloo", "nccl"] | None = None
+    """Process-group backend under torchrun (default: nccl on CUDA, gloo on CPU)."""
+    ddp_find_unused_parameters: bool = False
+    """DDP: tolerate parameters that get no gradient."""
 
     def __post_init__(self) -> None:
         positive = ("max_seq_length", "per_device_train_batch_size", "per_device_eval_batch_size", "logging_steps")
-        for name in (*positive, "gradient_accumulation_steps", "doc_stride", "n_best_size", "max_answer_length"):
+        for name in (*positive, "gradient_accumulation_steps", "doc_stride", "n_best_size", "max_answer_length",
+                     "save_steps", "max_nonfinite_steps"):  # fmt: skip
             if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("eval_steps", "save_total_limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps == 0 or self.max_steps < -1 or (self.max_steps == -1 and self.num_train_epochs <= 0):
             raise ValueError(f"need --max_steps >= 1 or --num_train_epochs > 0, got {self.max_steps}")
@@ -321,140 +342,150 @@ def predict_logits(
     return out
 
 
-def _prepare_run_dir(args: FinetuneArgs) -> Path:
-    run_dir = Path(args.output_dir)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not args.overwrite_output_dir:
-            raise ValueError(f"--output_dir {run_dir} is not empty; pass --overwrite_output_dir true to replace it")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
 def finetune(args: FinetuneArgs) -> dict[str, Any]:
-    """Train on train, keep the best checkpoint by dev metric, report dev metrics, predict test; returns the report."""
+    """Train on train, keep the best checkpoint by dev metric, report dev metrics, predict test; returns the report
+    (rank 0's is complete; under torchrun the other ranks train and return early)."""
+    from lmforge.train.distributed import destroy_distributed, init_distributed
+
+    info = init_distributed(use_cpu=args.use_cpu, backend=args.ddp_backend)
+    try:
+        return _finetune(args, info)
+    finally:
+        destroy_distributed()
+
+
+def _finetune(args: FinetuneArgs, info: Any) -> dict[str, Any]:
     import torch
-    from tqdm.auto import tqdm
 
     from lmforge.heads.classification import TaskModel
     from lmforge.models.registry import config_to_dict
-    from lmforge.tasks.common import collate
-    from lmforge.train.checkpoint import rotate_checkpoints, save_checkpoint
+    from lmforge.train.checkpoint import list_checkpoints, load_weights, restore_rng_state
+    from lmforge.train.distributed import barrier, unwrap, wrap_model
+    from lmforge.train.loop import train
     from lmforge.train.metrics import MetricLogger, collect_env, plot_loss, write_yaml
-    from lmforge.train.optim import build_optimizer, make_schedule, set_learning_rate, warmup_steps_for
-    from lmforge.utils import get_device, seed_everything
+    from lmforge.train.pretrain import RUN_FILES, prepare_output_dir
+    from lmforge.utils import seed_everything
 
-    seed_everything(args.seed)
-    device = torch.device("cpu") if args.use_cpu else get_device()
+    seed_everything(args.seed)  # backbone (random init) and head: identical on every rank and every restart
     arch, config, backbone, tokenizer, tokenizer_dir = load_backbone(args)
     splits = tuple(s for s, on in (("train", args.do_train), ("dev", args.do_eval), ("test", args.do_predict)) if on)
     bundle = _build_bundle(args, arch, config, backbone, tokenizer, splits or ("dev",))
     if args.max_train_samples is not None and "train" in bundle.features:
         bundle.features["train"] = bundle.features["train"][: args.max_train_samples]
-    run_dir = _prepare_run_dir(args)
-    write_yaml(run_dir / "config.yaml", {"task": args.task, **dataclasses.asdict(args), "model_arch": arch})
-    (run_dir / "env.json").write_text(json.dumps(collect_env(device), indent=2, default=str))
-    model = TaskModel(backbone, bundle.head).to(device)
+    run_dir = Path(args.output_dir)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    barrier()
+    outputs = ("dev_metrics.json", "confusion_matrix.png", f"{args.task}_predict.json", "report.json")
+    resume = prepare_output_dir(args, run_dir, info, run_files=(*RUN_FILES, *outputs))
+    model = TaskModel(backbone, bundle.head)
+    if resume is not None:
+        model.load_state_dict(load_weights(resume), strict=True)
+    seed_everything(args.seed, info.rank)
+    model = wrap_model(model.to(info.device), info, find_unused_parameters=args.ddp_find_unused_parameters)
     model_info = {"model": arch, "task": f"finetune-{args.task}", "config": config_to_dict(config),
                   "head": bundle.head_config}  # fmt: skip
     metric_name = args.metric_for_best_model or bundle.best_metric
-    logger = MetricLogger(run_dir, tensorboard_dir=None)
-    pad_id = tokenizer.pad_token_id
-    report: dict[str, Any] = {"task": args.task, "model": args.model, "arch": arch, **bundle.report}
-
     amp_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
-    scaler = torch.amp.GradScaler(device.type, enabled=args.fp16)
+    report: dict[str, Any] = {"task": args.task, "model": args.model, "arch": arch, **bundle.report}
+    pad_id, logger = tokenizer.pad_token_id, None
+    if info.is_main:
+        write_yaml(run_dir / "config.yaml", {"task": args.task, **dataclasses.asdict(args), "model_arch": arch})
+        env = collect_env(info.device, world_size=info.world_size)
+        (run_dir / "env.json").write_text(json.dumps(env, indent=2, default=str))
 
-    def evaluate(split: str) -> dict[str, Any]:
-        logits = predict_logits(model, bundle.features[split], batch_size=args.per_device_eval_batch_size,
-                                pad_id=pad_id, device=device, autocast_dtype=amp_dtype)  # fmt: skip
-        return bundle.score(split, logits)[0]
+    def score(split: str) -> tuple[dict[str, Any], Any]:  # on the bare model: every rank scores the split alike
+        logits = predict_logits(unwrap(model), bundle.features[split], batch_size=args.per_device_eval_batch_size,
+                                pad_id=pad_id, device=info.device, autocast_dtype=amp_dtype)  # fmt: skip
+        return bundle.score(split, logits)
 
-    best: tuple[float, int] | None = None
-    step = 0
-    train = bundle.features.get("train", [])
     if args.do_train:
-        if not train:
-            raise ValueError(f"{args.data_dir}: the train split has no examples")
-        batch_size = args.per_device_train_batch_size
-        steps_per_epoch = max(1, math.ceil(len(train) / (batch_size * args.gradient_accumulation_steps)))
-        max_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
-        eval_every = args.eval_steps or steps_per_epoch
-        optimizer = build_optimizer(
-            model, name=args.optim, lr=args.learning_rate, weight_decay=args.weight_decay,
-            betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
-            layerwise_lr_decay=args.layerwise_lr_decay,
-        )  # fmt: skip
-        warmup = warmup_steps_for(max_steps, warmup_steps=args.warmup_steps, warmup_ratio=args.warmup_ratio)
-        schedule = make_schedule(args.lr_scheduler_type, total_steps=max_steps, warmup_steps=warmup)
-        order_rng = random.Random(args.seed)  # shuffling has its own generator (R15)
-        order: list[int] = []
-        window_loss, window_steps, started = 0.0, 0, time.perf_counter()
-        progress = tqdm(total=max_steps, disable=args.disable_tqdm, unit="step", desc=f"finetune {args.task}")
-        while step < max_steps:
-            model.train()
-            lr = set_learning_rate(optimizer, args.learning_rate * schedule(step))
-            step_loss = 0.0
-            for _ in range(args.gradient_accumulation_steps):
-                if len(order) < batch_size:
-                    epoch = list(range(len(train)))
-                    order_rng.shuffle(epoch)
-                    order += epoch
-                chunk, order = [train[i] for i in order[:batch_size]], order[batch_size:]
-                batch = {k: v.to(device) for k, v in collate(chunk, pad_id=pad_id).items()}
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss = model(**batch).loss / args.gradient_accumulation_steps
-                scaler.scale(loss).backward()
-                step_loss += loss.item()
-            if not math.isfinite(step_loss):
-                raise ValueError(f"step {step + 1}: the loss is {step_loss}; lower --learning_rate or --max_grad_norm")
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm or math.inf)
-            scaler.step(optimizer)  # skipped (and the scale lowered) when fp16 gradients overflowed
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            progress.update(1)
-            window_loss, window_steps = window_loss + step_loss, window_steps + 1
-            if step % args.logging_steps == 0 or step == max_steps:
-                logger.log(step, {"train_loss": window_loss / window_steps, "learning_rate": lr,
-                                  "elapsed_s": time.perf_counter() - started})  # fmt: skip
-                progress.set_postfix(loss=f"{window_loss / window_steps:.4f}", refresh=False)
-                window_loss, window_steps = 0.0, 0
-            if "dev" in bundle.features and (step % eval_every == 0 or step == max_steps):
-                metrics = evaluate("dev")
-                if metric_name not in metrics:
-                    raise ValueError(f"--metric_for_best_model {metric_name!r} is not one of {sorted(metrics)}")
-                logger.log(step, {f"eval_{k}": v for k, v in metrics.items() if isinstance(v, int | float)})
-                if best is None or metrics[metric_name] > best[0]:
-                    best = (metrics[metric_name], step)
-                    save_checkpoint(run_dir, step, weights=model.state_dict(), model_info=model_info,
-                                    tokenizer_dir=tokenizer_dir)  # fmt: skip
-                    rotate_checkpoints(run_dir, 1)
-        progress.close()
-        if best is None:  # no dev split: keep the last weights
-            save_checkpoint(run_dir, step, weights=model.state_dict(), model_info=model_info,
-                            tokenizer_dir=tokenizer_dir)  # fmt: skip
-        else:
-            model, _, _ = load_task_model(run_dir)
-            model.to(device)
-        report |= {"steps": step, "best_step": best[1] if best else step, "metric_for_best_model": metric_name}
+        job, rng_state = _build_job(args, info, model, bundle.features.get("train", []), pad_id, resume, amp_dtype)
+        job.model_info, job.tokenizer_dir = model_info, tokenizer_dir
+        if "dev" in bundle.features:
+
+            def evaluate_dev() -> dict[str, Any]:
+                metrics = score("dev")[0]
+                model.train()  # predict_logits left it in eval mode
+                return {f"eval_{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
+
+            job.evaluate, job.metric_for_best_model = evaluate_dev, f"eval_{metric_name}"
+        if info.is_main:
+            tensorboard = None if args.report_to == "none" else Path(args.logging_dir or run_dir / "tensorboard")
+            job.logger = logger = MetricLogger(
+                run_dir, tensorboard_dir=tensorboard, resume_step=job.state.step if resume else None
+            )
+        if rng_state is not None:
+            restore_rng_state(rng_state)  # last: nothing may draw random numbers after this
+        train(job)
+        best_step = int(job.state.best["step"]) if job.state.best else None
+        keep = best_step if best_step is not None else job.state.step  # no dev split: the last weights
+        if info.is_main:
+            for step, path in list_checkpoints(run_dir):
+                if step != keep:
+                    shutil.rmtree(path)
+        barrier()
+        unwrap(model).load_state_dict(load_weights(run_dir / f"checkpoint-{keep}"), strict=True)
+        report |= {"steps": job.state.step, "best_step": keep, "metric_for_best_model": metric_name,
+                   "nonfinite_steps": job.state.nonfinite_steps}  # fmt: skip
+    if not info.is_main:
+        return report
 
     if "dev" in bundle.features:
-        metrics = evaluate("dev")
+        metrics = score("dev")[0]
         (run_dir / "dev_metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
         if bundle.write_dev_extras is not None:
             bundle.write_dev_extras(metrics, run_dir)
         report["dev"] = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
     if "test" in bundle.features:
-        logits = predict_logits(model, bundle.features["test"], batch_size=args.per_device_eval_batch_size,
-                                pad_id=pad_id, device=device, autocast_dtype=amp_dtype)  # fmt: skip
-        report["predict_file"] = str(bundle.write_predictions(bundle.score("test", logits)[1], run_dir))
+        report["predict_file"] = str(bundle.write_predictions(score("test")[1], run_dir))
     (run_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
-    logger.close()
+    if logger is not None:
+        logger.close()
     plot_loss(run_dir)  # loss.png, as a pretraining run has
     _print_summary(report, file=sys.stdout)
     return report
+
+
+def _build_job(
+    args: FinetuneArgs, info: Any, model: Any, features: list, pad_id: int, resume: Path | None, amp_dtype: Any
+) -> tuple[Any, Any]:
+    """The loop's ``TrainingJob`` over the train features, restored from ``resume``, and this rank's RNG states
+    from it (to restore last) or None."""
+    import functools
+    from contextlib import nullcontext
+
+    import torch
+
+    from lmforge.tasks.common import FeatureLoader
+    from lmforge.train.distributed import unwrap
+    from lmforge.train.loop import TrainingJob, TrainState
+    from lmforge.train.optim import build_optimizer, make_schedule, warmup_steps_for
+    from lmforge.train.pretrain import restore_training_state
+
+    if not features:
+        raise ValueError(f"{args.data_dir}: the train split has no examples")
+    loader = FeatureLoader(features, batch_size=args.per_device_train_batch_size, pad_id=pad_id, seed=args.seed,
+                           rank=info.rank, world_size=info.world_size)  # fmt: skip
+    steps_per_epoch = max(1, math.ceil(len(loader) / args.gradient_accumulation_steps))
+    max_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+    optimizer = build_optimizer(
+        unwrap(model), name=args.optim, lr=args.learning_rate, weight_decay=args.weight_decay,
+        betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, layerwise_lr_decay=args.layerwise_lr_decay,
+    )  # fmt: skip
+    warmup = warmup_steps_for(max_steps, warmup_steps=args.warmup_steps, warmup_ratio=args.warmup_ratio)
+    scaler = torch.amp.GradScaler(info.device.type, enabled=args.fp16)
+    autocast = functools.partial(torch.autocast, info.device.type, dtype=amp_dtype) if amp_dtype else nullcontext
+    state = TrainState()
+    saved = None if resume is None else restore_training_state(resume, model, optimizer, scaler, loader, state, info)
+    job = TrainingJob(
+        args=dataclasses.replace(args, eval_steps=args.eval_steps or steps_per_epoch),
+        model=model, optimizer=optimizer, scaler=scaler,
+        schedule=make_schedule(args.lr_scheduler_type, total_steps=max_steps, warmup_steps=warmup),
+        train_batches=loader, eval_batches=None, autocast=autocast, state=state, info=info, max_steps=max_steps,
+        objective=f"finetune {args.task}", model_info={}, run_dir=Path(args.output_dir),
+    )  # fmt: skip
+    return job, None if saved is None else saved["ranks"][info.rank]["rng"]
 
 
 def _print_summary(report: dict[str, Any], *, file: Any) -> None:

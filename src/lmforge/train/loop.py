@@ -3,6 +3,9 @@
 ``train(job)`` owns stepping, gradient accumulation, mixed precision, clipping, non-finite handling, logging,
 evaluation and checkpointing. The model owns its loss (``model(**batch).loss``); ``pretrain.py`` builds the
 ``TrainingJob`` (model, optimizer, loaders, schedule, state) and restores it from a checkpoint when resuming.
+Fine-tuning (``tasks/finetune.py``) runs through the same loop: its job brings an ``evaluate`` callable (dev
+metrics) and a ``metric_for_best_model``; a checkpoint is also saved whenever that metric improves, and the best
+checkpoint survives ``save_total_limit`` rotation (HF ``load_best_model_at_end``).
 
 Exact resume: a checkpoint after step k holds the weights, optimizer, GradScaler, ``TrainState`` (including
 the logging window), every rank's loader position and RNG states. Nothing else in here draws from a global RNG
@@ -17,6 +20,7 @@ a skipped (non-finite) step still advances the step counter and the schedule.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
@@ -30,7 +34,13 @@ from tqdm.auto import tqdm
 
 from lmforge.eval.lm import count_predictions, evaluate_lm
 from lmforge.generation import generate_ids
-from lmforge.train.checkpoint import capture_rng_state, find_latest_checkpoint, rotate_checkpoints, save_checkpoint
+from lmforge.train.checkpoint import (
+    capture_rng_state,
+    find_latest_checkpoint,
+    list_checkpoints,
+    rotate_checkpoints,
+    save_checkpoint,
+)
 from lmforge.train.config import PretrainArgs
 from lmforge.train.distributed import (
     DistInfo,
@@ -47,7 +57,8 @@ from lmforge.train.optim import set_learning_rate
 
 __all__ = ["MODEL_INPUTS", "NonFiniteLossError", "TrainState", "TrainingJob", "save_training_checkpoint", "train"]
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels", "start_positions", "end_positions")
+LM_OBJECTIVES = ("mlm", "clm")
 
 
 def _empty_window(elapsed_s: float) -> dict[str, float]:
@@ -81,6 +92,7 @@ class TrainState:
     # Sums since the last log line: part of the state so a resumed run logs the same means.
     window: dict[str, float] = field(default_factory=lambda: _empty_window(0.0))
     last_eval: dict[str, float] = field(default_factory=dict)
+    best: dict[str, float] = field(default_factory=dict)  # {"step", "value"} of job.metric_for_best_model
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,9 +104,9 @@ class TrainState:
 
 @dataclass
 class TrainingJob:
-    """Everything ``train`` needs, built by ``lmforge.train.pretrain.build_job``."""
+    """Everything ``train`` needs, built by ``lmforge.train.pretrain.build_job`` (or ``tasks/finetune.py``)."""
 
-    args: PretrainArgs
+    args: PretrainArgs  # or FinetuneArgs: the loop reads only the fields both have
     model: nn.Module  # possibly wrapped: DDP, FSDP2 (in place) or torch.compile
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
@@ -105,7 +117,7 @@ class TrainingJob:
     state: TrainState
     info: DistInfo
     max_steps: int
-    objective: str  # "mlm" | "clm"
+    objective: str  # "mlm" | "clm" | "finetune-TASK" (no LM accuracy/perplexity, no sampling)
     model_info: dict[str, Any]  # config.json of checkpoints: {"model", "task", "config"}
     run_dir: Path
     tokenizer_dir: Path | None = None
@@ -113,6 +125,8 @@ class TrainingJob:
     sample_prompts: list[list[int]] = field(default_factory=list)  # CLM: prompts for sampled continuations
     decode: Callable[[list[int]], str] | None = None
     eos_token_id: int | None = None
+    evaluate: Callable[[], dict[str, Any]] | None = None  # replaces eval_batches: eval_-prefixed metrics
+    metric_for_best_model: str | None = None  # a key of the evaluation (higher is better): save when it improves
 
 
 def train(job: TrainingJob) -> dict[str, Any]:
@@ -125,7 +139,7 @@ def train(job: TrainingJob) -> dict[str, Any]:
         initial=state.step,
         disable=args.disable_tqdm or not info.is_main,
         unit="step",
-        desc="pretrain",
+        desc="pretrain" if job.objective in LM_OBJECTIVES else job.objective,
         dynamic_ncols=True,
     )
     metrics: dict[str, Any] = {}
@@ -145,7 +159,8 @@ def train(job: TrainingJob) -> dict[str, Any]:
             with job.autocast():
                 inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
                 out = model(**inputs, **sparse_logits)
-            loss = out.loss if out.aux_loss is None else out.loss + out.aux_loss  # e.g. a MoE balancing loss
+            aux_loss = getattr(out, "aux_loss", None)  # e.g. a MoE balancing loss
+            loss = out.loss if aux_loss is None else out.loss + aux_loss
             job.scaler.scale(loss / accum).backward()
             step_sums += _micro_step_sums(out, batch, objective=job.objective, accum=accum)
             for key, value in _extra_metrics(out).items():  # MoE router losses and load, means over micro-steps
@@ -211,7 +226,7 @@ def train(job: TrainingJob) -> dict[str, Any]:
             metrics = {"train_loss": mean_loss, "learning_rate": lr, "grad_norm": grad_norm}
             if job.objective == "mlm":
                 metrics["train_accuracy"] = window["correct"] / max(window["n"], 1)
-            else:
+            elif job.objective == "clm":
                 metrics["train_perplexity"] = math.exp(min(mean_loss, 700.0))
             window_time = state.elapsed_s - window["elapsed_at_start"]
             metrics["tokens_per_s"] = window["tokens"] / max(window_time, 1e-9)
@@ -226,14 +241,16 @@ def train(job: TrainingJob) -> dict[str, Any]:
 
         # ---- evaluate and save
         last = state.step == job.max_steps
+        improved = False
         if (
             args.do_eval
-            and job.eval_batches is not None
+            and (job.eval_batches is not None or job.evaluate is not None)
             and ((args.eval_steps is not None and state.step % args.eval_steps == 0) or last)
         ):
             state.last_eval = run_evaluation(job)
             metrics |= state.last_eval
-        if state.step % args.save_steps == 0 or last:
+            improved = _track_best(job)
+        if state.step % args.save_steps == 0 or last or improved:
             save_training_checkpoint(job)
         clock = time.perf_counter()  # evaluation and saving do not count as training time
 
@@ -249,11 +266,30 @@ def train(job: TrainingJob) -> dict[str, Any]:
     }
 
 
+def _track_best(job: TrainingJob) -> bool:
+    """Record the evaluation in ``state.best`` if it beats the best so far (strictly: ties keep the earlier)."""
+    name = job.metric_for_best_model
+    if name is None:
+        return False
+    if name not in job.state.last_eval:
+        raise ValueError(f"--metric_for_best_model {name!r} is not one of {sorted(job.state.last_eval)}")
+    value = float(job.state.last_eval[name])
+    if job.state.best and value <= job.state.best["value"]:
+        return False
+    job.state.best = {"step": job.state.step, "value": value}
+    return True
+
+
 def _micro_step_sums(out: Any, batch: dict[str, Tensor], *, objective: str, accum: int) -> Tensor:
-    """(LM loss / accum, correct predictions, predicted positions, real tokens) of one micro-batch, float64."""
-    correct, predicted = count_predictions(out.logits.detach(), batch["labels"], objective=objective)
+    """(loss / accum, correct predictions, predicted positions, real tokens) of one micro-batch, float64; the
+    prediction counts are an LM's (0 for fine-tuning objectives)."""
+    device = out.loss.device
+    if objective in LM_OBJECTIVES:
+        correct, predicted = count_predictions(out.logits.detach(), batch["labels"], objective=objective)
+    else:
+        correct = predicted = torch.zeros((), device=device)
     mask = batch.get("attention_mask")
-    tokens = mask.sum() if mask is not None else torch.tensor(batch["input_ids"].numel(), device=correct.device)
+    tokens = mask.sum() if mask is not None else torch.tensor(batch["input_ids"].numel(), device=device)
     return torch.stack([out.loss.detach().double() / accum, correct.double(), predicted.double(), tokens.double()])
 
 
@@ -267,10 +303,13 @@ def _extra_metrics(out: Any) -> dict[str, float]:
 
 def run_evaluation(job: TrainingJob) -> dict[str, Any]:
     """Held-out metrics (all ranks take part), logged by rank 0; CLM also logs a few sampled continuations."""
-    assert job.eval_batches is not None
-    result = evaluate_lm(
-        job.model, job.eval_batches(), objective=job.objective, device=job.info.device, autocast=job.autocast
-    )
+    if job.evaluate is not None:
+        result = job.evaluate()
+    else:
+        assert job.eval_batches is not None
+        result = evaluate_lm(
+            job.model, job.eval_batches(), objective=job.objective, device=job.info.device, autocast=job.autocast
+        )
     if job.objective == "clm" and job.sample_prompts and job.decode is not None:
         # Own generator (the global RNG is untouched); the cached sampler of lmforge.generation on the bare model.
         generator = torch.Generator(device=job.info.device).manual_seed(job.args.seed)
@@ -313,9 +352,19 @@ def save_training_checkpoint(job: TrainingJob) -> Path | None:
             training_state=training_state,
             tokenizer_dir=job.tokenizer_dir,
         )
-        rotate_checkpoints(job.run_dir, job.args.save_total_limit)
+        _rotate(job)
         if job.logger is not None:
             job.logger.flush()
         plot_loss(job.run_dir)
     barrier()
     return path
+
+
+def _rotate(job: TrainingJob) -> None:
+    """Keep the newest ``save_total_limit`` checkpoints, and the best one by ``metric_for_best_model``."""
+    best, keep = job.state.best.get("step"), job.args.save_total_limit
+    rotate_checkpoints(job.run_dir, keep if best is None else None)
+    if best is not None and keep is not None:
+        for step, path in list_checkpoints(job.run_dir)[:-keep]:
+            if step != best:
+                shutil.rmtree(path)

@@ -60,7 +60,7 @@ from lmforge.train.metrics import MetricLogger, collect_env, plot_loss, write_ya
 from lmforge.train.optim import build_optimizer, make_schedule, warmup_steps_for
 from lmforge.utils import seed_everything
 
-__all__ = ["DataPaths", "build_job", "pretrain", "resolve_data"]
+__all__ = ["DataPaths", "build_job", "prepare_output_dir", "pretrain", "resolve_data", "restore_training_state"]
 
 RUN_FILES = ("config.yaml", "env.json", "metrics.jsonl", "loss.png", "all_results.json", "tensorboard")
 
@@ -213,8 +213,11 @@ def _check_length(config: Any, sequence_length: int) -> None:
 # ----------------------------------------------------------------------------- the job
 
 
-def _prepare_output_dir(args: PretrainArgs, run_dir: Path, info: DistInfo) -> Path | None:
-    """Decide between resume and a fresh start; returns the checkpoint to resume from (or None)."""
+def prepare_output_dir(
+    args: PretrainArgs, run_dir: Path, info: DistInfo, *, run_files: tuple[str, ...] = RUN_FILES
+) -> Path | None:
+    """Decide between resume and a fresh start; returns the checkpoint to resume from (or None). ``run_files``:
+    what a run writes besides checkpoints (deleted by a fresh start; ``tasks/finetune.py`` adds its reports)."""
     resume = None
     if args.resume_from_checkpoint == "auto":
         resume = find_latest_checkpoint(run_dir)  # skips (and reports) damaged ones: falls back to an older one
@@ -230,7 +233,7 @@ def _prepare_output_dir(args: PretrainArgs, run_dir: Path, info: DistInfo) -> Pa
         reason = verify_checkpoint(resume)
         if reason is not None:
             raise ValueError(f"cannot resume from {resume}: {reason}")
-    used = any((run_dir / name).exists() for name in RUN_FILES) or bool(list_checkpoints(run_dir))
+    used = any((run_dir / name).exists() for name in run_files) or bool(list_checkpoints(run_dir))
     if resume is None and used:
         # auto without any checkpoint (killed before the first save): a fresh start, as the flag promises
         if not args.overwrite_output_dir and args.resume_from_checkpoint != "auto":
@@ -240,7 +243,7 @@ def _prepare_output_dir(args: PretrainArgs, run_dir: Path, info: DistInfo) -> Pa
             )
         if info.is_main:
             for child in run_dir.iterdir():
-                if child.name in RUN_FILES or child.name.startswith(("checkpoint-", ".tmp-checkpoint-")):
+                if child.name in run_files or child.name.startswith(("checkpoint-", ".tmp-checkpoint-")):
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
     barrier()
     return resume
@@ -251,7 +254,7 @@ def build_job(args: PretrainArgs, info: DistInfo) -> TrainingJob:
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     barrier()
-    resume = _prepare_output_dir(args, run_dir, info)
+    resume = prepare_output_dir(args, run_dir, info)
     if args.full_determinism:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
@@ -331,18 +334,7 @@ def build_job(args: PretrainArgs, info: DistInfo) -> TrainingJob:
     # ---- restore a checkpoint's training state
     state = TrainState()
     if resume is not None:
-        saved = load_training_state(resume)
-        if saved["world_size"] != info.world_size:
-            raise ValueError(
-                f"{resume} was written by {saved['world_size']} processes, this run has {info.world_size}; "
-                "exact resume needs the same number (use --model_name_or_path to start a new run from its weights)"
-            )
-        load_optimizer_state(model, optimizer, saved["optimizer"])
-        scaler.load_state_dict(saved["scaler"])
-        loader.load_state_dict(saved["ranks"][info.rank]["loader"])
-        state.load_state_dict(saved["train"])
-        if info.is_main:
-            print(f"resuming from {resume} at step {state.step}", flush=True)
+        saved = restore_training_state(resume, model, optimizer, scaler, loader, state, info)
 
     # ---- run directory
     logger = None
@@ -390,6 +382,32 @@ def build_job(args: PretrainArgs, info: DistInfo) -> TrainingJob:
     if resume is not None:
         restore_rng_state(saved["ranks"][info.rank]["rng"])  # last: nothing may draw random numbers after this
     return job
+
+
+def restore_training_state(
+    checkpoint: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    loader: Any,
+    state: TrainState,
+    info: DistInfo,
+) -> dict[str, Any]:
+    """Load a checkpoint's optimizer, scaler, this rank's loader position and the counters (weights are loaded
+    before wrapping, by the caller). Returns the saved state: restore its ``["ranks"][rank]["rng"]`` last."""
+    saved = load_training_state(checkpoint)
+    if saved["world_size"] != info.world_size:
+        raise ValueError(
+            f"{checkpoint} was written by {saved['world_size']} processes, this run has {info.world_size}; "
+            "exact resume needs the same number (use --model_name_or_path to start a new run from its weights)"
+        )
+    load_optimizer_state(model, optimizer, saved["optimizer"])
+    scaler.load_state_dict(saved["scaler"])
+    loader.load_state_dict(saved["ranks"][info.rank]["loader"])
+    state.load_state_dict(saved["train"])
+    if info.is_main:
+        print(f"resuming from {checkpoint} at step {state.step}", flush=True)
+    return saved
 
 
 def _eval_batches(args: PretrainArgs, paths: DataPaths, tokenizer: LMTokenizer, collator: Any, info: DistInfo):
