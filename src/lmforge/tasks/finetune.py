@@ -31,7 +31,11 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # torch stays unimported until a command runs (fast --help)
+    from lmforge.train.distributed import DistInfo
+    from lmforge.train.loop import TrainingJob
 
 __all__ = ["FinetuneArgs", "build_head", "check_argv", "finetune", "load_backbone", "load_task_model", "predict_logits"]
 
@@ -354,7 +358,7 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
         destroy_distributed()
 
 
-def _finetune(args: FinetuneArgs, info: Any) -> dict[str, Any]:
+def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
     import torch
 
     from lmforge.heads.classification import TaskModel
@@ -448,8 +452,8 @@ def _finetune(args: FinetuneArgs, info: Any) -> dict[str, Any]:
 
 
 def _build_job(
-    args: FinetuneArgs, info: Any, model: Any, features: list, pad_id: int, resume: Path | None, amp_dtype: Any
-) -> tuple[Any, Any]:
+    args: FinetuneArgs, info: DistInfo, model: Any, features: list, pad_id: int, resume: Path | None, amp_dtype: Any
+) -> tuple[TrainingJob, dict[str, Any] | None]:
     """The loop's ``TrainingJob`` over the train features, restored from ``resume``, and this rank's RNG states
     from it (to restore last) or None."""
     import functools

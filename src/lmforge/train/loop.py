@@ -117,7 +117,7 @@ class TrainingJob:
     state: TrainState
     info: DistInfo
     max_steps: int
-    objective: str  # "mlm" | "clm" | "finetune-TASK" (no LM accuracy/perplexity, no sampling)
+    objective: str  # "mlm" | "clm" | "finetune TASK" (no LM accuracy/perplexity, no sampling)
     model_info: dict[str, Any]  # config.json of checkpoints: {"model", "task", "config"}
     run_dir: Path
     tokenizer_dir: Path | None = None
