@@ -10,7 +10,7 @@ from lmforge.models.canine.model import CanineModel, CanineOutput, init_weights
 from lmforge.models.canine.pretraining import CanineForMaskedChars, build_mlm
 from lmforge.models.registry import register
 
-_CANINE_DESCRIPTION = "CANINE: codepoints, hash embeddings, local attention, 4x downsampling; hash-bucket span MLM."
+_CANINE_DESCRIPTION = "CANINE: codepoints, hash embeddings, local attention, 4x downsampling; vocab-free masked chars."
 register(
     "canine",
     CanineConfig,
