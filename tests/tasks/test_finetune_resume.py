@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,62 @@ def test_stop_then_resume_auto_is_bitwise_identical(synthetic_task, char_tokeniz
     # the loop's run records: TensorBoard events and the loop's metrics beside the loss
     assert list((straight / "tensorboard").glob("events.out.tfevents.*"))
     assert {"train_loss", "grad_norm", "learning_rate", "nonfinite_steps"} <= set(_records(straight)[0])
+
+
+# Runs the CLI in a child process; with KILL_AT_STEP set, SIGKILLs itself halfway through writing that checkpoint's
+# weights (as tests/train/test_resume.py does for pretraining).
+CHILD = r"""
+import os, signal, sys
+import torch
+torch.set_num_threads(1)
+kill_at = os.environ.get("KILL_AT_STEP")
+if kill_at:
+    import lmforge.train.checkpoint as checkpoint
+    original = checkpoint.save_file
+    def torn_save(tensors, filename, metadata=None):
+        original(tensors, filename, metadata=metadata)
+        if f"checkpoint-{kill_at}-" in filename:
+            os.truncate(filename, os.path.getsize(filename) // 2)
+            os.kill(os.getpid(), signal.SIGKILL)
+    checkpoint.save_file = torn_save
+from lmforge.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_save_then_resume_is_bitwise_identical(synthetic_task, char_tokenizer_dir, tmp_path):
+    """A real SIGKILL halfway through writing checkpoint-4: auto falls back to checkpoint-3 (the best so far;
+    checkpoint-2 was rotated away) and finishes exactly like the uninterrupted run."""
+    args = ["finetune", "classification", "--model", "bert", "--tokenizer_dir", str(char_tokenizer_dir),
+            "--data_dir", str(synthetic_task), "--max_train_samples", "36", "--per_device_train_batch_size", "8",
+            "--gradient_accumulation_steps", "2", "--max_steps", "6", "--learning_rate", "3e-3", "--save_steps", "2",
+            "--eval_steps", "3", "--logging_steps", "1", "--report_to", "none", "--disable_tqdm"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    env.pop("KILL_AT_STEP", None)
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+
+    def child(out: Path, **extra: str) -> subprocess.Popen:
+        command = [sys.executable, "-c", CHILD, *args, "--output_dir", str(out)]
+        return subprocess.Popen(command, env=env | extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    runs = [child(straight), child(killed, KILL_AT_STEP="4")]
+    outputs = [run.communicate(timeout=300)[0].decode() for run in runs]
+    assert runs[0].returncode == 0, outputs[0]
+    assert runs[1].returncode == -signal.SIGKILL, outputs[1]
+    assert sorted(p.name for p in killed.glob("checkpoint-*")) == ["checkpoint-3"]
+    assert len(list(killed.glob(".tmp-checkpoint-4-*"))) == 1
+
+    resumed = subprocess.run([sys.executable, "-c", CHILD, *args, "--output_dir", str(killed),
+                              "--resume_from_checkpoint", "auto"], env=env, capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming from" in resumed.stdout and "checkpoint-3" in resumed.stdout
+    assert _records(killed) == _records(straight)
+    for name in ("classification_predict.json", "dev_metrics.json"):
+        assert (killed / name).read_text() == (straight / name).read_text()
+    (best,) = straight.glob("checkpoint-*")
+    assert (killed / best.name / "model.safetensors").read_bytes() == (best / "model.safetensors").read_bytes()
 
 
 def test_an_output_directory_with_a_run_needs_resume_or_overwrite(synthetic_task, char_tokenizer_dir, tmp_path):
