@@ -389,7 +389,7 @@ def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
     model = wrap_model(model.to(info.device), info, find_unused_parameters=args.ddp_find_unused_parameters)
     model_info = {"model": arch, "task": f"finetune-{args.task}", "config": config_to_dict(config),
                   "head": bundle.head_config}  # fmt: skip
-    metric_name = args.metric_for_best_model or bundle.best_metric
+    metric_name = (args.metric_for_best_model or bundle.best_metric).removeprefix("eval_")  # HF takes both
     amp_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
     report: dict[str, Any] = {"task": args.task, "model": args.model, "arch": arch, **bundle.report}
     pad_id, logger = tokenizer.pad_token_id, None
