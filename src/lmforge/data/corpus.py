@@ -41,7 +41,6 @@ import bz2
 import collections
 import contextlib
 import dataclasses
-import errno
 import gzip
 import hashlib
 import io
@@ -63,21 +62,8 @@ from typing import Any
 
 import numpy as np
 
+from lmforge.data.errors import InputChangedError, OutputWriteError, PrepareError, os_error_text
 from lmforge.data.tokenizer import NUM_CODEPOINTS, codepoints
-
-
-class PrepareError(ValueError):
-    """A user error in a ``prepare`` stage (bad path or option); the CLI prints it as one line."""
-
-
-class InputChangedError(PrepareError):
-    """An input file changed or disappeared between discovery and the end of its reading: the output would
-    match no version of the inputs, so none is kept."""
-
-
-class OutputWriteError(PrepareError):
-    """Writing the output failed (disk full, permissions, I/O error): never to be mistaken for a bad input."""
-
 
 DOCUMENT_REASONS = (
     "too_short",
@@ -755,13 +741,7 @@ def ingest(inputs: list[str], output_dir: str | Path, *, options: IngestOptions,
                 partial.unlink(missing_ok=True)
             shutil.rmtree(output_dir / ".ingest-tmp", ignore_errors=True)
         cause = error.__cause__ if isinstance(error, OutputWriteError) else error
-        if isinstance(cause, OSError) and cause.errno is not None:
-            cause_text = f"{errno.errorcode.get(cause.errno, cause.errno)}: {cause.strerror or cause}"
-            what = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file too large"}
-            what |= {errno.EACCES: "permission denied", errno.EROFS: "read-only file system"}
-            cause_text = f"{what.get(cause.errno, 'I/O error')} ({cause_text})"
-        else:
-            cause_text = str(error)
+        cause_text = os_error_text(cause) or str(error)
         raise PrepareError(
             f"ingest into {str(output_dir)!r} failed: {cause_text}; the partial output was removed. Fix the cause and "
             "rerun the same command: ingest starts over and writes what an uninterrupted run writes"

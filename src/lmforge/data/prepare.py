@@ -302,10 +302,10 @@ def _byte_ranges(files: list[Path], size: int) -> list[tuple[str, int, int]]:
 
 
 def prepare_shards(args: ShardsArgs) -> Path:
-    """Segment + tokenize the corpus into train/validation shards; returns ``output_dir``."""
-    import numpy as np
-
-    from lmforge.data.corpus import PrepareError, _progress_bar, bounded_imap, check_num_proc, corpus_files
+    """Segment + tokenize the corpus into train/validation shards; returns ``output_dir``. A write error (disk full)
+    deletes what both splits wrote and is an ``OutputWriteError`` naming the file."""
+    from lmforge.data.corpus import PrepareError, check_num_proc, corpus_files
+    from lmforge.data.errors import OutputWriteError
     from lmforge.data.segment import resolve_segmenter
     from lmforge.data.shards import ShardWriter
 
@@ -343,18 +343,32 @@ def prepare_shards(args: ShardsArgs) -> Path:
         "eos_token_id": tokenizer.eos_token_id,
         "separator_id": tokenizer.document_separator_id,
     }
-    writers = {
-        split: ShardWriter(
-            output_dir / split,
-            objective=args.objective,
-            vocab_size=tokenizer.vocab_size,
-            tokenizer_info=info,
-            max_seq_length=args.max_seq_length,
-            block_size=args.block_size,
-            tokens_per_file=args.tokens_per_file,
-        )
-        for split in ("train", "validation")
-    }
+    writers: dict[str, ShardWriter] = {}
+    try:  # a write error deletes both splits, not only the one that failed
+        for split in ("train", "validation"):
+            writers[split] = ShardWriter(
+                output_dir / split,
+                objective=args.objective,
+                vocab_size=tokenizer.vocab_size,
+                tokenizer_info=info,
+                max_seq_length=args.max_seq_length,
+                block_size=args.block_size,
+                tokens_per_file=args.tokens_per_file,
+            )
+        return _write_shards(args, files, writers, tokenizer=tokenizer, segmenter=segmenter, init=init, started=started)
+    except OutputWriteError:
+        for writer in writers.values():
+            writer.abort()
+        raise
+
+
+def _write_shards(args: ShardsArgs, files: list[Path], writers: dict, *, tokenizer, segmenter, init, started) -> Path:
+    """Encode every byte range of ``files`` (in ``num_proc`` processes) into the split writers and close them."""
+    import numpy as np
+
+    from lmforge.data.corpus import PrepareError, _progress_bar, bounded_imap
+
+    output_dir = Path(args.output_dir)
     bar = _progress_bar(sum(p.stat().st_size for p in files), "shards", args.progress)
     counts = {"documents": 0, "malformed_lines": 0, "chars": 0}
     tasks = _byte_ranges(files, 1 << 21)

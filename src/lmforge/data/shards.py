@@ -21,10 +21,15 @@ Reading re-opens the memmaps on every ``read`` call instead of holding them: a l
 process RSS grow with every page touched (karpathy/nanoGPT#287, PR #428).
 
 ``index.json`` is written last (atomically), so a directory without it is an interrupted write, not a dataset.
+A write that fails (disk full, file too large, permissions) is an ``OutputWriteError`` (a ``ValueError``) naming
+the file and the cause; the writer first deletes every file it wrote, so nothing half-written is left behind.
+Writes go through Python file objects, not ``ndarray.tofile``/``np.save``, whose errors carry no errno.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 from pathlib import Path
@@ -32,11 +37,14 @@ from typing import Literal
 
 import numpy as np
 
+from lmforge.data.errors import OutputWriteError, os_error_text
+
 Objective = Literal["mlm", "clm"]
 INDEX_FILE = "index.json"
 FORMAT = "lmforge.shards"
 FORMAT_VERSION = 1
 UINT16_MAX_VOCAB = 65536  # ids 0..65535 fit in uint16
+SHARD_FILES = "*-[0-9][0-9][0-9][0-9][0-9].*"  # tokens-00000.bin, docs-00000.npy, ...
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -84,9 +92,12 @@ class ShardWriter:
         if tokens_per_file < 1:
             raise ValueError(f"tokens_per_file must be positive, got {tokens_per_file}")
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for stale in (self.directory / INDEX_FILE, *self.directory.glob("*-[0-9][0-9][0-9][0-9][0-9].*")):
-            stale.unlink(missing_ok=True)
+        self._target = self.directory  # the path being written, named by a write error
+        self._tokens = self._words = None
+        with self._clean_failure():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            for stale in (self.directory / INDEX_FILE, *self.directory.glob(SHARD_FILES)):
+                stale.unlink(missing_ok=True)
         self.objective = objective
         self.vocab_size = vocab_size
         self.dtype = token_dtype(vocab_size)
@@ -101,40 +112,84 @@ class ShardWriter:
         self.num_documents = 0
         self.num_empty_documents = 0
         self.dropped_tokens = 0
-        self._open_file()
+        with self._clean_failure():
+            self._open_file()
 
     # ---- file management --------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _clean_failure(self):
+        """Turn an ``OSError`` of the output into ``OutputWriteError`` after deleting what was written."""
+        try:
+            yield
+        except OSError as error:
+            target = self._target
+            self.abort()
+            raise OutputWriteError(
+                f"cannot write shard file {str(target)!r}: {os_error_text(error) or error}; the partial shards were "
+                "removed. Fix the cause and rerun the same command"
+            ) from error
+
+    def abort(self) -> None:
+        """Close the open files and delete every file this writer wrote, ``index.json`` included."""
+        for handle in (self._tokens, self._words):
+            if handle is not None:
+                with contextlib.suppress(OSError):  # the buffer that failed to flush fails again
+                    handle.close()
+        for path in (self.directory / INDEX_FILE, self.directory / (INDEX_FILE + ".tmp"), *self._glob_files()):
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+
+    def _glob_files(self) -> list[Path]:
+        with contextlib.suppress(OSError):
+            return list(self.directory.glob(SHARD_FILES))
+        return []
+
+    def _open(self, key: str):
+        self._target = self.directory / self._names[key]
+        return open(self._target, "wb")  # closed in _close_file or abort
+
+    def _save(self, key: str, array: np.ndarray) -> None:
+        """``np.save`` into memory, then one Python write: a full disk raises with its errno."""
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        self._target = self.directory / self._names[key]
+        self._target.write_bytes(buffer.getbuffer())
 
     def _open_file(self) -> None:
         names = _file_names(len(self.files))
         self._names = names
-        self._tokens = open(self.directory / names["tokens"], "wb")  # noqa: SIM115 - closed in _close_file
-        self._words = open(self.directory / names["words"], "wb")  # noqa: SIM115
+        self._tokens = self._open("tokens")
+        self._words = self._open("words")
         self._bits = np.zeros(0, dtype=bool)  # flags waiting for a full byte
         self._num_tokens = 0
         self._doc_starts: list[np.ndarray] = []
         self._sequences: list[np.ndarray] = []
 
     def _write(self, ids: np.ndarray, flags: np.ndarray) -> None:
-        ids.astype(self.dtype).tofile(self._tokens)
+        self._target = self.directory / self._names["tokens"]
+        self._tokens.write(ids.astype(self.dtype))
         bits = np.concatenate([self._bits, flags])
         full = bits.size // 8 * 8
-        np.packbits(bits[:full], bitorder="little").tofile(self._words)
+        self._target = self.directory / self._names["words"]
+        self._words.write(np.packbits(bits[:full], bitorder="little"))
         self._bits = bits[full:]
         self._num_tokens += ids.size
 
     def _close_file(self, keep_tokens: int | None = None) -> None:
+        self._target = self.directory / self._names["words"]
         if self._bits.size:
-            np.packbits(self._bits, bitorder="little").tofile(self._words)
-        self._tokens.close()
+            self._words.write(np.packbits(self._bits, bitorder="little"))
         self._words.close()
+        self._target = self.directory / self._names["tokens"]
+        self._tokens.close()
         num_tokens = self._num_tokens if keep_tokens is None else keep_tokens
         if keep_tokens is not None:  # the last CLM file drops its partial block
             os.truncate(self.directory / self._names["tokens"], num_tokens * self.dtype.itemsize)
             os.truncate(self.directory / self._names["words"], (num_tokens + 7) // 8)
         docs = np.concatenate(self._doc_starts) if self._doc_starts else np.zeros(0, dtype=np.int64)
         docs = docs[docs < num_tokens]
-        np.save(self.directory / self._names["documents"], docs.astype(np.int64))
+        self._save("documents", docs.astype(np.int64))
         entry = {
             "tokens": self._names["tokens"],
             "words": self._names["words"],
@@ -144,7 +199,7 @@ class ShardWriter:
         }
         if self.objective == "mlm":
             seqs = np.concatenate(self._sequences) if self._sequences else np.zeros((0, 2), dtype=np.int64)
-            np.save(self.directory / self._names["sequences"], seqs.astype(np.int64))
+            self._save("sequences", seqs.astype(np.int64))
             entry["sequences"] = self._names["sequences"]
             entry["num_sequences"] = int(seqs.shape[0])
         else:
@@ -172,10 +227,11 @@ class ShardWriter:
         self.num_documents += int(doc_lengths.size)
         if not doc_lengths.size:
             return
-        if self.objective == "mlm":
-            self._add_mlm(ids, word_starts, doc_lengths)
-        else:
-            self._add_clm(ids, word_starts, doc_lengths)
+        with self._clean_failure():
+            if self.objective == "mlm":
+                self._add_mlm(ids, word_starts, doc_lengths)
+            else:
+                self._add_clm(ids, word_starts, doc_lengths)
 
     def _add_mlm(self, ids: np.ndarray, flags: np.ndarray, lengths: np.ndarray) -> None:
         local = np.zeros(lengths.size, dtype=np.int64)
@@ -226,6 +282,10 @@ class ShardWriter:
 
     def close(self, *, extra: dict | None = None) -> dict:
         """Finish the last file and write ``index.json``; returns the index."""
+        with self._clean_failure():
+            return self._close(extra)
+
+    def _close(self, extra: dict | None) -> dict:
         if self.objective == "clm":
             keep = self._num_tokens // self.block_size * self.block_size
             self.dropped_tokens = self._num_tokens - keep
@@ -255,7 +315,7 @@ class ShardWriter:
             "files": self.files,
             **(extra or {}),
         }
-        tmp = self.directory / (INDEX_FILE + ".tmp")
+        tmp = self._target = self.directory / (INDEX_FILE + ".tmp")
         tmp.write_text(json.dumps(index, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         tmp.replace(self.directory / INDEX_FILE)
         return index
