@@ -30,6 +30,10 @@ Bad input never crashes the run and is never dropped silently: every skipped doc
 ``json_array_too_large``), with a few ``path:line`` examples; ``documents_in == documents_out + sum(skipped)``.
 A bad path or option is a ``PrepareError`` (a ``ValueError``: one line on the command line).
 
+Modules: ``readers.py`` (sources and parsers), ``documents.py`` (filters, dedup, shuffle buffer, parts),
+``stage.py`` (bounded parallel map, progress bar); this one drives them (``ingest``) and reads a corpus back
+(``corpus_files``, ``iter_texts``). Every name stays importable from here.
+
 Deviations from trans_to_json.py: length is measured on the stripped text without the trailing newlines it
 counted (so ``min_doc_length`` is a true minimum); several inputs go into one corpus (its ``--no-merge`` is
 ``shard_size_mb``); shuffling is bounded instead of ``shuf``.
@@ -37,472 +41,80 @@ counted (so ``min_doc_length`` is a true minimum); several inputs go into one co
 
 from __future__ import annotations
 
-import bz2
-import collections
 import contextlib
-import dataclasses
-import gzip
-import hashlib
-import io
 import json
-import lzma
-import multiprocessing
 import os
 import random
 import shutil
-import stat
 import time
-import unicodedata
-import zipfile
-import zlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lmforge.data.documents import (
+    DOCUMENT_REASONS,
+    FILE_REASONS,
+    MAX_EXAMPLES,
+    SHUFFLE_BUFFER_BYTES,
+    CodepointCounter,
+    IngestOptions,
+    IngestStats,
+    JsonlPartWriter,
+    _DocumentSink,
+    _Merger,
+)
 from lmforge.data.errors import InputChangedError, OutputWriteError, PrepareError, os_error_text
-from lmforge.data.tokenizer import NUM_CODEPOINTS, codepoints
-
-DOCUMENT_REASONS = (
-    "too_short",
-    "duplicate",
-    "invalid_utf8",
-    "line_too_long",
-    "malformed_json",
-    "missing_text_field",
-    "truncated",
+from lmforge.data.readers import (
+    BINARY_SNIFF_BYTES,
+    COMPRESSIONS,
+    JSON_SUFFIXES,
+    MAX_JSON_ARRAY_BYTES,
+    READ_ERRORS,
+    Source,
+    _check_unchanged,
+    _open_source,
+    _parse_json,
+    _parse_text,
+    _read_error_reason,
+    _read_lines,
+    discover_sources,
 )
-FILE_REASONS = (
-    "binary_file",
-    "empty_file",
-    "unreadable",
-    "bad_archive",
-    "bad_compression",
-    "not_a_regular_file",
-    "hidden_file",
-    "unsupported",
-    "duplicate_input",
-    "json_array_too_large",
-)
-MAX_EXAMPLES = 5
-JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
-COMPRESSIONS: dict[str, Callable] = {
-    ".gz": lambda stream: gzip.GzipFile(fileobj=stream, mode="rb"),
-    ".bz2": bz2.BZ2File,
-    ".xz": lzma.LZMAFile,
-}
-READ_ERRORS = (OSError, EOFError, zlib.error, zipfile.BadZipFile, lzma.LZMAError)
-BINARY_SNIFF_BYTES = 8192  # git's heuristic: a NUL byte in the first 8 KB means binary
-MAX_JSON_ARRAY_BYTES = 64 << 20
-SHUFFLE_BUFFER_BYTES = 256 << 20  # the shuffle buffer also stops at this many bytes (documents can be ~4 MB each)
+from lmforge.data.stage import _progress_bar, bounded_imap, check_num_proc, mp_context
+from lmforge.data.tokenizer import NUM_CODEPOINTS
 
-
-@dataclass(kw_only=True, frozen=True)
-class IngestOptions:
-    text_field: str = "text"
-    min_doc_length: int = 10
-    one_doc_per_line: bool = False
-    doc_separator: str = ""
-    normalize: bool = True
-    max_line_bytes: int = 4 << 20
-    max_doc_chars: int = 1_000_000
-
-    def __post_init__(self) -> None:
-        if self.min_doc_length < 0:
-            raise PrepareError(f"min_doc_length must be >= 0, got {self.min_doc_length}")
-        if self.max_line_bytes < 1:
-            raise PrepareError(f"max_line_bytes must be >= 1, got {self.max_line_bytes}")
-        if self.max_doc_chars < 1:
-            raise PrepareError(f"max_doc_chars must be >= 1, got {self.max_doc_chars}")
-        if not self.text_field:
-            raise PrepareError("text_field must not be empty")
-
-
-@dataclass(frozen=True)
-class Source:
-    """One readable unit: a file, or a member of a zip archive (read in place)."""
-
-    path: str
-    member: str | None = None
-    size: int = 0  # uncompressed size when known (progress bar)
-    stamp: tuple[int, int] | None = None  # (bytes, mtime_ns) of the file on disk at discovery (the archive for members)
-
-    @property
-    def name(self) -> str:
-        return self.path if self.member is None else f"{self.path}::{self.member}"
-
-    @property
-    def inner_name(self) -> str:
-        return (self.member or self.path).lower()
-
-    @property
-    def compression(self) -> str | None:
-        return next((s for s in COMPRESSIONS if self.inner_name.endswith(s)), None)
-
-    @property
-    def is_json(self) -> bool:
-        name = self.inner_name
-        if self.compression:
-            name = name[: -len(self.compression)]
-        return name.endswith(JSON_SUFFIXES)
-
-
-@dataclass
-class IngestStats:
-    """Counts by reason; merged across sources. ``documents_out`` counts documents that passed every filter."""
-
-    documents_in: int = 0
-    documents_out: int = 0
-    skipped: collections.Counter = field(default_factory=collections.Counter)
-    files_read: int = 0
-    files_skipped: collections.Counter = field(default_factory=collections.Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
-    bytes_read: int = 0
-    chars_out: int = 0
-
-    def skip_document(self, reason: str, where: str) -> None:
-        self.skipped[reason] += 1
-        self._example(reason, where)
-
-    def skip_file(self, reason: str, where: str) -> None:
-        self.files_skipped[reason] += 1
-        self._example(reason, where)
-
-    def _example(self, reason: str, where: str) -> None:
-        examples = self.examples.setdefault(reason, [])
-        if len(examples) < MAX_EXAMPLES:
-            examples.append(where)
-
-    def merge(self, other: IngestStats) -> None:
-        self.documents_in += other.documents_in
-        self.documents_out += other.documents_out
-        self.skipped.update(other.skipped)
-        self.files_read += other.files_read
-        self.files_skipped.update(other.files_skipped)
-        self.bytes_read += other.bytes_read
-        self.chars_out += other.chars_out
-        for reason, examples in other.examples.items():
-            for where in examples:
-                self._example(reason, where)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# discovering sources
-
-
-def discover_sources(inputs: Iterable[str | os.PathLike], *, stats: IngestStats) -> list[Source]:
-    """Expand directories (sorted walk) and zip archives (sorted members) into sources, in a stable order."""
-    sources: list[Source] = []
-    seen: set[str] = set()
-
-    def add_file(path: Path) -> None:
-        key = os.path.realpath(path)
-        if key in seen:
-            stats.skip_file("duplicate_input", str(path))
-            return
-        seen.add(key)
-        try:
-            info = path.stat()
-        except OSError:
-            stats.skip_file("unreadable", str(path))
-            return
-        if not stat.S_ISREG(info.st_mode):
-            stats.skip_file("not_a_regular_file", str(path))
-            return
-        stamp = (info.st_size, info.st_mtime_ns)
-        if path.name.lower().endswith(".zip"):
-            sources.extend(dataclasses.replace(member, stamp=stamp) for member in _zip_members(path, stats))
-        else:
-            sources.append(Source(str(path), size=info.st_size, stamp=stamp))
-
-    for item in inputs:
-        path = Path(item)
-        if not path.exists() and not path.is_symlink():
-            raise PrepareError(f"input path does not exist: {str(path)!r}")
-        if path.is_dir():
-            for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(files):
-                    if name.startswith("."):
-                        stats.skip_file("hidden_file", os.path.join(root, name))
-                    else:
-                        add_file(Path(root) / name)
-        else:
-            add_file(path)
-    return sources
-
-
-def _zip_members(path: Path, stats: IngestStats) -> list[Source]:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            infos = sorted((i for i in archive.infolist() if not i.is_dir()), key=lambda i: i.filename)
-    except (zipfile.BadZipFile, OSError, EOFError):
-        stats.skip_file("bad_archive", str(path))
-        return []
-    members = []
-    for info in infos:
-        base = info.filename.rsplit("/", 1)[-1]
-        where = f"{path}::{info.filename}"
-        if base.startswith(".") or info.filename.startswith("__MACOSX/"):
-            stats.skip_file("hidden_file", where)
-        elif base.lower().endswith(".zip"):
-            stats.skip_file("unsupported", where)  # nested archives are not opened
-        else:
-            members.append(Source(str(path), info.filename, size=info.file_size))
-    return members
-
-
-# --------------------------------------------------------------------------------------------------------------
-# reading one source
-
-
-class _RawAdapter(io.RawIOBase):
-    """Lets io.BufferedReader (peek, readline with a limit) sit on any stream with ``read``."""
-
-    def __init__(self, stream) -> None:
-        self.stream = stream
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self.stream.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-
-def _open_source(source: Source, stack: list) -> io.BufferedReader:
-    if source.member is None:
-        stream = open(source.path, "rb")  # noqa: SIM115 - closed by the caller through ``stack``
-    else:
-        archive = zipfile.ZipFile(source.path)
-        stack.append(archive)
-        stream = archive.open(source.member)
-    stack.append(stream)
-    if source.compression:
-        stream = COMPRESSIONS[source.compression](stream)
-        stack.append(stream)
-    reader = io.BufferedReader(_RawAdapter(stream), buffer_size=1 << 16)
-    stack.append(reader)
-    return reader
-
-
-def _read_lines(reader: io.BufferedReader, limit: int, on_bytes: Callable[[int], None]) -> Iterator[bytes | None]:
-    """Lines as bytes, or None for a line longer than ``limit`` bytes (consumed in pieces, never held)."""
-    while True:
-        line = reader.readline(limit + 1)
-        if not line:
-            return
-        on_bytes(len(line))
-        if len(line) > limit and not line.endswith(b"\n"):
-            while True:  # drain the rest of the long line
-                rest = reader.readline(1 << 20)
-                on_bytes(len(rest))
-                if not rest or rest.endswith(b"\n"):
-                    break
-            yield None
-        else:
-            yield line
-
-
-class CodepointCounter:
-    """Counts codepoints of many texts, in batches of ~1M characters (one bincount per batch)."""
-
-    def __init__(self, batch_chars: int = 1 << 20) -> None:
-        self.counts = np.zeros(0, dtype=np.int64)
-        self.batch: list[str] = []
-        self.size = 0
-        self.batch_chars = batch_chars
-
-    def add(self, text: str) -> None:
-        self.batch.append(text)
-        self.size += len(text)
-        if self.size >= self.batch_chars:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self.batch:
-            counts = np.bincount(codepoints("".join(self.batch)))
-            if counts.size > self.counts.size:
-                counts[: self.counts.size] += self.counts
-                self.counts = counts
-            else:
-                self.counts[: counts.size] += counts
-            self.batch, self.size = [], 0
-
-    def sparse(self) -> tuple[np.ndarray, np.ndarray]:
-        """(codepoints, counts) of the codepoints seen."""
-        self._flush()
-        nonzero = np.flatnonzero(self.counts)
-        return nonzero, self.counts[nonzero]
-
-
-class _DocumentSink:
-    """Applies the document filters and writes survivors as ``hash \\t json`` lines (bytes) to ``write``."""
-
-    def __init__(self, write: Callable[[bytes], Any], source_index: int, options: IngestOptions, stats) -> None:
-        self.write = write
-        self.source_index = source_index
-        self.options = options
-        self.stats = stats
-        self.counter = CodepointCounter()
-        self.count = 0
-
-    def emit(self, text: str | None, where: str, bad: str | None = None) -> None:
-        self.stats.documents_in += 1
-        if bad is not None:
-            self.stats.skip_document(bad, where)
-            return
-        if self.options.normalize:
-            text = unicodedata.normalize("NFC", text)
-        if len(text.strip()) < max(self.options.min_doc_length, 1):
-            self.stats.skip_document("too_short", where)
-            return
-        try:  # a JSON "\ud800" escape decodes to a lone surrogate, which has no UTF-8 form
-            text_bytes = json.dumps(text, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            self.stats.skip_document("invalid_utf8", where)
-            return
-        digest = hashlib.blake2b(text_bytes, digest_size=8).hexdigest()
-        doc_id = f"{self.source_index}-{self.count}"
-        self.count += 1
-        head = f'{digest}\t{{"id": "{doc_id}", "text": '.encode()
-        tail = f', "source": {json.dumps(where)}}}\n'.encode()
-        try:
-            self.write(head + text_bytes + tail)
-        except OSError as error:  # the output side: must not be counted as an unreadable input (READ_ERRORS)
-            raise OutputWriteError(f"cannot write the ingest output: {error}") from error
-        self.counter.add(text)
-        self.stats.documents_out += 1
-        self.stats.chars_out += len(text)
-
-
-def _parse_text(lines: Iterator[bytes | None], name: str, sink: _DocumentSink, options: IngestOptions) -> None:
-    separator = options.doc_separator.strip()
-    doc: list[str] = []
-    size = 0
-    bad: str | None = None
-    first_line = 0
-
-    def flush() -> None:
-        nonlocal doc, size, bad, first_line
-        if doc or bad:
-            sink.emit("\n".join(doc), f"{name}:{first_line}", bad)
-        doc, size, bad, first_line = [], 0, None, 0
-
-    try:
-        for number, raw in enumerate(lines, 1):
-            if raw is None:
-                line, problem = None, "line_too_long"
-            else:
-                try:
-                    line, problem = raw.decode("utf-8").rstrip("\r\n"), None
-                except UnicodeDecodeError:
-                    line, problem = None, "invalid_utf8"
-            if number == 1 and line is not None:
-                line = line.removeprefix("\ufeff")
-            if options.one_doc_per_line:
-                if line is None or line.strip():
-                    sink.emit(line, f"{name}:{number}", problem)
-                continue
-            if line is not None and line.strip() == separator:
-                flush()
-                continue
-            first_line = first_line or number
-            if line is None:
-                bad = bad or problem
-                continue
-            if doc and size + len(line) + 1 > options.max_doc_chars:  # cut an overlong document at a line boundary
-                flush()
-                first_line = number
-            doc.append(line)
-            size += len(line) + 1
-    except READ_ERRORS:
-        if doc or bad:
-            sink.emit(None, f"{name}:{first_line}", "truncated")
-        raise
-    flush()
-
-
-def _parse_json(
-    reader: io.BufferedReader, lines: Iterator[bytes | None], name: str, sink: _DocumentSink, options: IngestOptions
-) -> None:
-    field_name = options.text_field
-    if reader.peek(64).lstrip().removeprefix(b"\xef\xbb\xbf")[:1] == b"[":
-        _parse_json_array(reader, name, sink, options)
-        return
-    for number, raw in enumerate(lines, 1):
-        where = f"{name}:{number}"
-        if raw is None:
-            sink.emit(None, where, "line_too_long")
-            continue
-        if not raw.strip():
-            continue
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            sink.emit(None, where, "invalid_utf8")
-            continue
-        try:
-            record = json.loads(line.removeprefix("\ufeff") if number == 1 else line)
-        except (ValueError, RecursionError):  # RecursionError: absurdly nested arrays
-            sink.emit(None, where, "malformed_json")
-            continue
-        text = record.get(field_name) if isinstance(record, dict) else None
-        if not isinstance(text, str):
-            sink.emit(None, where, "missing_text_field")
-            continue
-        sink.emit(text, where, None)
-
-
-def _parse_json_array(reader: io.BufferedReader, name: str, sink: _DocumentSink, options: IngestOptions) -> None:
-    data = reader.read(MAX_JSON_ARRAY_BYTES + 1)
-    sink.stats.bytes_read += len(data)
-    if len(data) > MAX_JSON_ARRAY_BYTES:
-        sink.stats.skip_file("json_array_too_large", name)
-        return
-    try:
-        records = json.loads(data.decode("utf-8").removeprefix("\ufeff"))
-    except UnicodeDecodeError:
-        sink.emit(None, name, "invalid_utf8")
-        return
-    except (ValueError, RecursionError):
-        sink.emit(None, name, "malformed_json")
-        return
-    for number, record in enumerate(records if isinstance(records, list) else [records]):
-        text = record.get(options.text_field) if isinstance(record, dict) else None
-        where = f"{name}[{number}]"
-        sink.emit(
-            text if isinstance(text, str) else None, where, None if isinstance(text, str) else "missing_text_field"
-        )
-
-
-def _read_error_reason(source: Source, error: BaseException) -> str:
-    if isinstance(error, FileNotFoundError | PermissionError | IsADirectoryError):
-        return "unreadable"
-    if source.compression:  # gzip.BadGzipFile, EOFError of a truncated stream, zlib/lzma errors
-        return "bad_compression"
-    if isinstance(error, zipfile.BadZipFile) or source.member is not None:
-        return "bad_archive"
-    return "unreadable"
-
-
-def _check_unchanged(source: Source) -> None:
-    if source.stamp is None:
-        return
-    try:
-        info = os.stat(source.path)
-    except FileNotFoundError:
-        raise InputChangedError(f"input {source.path!r} disappeared during ingest") from None
-    except OSError:
-        return  # unreadable now: reported as a skipped file by the caller
-    if (info.st_size, info.st_mtime_ns) != source.stamp:
-        raise InputChangedError(
-            f"input {source.path!r} changed during ingest ({source.stamp[0]} -> {info.st_size} bytes, modified "
-            "after it was listed)"
-        )
+__all__ = [
+    "BINARY_SNIFF_BYTES",
+    "COMPRESSIONS",
+    "COUNTS_FILE",
+    "DOCUMENT_REASONS",
+    "FILE_REASONS",
+    "JSON_SUFFIXES",
+    "MAX_EXAMPLES",
+    "MAX_JSON_ARRAY_BYTES",
+    "READ_ERRORS",
+    "SHUFFLE_BUFFER_BYTES",
+    "CodepointCounter",
+    "IngestOptions",
+    "IngestStats",
+    "InputChangedError",
+    "JsonlPartWriter",
+    "OutputWriteError",
+    "PrepareError",
+    "Source",
+    "bounded_imap",
+    "check_num_proc",
+    "corpus_codepoint_counts",
+    "corpus_files",
+    "discover_sources",
+    "ingest",
+    "ingest_source",
+    "is_encodable",
+    "iter_texts",
+    "mp_context",
+]
 
 
 def ingest_source(
@@ -547,158 +159,6 @@ def ingest_source(
             with contextlib.suppress(READ_ERRORS):  # closing a truncated stream may raise again
                 closable.close()
     return stats, sink.counter.sparse()
-
-
-# --------------------------------------------------------------------------------------------------------------
-# parallel map with bounded memory
-
-
-def bounded_imap(
-    function: Callable,
-    items: Iterable[Any],
-    *,
-    num_proc: int,
-    initializer: Callable | None = None,
-    initargs: tuple = (),
-    max_in_flight: int | None = None,
-) -> Iterator[Any]:
-    """``map(function, items)`` in order over ``num_proc`` processes, with at most ``max_in_flight`` items queued
-    (``Pool.imap`` reads its whole input ahead, which defeats streaming). ``num_proc == 1`` runs in-process."""
-    if num_proc == 1:
-        if initializer is not None:
-            initializer(*initargs)
-        yield from map(function, items)
-        return
-    max_in_flight = max_in_flight or 2 * num_proc
-    with mp_context().Pool(num_proc, initializer=initializer, initargs=initargs) as pool:
-        pending: collections.deque = collections.deque()
-        for item in items:
-            pending.append(pool.apply_async(function, (item,)))
-            if len(pending) >= max_in_flight:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
-
-
-def mp_context():
-    """fork where available: workers inherit imported modules (rjieba's dictionary, numpy) instead of re-importing."""
-    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-
-
-def check_num_proc(num_proc: int) -> int:
-    if num_proc < 1:
-        raise PrepareError(f"num_proc must be >= 1, got {num_proc}")
-    return num_proc
-
-
-# --------------------------------------------------------------------------------------------------------------
-# merging: dedup + bounded shuffle + output parts
-
-
-class _HashSet:
-    """Set of 64-bit hashes at ~8 bytes each: a sorted numpy array plus a small Python set merged into it."""
-
-    def __init__(self, flush_every: int = 1 << 18) -> None:  # a set of 2^18 ints is ~20 MB; merges stay cheap
-        self.sorted = np.zeros(0, dtype=np.uint64)
-        self.recent: set[int] = set()
-        self.flush_every = flush_every
-
-    def add(self, value: int) -> bool:
-        """Add ``value``; False if it was already present."""
-        if value in self.recent:
-            return False
-        if self.sorted.size:
-            i = int(np.searchsorted(self.sorted, np.uint64(value)))
-            if i < self.sorted.size and int(self.sorted[i]) == value:
-                return False
-        self.recent.add(value)
-        if len(self.recent) >= self.flush_every:
-            self.sorted = np.union1d(self.sorted, np.fromiter(self.recent, dtype=np.uint64, count=len(self.recent)))
-            self.recent.clear()
-        return True
-
-
-class JsonlPartWriter:
-    """Writes lines into ``part-00000.jsonl``, ``part-00001.jsonl``... of about ``part_bytes`` each."""
-
-    def __init__(self, directory: Path, part_bytes: int, prefix: str = "part") -> None:
-        self.directory = directory
-        self.part_bytes = part_bytes
-        self.prefix = prefix
-        self.paths: list[Path] = []
-        self._file = None
-        self._size = 0
-
-    def write(self, line: bytes) -> None:
-        if self._file is None or self._size >= self.part_bytes:
-            self._roll()
-        self._file.write(line)
-        self._size += len(line)
-
-    def _roll(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        path = self.directory / f"{self.prefix}-{len(self.paths):05d}.jsonl"
-        self.paths.append(path)
-        self._file = open(path, "wb")  # noqa: SIM115 - closed in _roll/close
-        self._size = 0
-
-    def close(self) -> list[Path]:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        return self.paths
-
-
-class _Merger:
-    """Main-process end of ingest: drops duplicate hashes, shuffles through a bounded buffer, writes the parts and
-    keeps the codepoint histogram of what it writes."""
-
-    def __init__(
-        self, writer: JsonlPartWriter, stats: IngestStats, *, dedup: bool, shuffle: bool, shuffle_buffer: int, seed
-    ) -> None:
-        self.writer = writer
-        self.stats = stats
-        self.seen = _HashSet() if dedup else None
-        self.shuffle = shuffle
-        self.shuffle_buffer = shuffle_buffer
-        self.rng = random.Random(f"{seed}/buffer")
-        self.buffer: list[bytes] = []
-        self.buffer_bytes = 0
-        self.counts = np.zeros(NUM_CODEPOINTS, dtype=np.int64)
-
-    def add_source(self, result: tuple[IngestStats, tuple[np.ndarray, np.ndarray]]) -> None:
-        stats, (cps, counts) = result
-        self.stats.merge(stats)
-        self.counts[cps] += counts
-
-    def add(self, line: bytes) -> None:
-        payload = line[17:]
-        if self.seen is not None and not self.seen.add(int(line[:16], 16)):
-            record = json.loads(payload)
-            self.stats.documents_out -= 1
-            self.stats.chars_out -= len(record["text"])
-            self.stats.skip_document("duplicate", record["source"])
-            np.subtract.at(self.counts, codepoints(record["text"]), 1)
-        elif not self.shuffle:
-            self.writer.write(payload)
-        else:
-            self.buffer.append(payload)
-            self.buffer_bytes += len(payload)
-            # over budget (documents or bytes): emit random buffered documents (swap with the last, pop)
-            while len(self.buffer) > self.shuffle_buffer or self.buffer_bytes > SHUFFLE_BUFFER_BYTES:
-                j = self.rng.randrange(len(self.buffer))
-                self.buffer[j], self.buffer[-1] = self.buffer[-1], self.buffer[j]
-                emitted = self.buffer.pop()
-                self.buffer_bytes -= len(emitted)
-                self.writer.write(emitted)
-
-    def finish(self) -> list[Path]:
-        self.rng.shuffle(self.buffer)
-        for payload in self.buffer:
-            self.writer.write(payload)
-        self.buffer, self.buffer_bytes = [], 0
-        return self.writer.close()
 
 
 def _ingest_task(task: tuple[int, Source, IngestOptions, str]) -> tuple[IngestStats, tuple, str]:
@@ -866,20 +326,6 @@ def corpus_codepoint_counts(directory: str | Path) -> np.ndarray | None:
     counts = np.zeros(NUM_CODEPOINTS, dtype=np.int64)
     counts[sparse[:, 0]] = sparse[:, 1]
     return counts
-
-
-def _progress_bar(total: int, description: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total or None,
-        desc=description,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1 << 20,
-        disable=None if enabled else True,  # None: off when stderr is not a terminal
-        smoothing=0.1,
-    )
 
 
 # --------------------------------------------------------------------------------------------------------------

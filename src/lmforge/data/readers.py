@@ -1,0 +1,323 @@
+"""Reading raw inputs for ingest: directories, zip archives (read in place), txt, gz/bz2/xz and json/jsonl/ndjson.
+
+``discover_sources`` expands the inputs into ``Source`` units in a stable order (sorted walk, sorted zip members;
+hidden files, nested archives and duplicates are counted, not read). A source is read as bytes through a
+``BufferedReader`` (a line at most ``max_line_bytes`` at a time, never held whole) and parsed into documents
+passed to a sink (``documents._DocumentSink``, which filters and hashes them):
+
+* text: PaddleNLP ``trans_to_json.py`` rules (copied into JunnYu/FLASHQuad_pytorch): a document ends at a line
+  equal (after strip) to ``doc_separator`` ("" = a blank line), or every non-blank line is one
+  (``one_doc_per_line``); a document is cut at a line boundary before it exceeds ``max_doc_chars``;
+* json: one object per line with a string ``text_field``, or a top-level array of at most 64 MB.
+
+A read error is the reason of a skipped file (``_read_error_reason``); an input whose size or mtime changed since
+discovery is an ``InputChangedError`` (``_check_unchanged``). Deviation from trans_to_json.py: a UTF-8 BOM is
+dropped from the first line.
+"""
+
+from __future__ import annotations
+
+import bz2
+import dataclasses
+import gzip
+import io
+import json
+import lzma
+import os
+import stat
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lmforge.data.documents import IngestOptions, IngestStats
+from lmforge.data.errors import InputChangedError, PrepareError
+
+if TYPE_CHECKING:
+    from lmforge.data.documents import _DocumentSink
+
+JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+COMPRESSIONS: dict[str, Callable] = {
+    ".gz": lambda stream: gzip.GzipFile(fileobj=stream, mode="rb"),
+    ".bz2": bz2.BZ2File,
+    ".xz": lzma.LZMAFile,
+}
+READ_ERRORS = (OSError, EOFError, zlib.error, zipfile.BadZipFile, lzma.LZMAError)
+BINARY_SNIFF_BYTES = 8192  # git's heuristic: a NUL byte in the first 8 KB means binary
+MAX_JSON_ARRAY_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class Source:
+    """One readable unit: a file, or a member of a zip archive (read in place)."""
+
+    path: str
+    member: str | None = None
+    size: int = 0  # uncompressed size when known (progress bar)
+    stamp: tuple[int, int] | None = None  # (bytes, mtime_ns) of the file on disk at discovery (the archive for members)
+
+    @property
+    def name(self) -> str:
+        return self.path if self.member is None else f"{self.path}::{self.member}"
+
+    @property
+    def inner_name(self) -> str:
+        return (self.member or self.path).lower()
+
+    @property
+    def compression(self) -> str | None:
+        return next((s for s in COMPRESSIONS if self.inner_name.endswith(s)), None)
+
+    @property
+    def is_json(self) -> bool:
+        name = self.inner_name
+        if self.compression:
+            name = name[: -len(self.compression)]
+        return name.endswith(JSON_SUFFIXES)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# discovering sources
+
+
+def discover_sources(inputs: Iterable[str | os.PathLike], *, stats: IngestStats) -> list[Source]:
+    """Expand directories (sorted walk) and zip archives (sorted members) into sources, in a stable order."""
+    sources: list[Source] = []
+    seen: set[str] = set()
+
+    def add_file(path: Path) -> None:
+        key = os.path.realpath(path)
+        if key in seen:
+            stats.skip_file("duplicate_input", str(path))
+            return
+        seen.add(key)
+        try:
+            info = path.stat()
+        except OSError:
+            stats.skip_file("unreadable", str(path))
+            return
+        if not stat.S_ISREG(info.st_mode):
+            stats.skip_file("not_a_regular_file", str(path))
+            return
+        stamp = (info.st_size, info.st_mtime_ns)
+        if path.name.lower().endswith(".zip"):
+            sources.extend(dataclasses.replace(member, stamp=stamp) for member in _zip_members(path, stats))
+        else:
+            sources.append(Source(str(path), size=info.st_size, stamp=stamp))
+
+    for item in inputs:
+        path = Path(item)
+        if not path.exists() and not path.is_symlink():
+            raise PrepareError(f"input path does not exist: {str(path)!r}")
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if name.startswith("."):
+                        stats.skip_file("hidden_file", os.path.join(root, name))
+                    else:
+                        add_file(Path(root) / name)
+        else:
+            add_file(path)
+    return sources
+
+
+def _zip_members(path: Path, stats: IngestStats) -> list[Source]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = sorted((i for i in archive.infolist() if not i.is_dir()), key=lambda i: i.filename)
+    except (zipfile.BadZipFile, OSError, EOFError):
+        stats.skip_file("bad_archive", str(path))
+        return []
+    members = []
+    for info in infos:
+        base = info.filename.rsplit("/", 1)[-1]
+        where = f"{path}::{info.filename}"
+        if base.startswith(".") or info.filename.startswith("__MACOSX/"):
+            stats.skip_file("hidden_file", where)
+        elif base.lower().endswith(".zip"):
+            stats.skip_file("unsupported", where)  # nested archives are not opened
+        else:
+            members.append(Source(str(path), info.filename, size=info.file_size))
+    return members
+
+
+# --------------------------------------------------------------------------------------------------------------
+# reading one source
+
+
+class _RawAdapter(io.RawIOBase):
+    """Lets io.BufferedReader (peek, readline with a limit) sit on any stream with ``read``."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _open_source(source: Source, stack: list) -> io.BufferedReader:
+    if source.member is None:
+        stream = open(source.path, "rb")  # noqa: SIM115 - closed by the caller through ``stack``
+    else:
+        archive = zipfile.ZipFile(source.path)
+        stack.append(archive)
+        stream = archive.open(source.member)
+    stack.append(stream)
+    if source.compression:
+        stream = COMPRESSIONS[source.compression](stream)
+        stack.append(stream)
+    reader = io.BufferedReader(_RawAdapter(stream), buffer_size=1 << 16)
+    stack.append(reader)
+    return reader
+
+
+def _read_lines(reader: io.BufferedReader, limit: int, on_bytes: Callable[[int], None]) -> Iterator[bytes | None]:
+    """Lines as bytes, or None for a line longer than ``limit`` bytes (consumed in pieces, never held)."""
+    while True:
+        line = reader.readline(limit + 1)
+        if not line:
+            return
+        on_bytes(len(line))
+        if len(line) > limit and not line.endswith(b"\n"):
+            while True:  # drain the rest of the long line
+                rest = reader.readline(1 << 20)
+                on_bytes(len(rest))
+                if not rest or rest.endswith(b"\n"):
+                    break
+            yield None
+        else:
+            yield line
+
+
+def _parse_text(lines: Iterator[bytes | None], name: str, sink: _DocumentSink, options: IngestOptions) -> None:
+    separator = options.doc_separator.strip()
+    doc: list[str] = []
+    size = 0
+    bad: str | None = None
+    first_line = 0
+
+    def flush() -> None:
+        nonlocal doc, size, bad, first_line
+        if doc or bad:
+            sink.emit("\n".join(doc), f"{name}:{first_line}", bad)
+        doc, size, bad, first_line = [], 0, None, 0
+
+    try:
+        for number, raw in enumerate(lines, 1):
+            if raw is None:
+                line, problem = None, "line_too_long"
+            else:
+                try:
+                    line, problem = raw.decode("utf-8").rstrip("\r\n"), None
+                except UnicodeDecodeError:
+                    line, problem = None, "invalid_utf8"
+            if number == 1 and line is not None:
+                line = line.removeprefix("\ufeff")
+            if options.one_doc_per_line:
+                if line is None or line.strip():
+                    sink.emit(line, f"{name}:{number}", problem)
+                continue
+            if line is not None and line.strip() == separator:
+                flush()
+                continue
+            first_line = first_line or number
+            if line is None:
+                bad = bad or problem
+                continue
+            if doc and size + len(line) + 1 > options.max_doc_chars:  # cut an overlong document at a line boundary
+                flush()
+                first_line = number
+            doc.append(line)
+            size += len(line) + 1
+    except READ_ERRORS:
+        if doc or bad:
+            sink.emit(None, f"{name}:{first_line}", "truncated")
+        raise
+    flush()
+
+
+def _parse_json(
+    reader: io.BufferedReader, lines: Iterator[bytes | None], name: str, sink: _DocumentSink, options: IngestOptions
+) -> None:
+    field_name = options.text_field
+    if reader.peek(64).lstrip().removeprefix(b"\xef\xbb\xbf")[:1] == b"[":
+        _parse_json_array(reader, name, sink, options)
+        return
+    for number, raw in enumerate(lines, 1):
+        where = f"{name}:{number}"
+        if raw is None:
+            sink.emit(None, where, "line_too_long")
+            continue
+        if not raw.strip():
+            continue
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            sink.emit(None, where, "invalid_utf8")
+            continue
+        try:
+            record = json.loads(line.removeprefix("\ufeff") if number == 1 else line)
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested arrays
+            sink.emit(None, where, "malformed_json")
+            continue
+        text = record.get(field_name) if isinstance(record, dict) else None
+        if not isinstance(text, str):
+            sink.emit(None, where, "missing_text_field")
+            continue
+        sink.emit(text, where, None)
+
+
+def _parse_json_array(reader: io.BufferedReader, name: str, sink: _DocumentSink, options: IngestOptions) -> None:
+    data = reader.read(MAX_JSON_ARRAY_BYTES + 1)
+    sink.stats.bytes_read += len(data)
+    if len(data) > MAX_JSON_ARRAY_BYTES:
+        sink.stats.skip_file("json_array_too_large", name)
+        return
+    try:
+        records = json.loads(data.decode("utf-8").removeprefix("\ufeff"))
+    except UnicodeDecodeError:
+        sink.emit(None, name, "invalid_utf8")
+        return
+    except (ValueError, RecursionError):
+        sink.emit(None, name, "malformed_json")
+        return
+    for number, record in enumerate(records if isinstance(records, list) else [records]):
+        text = record.get(options.text_field) if isinstance(record, dict) else None
+        where = f"{name}[{number}]"
+        sink.emit(
+            text if isinstance(text, str) else None, where, None if isinstance(text, str) else "missing_text_field"
+        )
+
+
+def _read_error_reason(source: Source, error: BaseException) -> str:
+    if isinstance(error, FileNotFoundError | PermissionError | IsADirectoryError):
+        return "unreadable"
+    if source.compression:  # gzip.BadGzipFile, EOFError of a truncated stream, zlib/lzma errors
+        return "bad_compression"
+    if isinstance(error, zipfile.BadZipFile) or source.member is not None:
+        return "bad_archive"
+    return "unreadable"
+
+
+def _check_unchanged(source: Source) -> None:
+    if source.stamp is None:
+        return
+    try:
+        info = os.stat(source.path)
+    except FileNotFoundError:
+        raise InputChangedError(f"input {source.path!r} disappeared during ingest") from None
+    except OSError:
+        return  # unreadable now: reported as a skipped file by the caller
+    if (info.st_size, info.st_mtime_ns) != source.stamp:
+        raise InputChangedError(
+            f"input {source.path!r} changed during ingest ({source.stamp[0]} -> {info.st_size} bytes, modified "
+            "after it was listed)"
+        )

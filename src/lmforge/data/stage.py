@@ -1,0 +1,63 @@
+"""Plumbing shared by the ``prepare`` stages: an order-keeping parallel map with bounded memory, the worker
+start method, the ``num_proc`` check and the MB/s progress bar."""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from lmforge.data.errors import PrepareError
+
+
+def bounded_imap(
+    function: Callable,
+    items: Iterable[Any],
+    *,
+    num_proc: int,
+    initializer: Callable | None = None,
+    initargs: tuple = (),
+    max_in_flight: int | None = None,
+) -> Iterator[Any]:
+    """``map(function, items)`` in order over ``num_proc`` processes, with at most ``max_in_flight`` items queued
+    (``Pool.imap`` reads its whole input ahead, which defeats streaming). ``num_proc == 1`` runs in-process."""
+    if num_proc == 1:
+        if initializer is not None:
+            initializer(*initargs)
+        yield from map(function, items)
+        return
+    max_in_flight = max_in_flight or 2 * num_proc
+    with mp_context().Pool(num_proc, initializer=initializer, initargs=initargs) as pool:
+        pending: collections.deque = collections.deque()
+        for item in items:
+            pending.append(pool.apply_async(function, (item,)))
+            if len(pending) >= max_in_flight:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def mp_context():
+    """fork where available: workers inherit imported modules (rjieba's dictionary, numpy) instead of re-importing."""
+    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+
+
+def check_num_proc(num_proc: int) -> int:
+    if num_proc < 1:
+        raise PrepareError(f"num_proc must be >= 1, got {num_proc}")
+    return num_proc
+
+
+def _progress_bar(total: int, description: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total or None,
+        desc=description,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1 << 20,
+        disable=None if enabled else True,  # None: off when stderr is not a terminal
+        smoothing=0.1,
+    )
