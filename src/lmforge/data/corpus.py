@@ -83,7 +83,7 @@ from lmforge.data.readers import (
     discover_sources,
 )
 from lmforge.data.stage import _progress_bar, bounded_imap, check_num_proc, mp_context
-from lmforge.data.tokenizer import NUM_CODEPOINTS
+from lmforge.data.tokenizer_spec import NUM_CODEPOINTS, is_encodable
 
 __all__ = [
     "BINARY_SNIFF_BYTES",
@@ -370,12 +370,3 @@ def iter_texts(files: Iterable[Path], *, text_field: str = "text") -> Iterator[s
                 text = record.get(text_field) if isinstance(record, dict) else None
                 if isinstance(text, str) and is_encodable(text):
                     yield text
-
-
-def is_encodable(text: str) -> bool:
-    """False for strings with lone surrogates (from JSON escapes), which the Rust tokenizers cannot take."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from lmforge.data.errors import OutputWriteError, PrepareError
-from lmforge.data.tokenizer import NUM_CODEPOINTS, codepoints
+from lmforge.data.tokenizer_spec import NUM_CODEPOINTS, codepoints
 
 DOCUMENT_REASONS = (
     "too_short",
