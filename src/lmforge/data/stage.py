@@ -1,11 +1,12 @@
 """Plumbing shared by the ``prepare`` stages: an order-keeping parallel map with bounded memory, the worker
-start method, the ``num_proc`` check and the MB/s progress bar."""
+start method, the ``num_proc`` and ``output_dir`` checks, the MB/s progress bar and the ``--input`` list."""
 
 from __future__ import annotations
 
 import collections
 import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from lmforge.data.errors import PrepareError
@@ -61,3 +62,12 @@ def _progress_bar(total: int, description: str, enabled: bool):
         disable=None if enabled else True,  # None: off when stderr is not a terminal
         smoothing=0.1,
     )
+
+
+def _check_output_dir(path: str) -> None:
+    if Path(path).exists() and not Path(path).is_dir():
+        raise PrepareError(f"output_dir {path!r} exists and is not a directory")
+
+
+def _as_list(value: list[str] | str) -> list[str]:
+    return [value] if isinstance(value, str) else [str(v) for v in value]
