@@ -202,6 +202,30 @@ def test_masked_char_model_sparse_logits_and_gradients():
     assert lmforge.build_model("canine", task="mlm", preset="tiny").config == _cfg()
 
 
+def test_loop_accuracy_counts_exact_codepoint_identifications():
+    """The loop's train/eval accuracy reads ``LMOutput.num_correct``: an argmax over buckets is not a codepoint."""
+    from lmforge.eval.lm import count_output_predictions, count_predictions
+
+    model = build_mlm(_cfg(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    batch = _batch(19)
+    labels = torch.full_like(batch["input_ids"], -100)
+    labels[0, 4:7] = batch["input_ids"][0, 4:7]
+    labels[1, 2] = batch["input_ids"][1, 2]
+    buckets, quotient = codepoint_targets(labels[labels != -100], num_hashes=model.head.num_hashes,
+                                          num_buckets=model.head.num_buckets)  # fmt: skip
+    quotients = 0x110000 // model.head.num_buckets + 1
+    peaked = torch.full((4, model.head.num_hashes, model.head.num_buckets), -5.0).scatter_(-1, buckets[..., None], 5.0)
+    peaked_quotient = torch.full((4, quotients), -5.0).scatter_(-1, quotient[:, None], 5.0)
+    peaked_quotient[1] = peaked_quotient[1].roll(1)  # one position's quotient is wrong: 3 of 4 identified
+    model.head.forward = lambda hidden: (peaked, peaked_quotient)  # a head that has learnt the labels
+    out = model(**batch, labels=labels, logits_at_labels_only=True)
+    correct, predicted = count_output_predictions(out, labels, objective="mlm")
+    assert (correct.item(), predicted.item()) == (3, 4)
+    assert out.metrics["char_accuracy"].item() == 0.75
+    generic, _ = count_predictions(out.logits, labels, objective="mlm")  # bucket ids vs codepoints
+    assert generic.item() == 0
+
+
 def _corpus(path: Path) -> None:
     rng = random.Random(0)
     chars = "天气预报说今日的很好那么我们一起去公园玩吧春风花月夜山水人家书读写看听"

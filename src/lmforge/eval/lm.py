@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 from lmforge.heads.lm import IGNORE_INDEX
 from lmforge.train.distributed import all_reduce_sum
 
-__all__ = ["count_predictions", "evaluate_lm", "lm_metrics"]
+__all__ = ["count_output_predictions", "count_predictions", "evaluate_lm", "lm_metrics"]
 
 
 def lm_metrics(loss_sum: float, correct: float, predicted: float, *, prefix: str = "") -> dict[str, float]:
@@ -49,6 +50,15 @@ def count_predictions(logits_BTV: Tensor, labels_BT: Tensor, *, objective: str) 
 
 
 @torch.no_grad()
+def count_output_predictions(out: Any, labels_BT: Tensor, *, objective: str) -> tuple[Tensor, Tensor]:
+    """``count_predictions`` of a model output, or its own ``num_correct`` when its logits are not over the label
+    space (CANINE predicts codepoints through hash buckets: an argmax over buckets is not a codepoint)."""
+    if getattr(out, "num_correct", None) is not None:
+        return out.num_correct.detach(), (labels_BT != IGNORE_INDEX).sum()
+    return count_predictions(out.logits.detach(), labels_BT, objective=objective)
+
+
+@torch.no_grad()
 def evaluate_lm(
     model: nn.Module,
     batches: Iterable[dict[str, Tensor]],
@@ -65,7 +75,7 @@ def evaluate_lm(
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast():
             out = model(**batch, logits_at_labels_only=objective == "mlm")
-        correct, predicted = count_predictions(out.logits, batch["labels"], objective=objective)
+        correct, predicted = count_output_predictions(out, batch["labels"], objective=objective)
         sums += torch.stack([out.loss.double() * predicted, correct.double(), predicted.double()])
     model.train(was_training)
     return lm_metrics(*all_reduce_sum(sums).tolist(), prefix="eval_")

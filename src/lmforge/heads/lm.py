@@ -60,6 +60,9 @@ class LMOutput:
     aux_loss: Tensor | None = None  # weighted auxiliary losses (MoE routers); the loop adds it to ``loss``
     past_key_values: list | None = None  # per-layer KV cache when ``use_cache=True``
     metrics: dict[str, Tensor] = field(default_factory=dict)  # detached extras to log (MoE load balance)
+    # Correct predictions among the labelled positions, for heads whose logits are not over the label space
+    # (CANINE's hash buckets): accuracy then comes from here instead of ``logits.argmax() == labels``.
+    num_correct: Tensor | None = None
 
 
 class LMDecoder(nn.Module):

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from lmforge.eval.lm import count_predictions, evaluate_lm
+from lmforge.eval.lm import count_output_predictions, evaluate_lm
 from lmforge.generation import generate_ids
 from lmforge.train.checkpoint import (
     capture_rng_state,
@@ -285,7 +285,7 @@ def _micro_step_sums(out: Any, batch: dict[str, Tensor], *, objective: str, accu
     prediction counts are an LM's (0 for fine-tuning objectives)."""
     device = out.loss.device
     if objective in LM_OBJECTIVES:
-        correct, predicted = count_predictions(out.logits.detach(), batch["labels"], objective=objective)
+        correct, predicted = count_output_predictions(out, batch["labels"], objective=objective)
     else:
         correct = predicted = torch.zeros((), device=device)
     mask = batch.get("attention_mask")

@@ -27,8 +27,8 @@ vocabulary-free variant that both rely on for their output space, as a plain (no
    correct when every argmax (K buckets and the quotient) is the label's: exact identification, no candidate list.
 
 ``LMOutput.logits`` holds the flattened logits ``(..., K * H + Q)``; their argmax is a bucket, not a codepoint, so
-the training loop's generic ``train_accuracy``/``eval_accuracy`` are not meaningful for CANINE: read
-``char_accuracy``.
+the output also carries ``num_correct`` (the exact identifications above), from which the training loop's
+``train_accuracy``/``eval_accuracy`` are computed: for CANINE they equal ``char_accuracy``.
 
 Legend: B batch, T characters, N labelled positions, D hidden, K hash functions, H buckets, Q quotients,
 C candidates.
@@ -146,7 +146,7 @@ class CanineForMaskedChars(nn.Module):
         query_mask = labelled_BT if sparse else None
         hidden = self.backbone.encode(input_ids, attention_mask, token_type_ids, query_mask=query_mask).sequence
         buckets, quotient = self.head(hidden)
-        loss, metrics = None, {}
+        loss, metrics, num_correct = None, {}, None
         if labelled_BT is not None:
             labels_N = labels[labelled_BT]
             buckets_NKH, quotient_NQ = (buckets, quotient) if sparse else (buckets[labelled_BT], quotient[labelled_BT])
@@ -157,9 +157,10 @@ class CanineForMaskedChars(nn.Module):
                     labels_N, num_hashes=head.num_hashes, num_buckets=head.num_buckets
                 )
                 hit_N = (buckets_NKH.argmax(dim=-1) == target_NK).all(dim=-1) & (quotient_NQ.argmax(dim=-1) == target_N)
+                num_correct = hit_N.sum()
                 metrics["char_accuracy"] = hit_N.float().sum() / max(hit_N.numel(), 1)
         logits = torch.cat([buckets.flatten(-2), quotient], dim=-1)
-        return LMOutput(loss=loss, logits=logits, hidden_states=hidden, metrics=metrics)
+        return LMOutput(loss=loss, logits=logits, hidden_states=hidden, metrics=metrics, num_correct=num_correct)
 
 
 def build_mlm(cfg: CanineConfig) -> CanineForMaskedChars:
