@@ -100,6 +100,9 @@ def test_state_dict_and_config_round_trip() -> None:
         from_hf_state_dict({k: v for k, v in theirs.state_dict().items() if "lm_head.decoder.weight" not in k}, cfg)
 
 
+_DROPOUTS = dict(hidden_dropout_prob=0.1, local_attention_probs_dropout_prob=0.1, lsh_attention_probs_dropout_prob=0.1)
+
+
 def _loss_and_grads(model, ids, seed=7):
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)  # the dropout masks and the fresh LSH rotations
@@ -111,10 +114,7 @@ def _loss_and_grads(model, ids, seed=7):
 @pytest.mark.parametrize("num_hashes", [1, 2])
 def test_reversible_gradients_equal_stored_activations(num_hashes: int) -> None:
     """Dropout everywhere and fresh rotations (no hash_seed): equal only if RNG and buckets are replayed."""
-    dropouts = dict(
-        hidden_dropout_prob=0.1, local_attention_probs_dropout_prob=0.1, lsh_attention_probs_dropout_prob=0.1
-    )
-    cfg = _cfg(attn_layers=("lsh", "local", "lsh"), num_hashes=num_hashes, hash_seed=None, **dropouts)
+    cfg = _cfg(attn_layers=("lsh", "local", "lsh"), num_hashes=num_hashes, hash_seed=None, **_DROPOUTS)
     stored = build_clm(dataclasses.replace(cfg, use_reversible=False)).train()
     reversible = build_clm(cfg).train()
     reversible.load_state_dict(stored.state_dict())
@@ -256,3 +256,19 @@ def test_pretrain_and_export_round_trip(tmp_path: Path, one_thread: None) -> Non
             layer.attention.self_attention.hash_seed = 0
     ids = torch.randint(1, ours.config.vocab_size, (2, 40))
     torch.testing.assert_close(theirs(ids).logits, ours(ids).logits, **TOL["reference_fp32"])
+
+
+@pytest.mark.gpu
+def test_reversible_gradients_equal_stored_activations_on_gpu() -> None:
+    """The CUDA RNG state is captured and replayed too (dropout masks are drawn on the device)."""
+    assert torch.cuda.is_available(), "gpu-marked tests need CUDA: select them with -m gpu on a GPU machine only"
+    cfg = _cfg(attn_layers=("lsh", "local", "lsh"), num_hashes=2, hash_seed=None, **_DROPOUTS)
+    stored = build_clm(dataclasses.replace(cfg, use_reversible=False)).cuda().train()
+    reversible = build_clm(cfg).cuda().train()
+    reversible.load_state_dict(stored.state_dict())
+    ids = torch.randint(1, 60, (2, 32), device="cuda")
+    loss_s, grads_s = _loss_and_grads(stored, ids)
+    loss_r, grads_r = _loss_and_grads(reversible, ids)
+    torch.testing.assert_close(loss_r, loss_s, rtol=0, atol=0)
+    for name, grad in grads_s.items():
+        torch.testing.assert_close(grads_r[name], grad, **TOL["batched_fp32_reshaped"], msg=name)
