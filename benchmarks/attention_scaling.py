@@ -19,12 +19,12 @@ import argparse
 import json
 import platform
 import time
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
 import lmforge
+from lmforge.bench.speed import saved_bytes
 
 WIDTH, LAYERS, KEY, EXPANSION, GROUP, VOCAB = 256, 4, 128, 512, 256, 1000
 SWIGLU = 688  # ~ 8d/3 (LLaMA sizing, same parameter count as a 4d GELU MLP), multiple of 16
@@ -89,19 +89,6 @@ def matmul_peak(seconds: float = 2.0) -> float:
         a @ b
         count += 1
     return 2 * 2048**3 * count / (time.perf_counter() - start)
-
-
-def saved_bytes(step: Callable[[], None]) -> int:
-    total = 0
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        step()
-    return total
 
 
 def measure(model: nn.Module, length: int, *, warmup: int, steps: int) -> tuple[float, int]:

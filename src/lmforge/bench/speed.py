@@ -192,6 +192,11 @@ def step_memory(step: Callable[[], None], device: torch.device) -> int:
         base = torch.cuda.memory_allocated(device)
         step()
         return torch.cuda.max_memory_allocated(device) - base
+    return saved_bytes(step)
+
+
+def saved_bytes(step: Callable[[], None]) -> int:
+    """Bytes of the tensors autograd saves for backward during ``step`` (activation memory, any device)."""
     total = 0
 
     def pack(t: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -237,18 +237,34 @@ def cmrc2018_em(answers: Sequence[str], prediction: str) -> float:
 def cmrc2018_scores(gold: Mapping[str, Sequence[str]], predictions: Mapping[str, str]) -> dict[str, float]:
     """``{"em", "f1", "average", "total", "skipped"}`` in percent over every question of ``gold`` (id -> answers);
     a question missing from ``predictions`` scores 0 and is counted in ``skipped``."""
-    em = f1 = 0.0
+    scores = _question_scores(gold, predictions, em=cmrc2018_em, f1=cmrc2018_f1)
+    return scores | {"average": (scores["em"] + scores["f1"]) / 2}
+
+
+def _question_scores(
+    gold: Mapping[str, Sequence[str]],
+    predictions: Mapping[str, str],
+    *,
+    em: Callable[[Sequence[str], str], float],
+    f1: Callable[[Sequence[str], str], float],
+) -> dict[str, float]:
+    """Mean EM and F1 in percent over every question of ``gold``; a missing prediction scores 0 (``skipped``)."""
+    em_sum = f1_sum = 0.0
     skipped = 0
     for qid, answers in gold.items():
         if qid not in predictions:
             skipped += 1
             continue
         prediction = str(predictions[qid])
-        f1 += cmrc2018_f1(answers, prediction)
-        em += cmrc2018_em(answers, prediction)
+        em_sum += em(answers, prediction)
+        f1_sum += f1(answers, prediction)
     total = len(gold)
-    em_score, f1_score = (100.0 * em / total, 100.0 * f1 / total) if total else (0.0, 0.0)
-    return {"em": em_score, "f1": f1_score, "average": (em_score + f1_score) / 2, "total": total, "skipped": skipped}
+    return {
+        "em": 100.0 * em_sum / total if total else 0.0,
+        "f1": 100.0 * f1_sum / total if total else 0.0,
+        "total": total,
+        "skipped": skipped,
+    }
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -273,22 +289,12 @@ def _squad_f1(answer: str, prediction: str) -> float:
 
 def squad_scores(gold: Mapping[str, Sequence[str]], predictions: Mapping[str, str]) -> dict[str, float]:
     """SQuAD v1.1 ``{"em", "f1", "total", "skipped"}`` in percent; unanswered questions score 0."""
-    em = f1 = 0.0
-    skipped = 0
-    for qid, answers in gold.items():
-        if qid not in predictions:
-            skipped += 1
-            continue
-        prediction = str(predictions[qid])
-        em += max((float(_squad_normalize(a) == _squad_normalize(prediction)) for a in answers), default=0.0)
-        f1 += max((_squad_f1(a, prediction) for a in answers), default=0.0)
-    total = len(gold)
-    return {
-        "em": 100.0 * em / total if total else 0.0,
-        "f1": 100.0 * f1 / total if total else 0.0,
-        "total": total,
-        "skipped": skipped,
-    }
+    return _question_scores(
+        gold,
+        predictions,
+        em=lambda answers, p: max((float(_squad_normalize(a) == _squad_normalize(p)) for a in answers), default=0.0),
+        f1=lambda answers, p: max((_squad_f1(a, p) for a in answers), default=0.0),
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
