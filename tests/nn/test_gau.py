@@ -120,6 +120,22 @@ def test_toeplitz_bias_matches_junnyu_construction() -> None:
     assert far[0, 8] == w[-1] and far[8, 0] == w[0]
 
 
+@pytest.mark.parametrize(("query_len", "key_len"), [(6, 6), (4, 4), (3, 6), (6, 2), (1, 1), (5, 9), (9, 9)])
+def test_toeplitz_strided_view_equals_the_gather(query_len: int, key_len: int) -> None:
+    """The unfold fast path (T, S <= L) and the clamped gather give the same values and the same gradients."""
+    bias = ToeplitzRelativeBias(6)
+    nn.init.normal_(bias.weight)
+    limit = bias.max_length - 1
+    offsets = torch.arange(key_len)[None, :] - torch.arange(query_len)[:, None]
+    upstream = torch.randn(query_len, key_len)
+    expected = bias.weight[offsets.clamp(-limit, limit) + limit]
+    (expected_grad,) = torch.autograd.grad((expected * upstream).sum(), bias.weight)
+    actual = bias(query_len, key_len)
+    (actual_grad,) = torch.autograd.grad((actual * upstream).sum(), bias.weight)
+    assert torch.equal(actual, expected)
+    torch.testing.assert_close(actual_grad, expected_grad, **TOL["kernel_fp32"])
+
+
 def test_token_shift_and_scale_offset() -> None:
     x = torch.arange(2 * 3 * 4, dtype=torch.float32).view(2, 3, 4)
     y = token_shift(x)

@@ -194,7 +194,14 @@ class ToeplitzRelativeBias(nn.Module):
 
     def forward(self, query_len: int, key_len: int | None = None) -> Tensor:
         key_len = query_len if key_len is None else key_len
-        device, limit = self.weight.device, self.max_length - 1
+        limit = self.max_length - 1
+        if query_len <= self.max_length and key_len <= self.max_length:
+            # No offset is clamped: row i is the window weight[L-1-i : L-1-i+S], so the matrix is a strided view
+            # (unfold) of T+S-1 weights. Same values as the gather below, but its backward is a cheap fold instead
+            # of an index_put_ accumulating T*S entries (4.4x faster per layer at 1024, benchmarks/notes.md P1).
+            window = self.weight[limit + 1 - query_len : limit + key_len]  # offsets -(T-1) .. S-1
+            return window.unfold(0, key_len, 1).flip(0)
+        device = self.weight.device
         offsets_TS = torch.arange(key_len, device=device)[None, :] - torch.arange(query_len, device=device)[:, None]
         return self.weight[offsets_TS.clamp(-limit, limit) + limit]
 
