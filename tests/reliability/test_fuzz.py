@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import example as pinned_example
 from hypothesis import strategies as st
 
 from lmforge.data.collate import CLMCollator, MLMCollator
@@ -37,7 +38,14 @@ TEXT = st.lists(CHARS, max_size=40).map("".join)
 VALID_TEXT = TEXT.filter(lambda t: not any(0xD800 <= ord(c) < 0xE000 for c in t))
 # 60 examples per property in the default suite (seconds); LMFORGE_FUZZ_EXAMPLES=2000 for a long fuzzing session
 EXAMPLES = int(os.environ.get("LMFORGE_FUZZ_EXAMPLES", "60"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# CI draws the same examples every run (derandomize): a new counterexample must come from a fuzzing session, where
+# it becomes an @example, not fail an unrelated submission; local runs explore new random examples each time.
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=bool(os.environ.get("CI")),
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 _CORPUS = ["天气预报说今天的天气很好。", "hello world 😀 مرحبا שלום", "e\u0301 ü ﬁ ａ", "[MASK] 我们 一起 去 公园"] * 10
 
@@ -60,6 +68,7 @@ def _has_surrogate(text: str) -> bool:
 
 @FUZZ
 @given(texts=st.lists(TEXT, min_size=1, max_size=8), as_text_file=st.booleans())
+@pinned_example(texts=["\ud800\udc00"], as_text_file=False)  # an escaped surrogate pair is valid JSON (found by CI)
 def test_ingest_keeps_its_accounting_and_writes_only_valid_nfc_documents(
     tmp_path_factory: pytest.TempPathFactory, texts: list[str], as_text_file: bool
 ) -> None:
@@ -82,7 +91,9 @@ def test_ingest_keeps_its_accounting_and_writes_only_valid_nfc_documents(
         assert not _has_surrogate(text) and text.encode("utf-8")
         assert unicodedata.normalize("NFC", text) == text and text.strip()
     if not as_text_file:  # every JSON document is accounted for: kept (NFC), or skipped for a reason
-        expected = {unicodedata.normalize("NFC", t) for t in texts if not _has_surrogate(t) and t.strip()}
+        # what the reader sees: a JSON "\ud800\udc00" escape pair decodes to one valid character (U+10000)
+        seen = [json.loads(json.dumps(t, ensure_ascii=True)) for t in texts]
+        expected = {unicodedata.normalize("NFC", t) for t in seen if not _has_surrogate(t) and t.strip()}
         assert set(outputs) == expected
 
 
