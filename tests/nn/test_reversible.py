@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from lmforge.nn.reversible import FastDropout, apply_chunked, fast_dropout, reversible_layers, sequential_layers
+from lmforge.nn.dropout import FastDropout, fast_dropout
+from lmforge.nn.ffn import apply_chunked
+from lmforge.nn.reversible import reversible_layers, sequential_layers
 from tolerances import TOL
 
 

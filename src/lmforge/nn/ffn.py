@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ACTIVATIONS", "GLU", "MLP", "GeGLU", "SwiGLU", "get_activation"]
+__all__ = ["ACTIVATIONS", "GLU", "MLP", "GeGLU", "SwiGLU", "apply_chunked", "get_activation"]
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu": F.gelu,  # exact (erf) GELU: BERT, HF "gelu"
@@ -78,3 +79,11 @@ def SwiGLU(dim: int, hidden_dim: int, *, bias: bool = False) -> GLU:
 def GeGLU(dim: int, hidden_dim: int, *, bias: bool = False) -> GLU:
     """Shazeer 2020 GeGLU: ``down(gelu(gate(x)) * up(x))``."""
     return GLU(dim, hidden_dim, activation="gelu", bias=bias)
+
+
+def apply_chunked(fn: Callable[[Tensor], Tensor], x: Tensor, chunk_size: int, *, dim: int = 1) -> Tensor:
+    """``fn`` over slices of ``chunk_size`` along ``dim``, concatenated (HF ``apply_chunking_to_forward``): the
+    peak memory of a position-wise block falls from T to ``chunk_size`` positions; ``chunk_size <= 0`` = no split."""
+    if chunk_size <= 0 or x.shape[dim] <= chunk_size:
+        return fn(x)
+    return torch.cat([fn(part) for part in x.split(chunk_size, dim=dim)], dim=dim)

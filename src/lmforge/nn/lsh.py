@@ -21,7 +21,7 @@ What HF does and we do too (so logits match):
 - Local attention: separate q, k, v; keys / sqrt(E); chunked the same way, no self mask.
 - A sequence no longer than one chunk uses plain full attention (what HF does).
 
-Deviations: attention dropout uses ``nn.reversible.fast_dropout`` (rate quantised to 1/65536); hashing runs
+Deviations: attention dropout uses ``nn.dropout.fast_dropout`` (rate quantised to 1/65536); hashing runs
 in fp32 whatever the activation dtype (R6; HF hashes in the activation dtype); HF re-seeds the *global* RNG
 when ``hash_seed`` is set, we use a private generator (R15). Inputs longer than one chunk must be a multiple
 of ``chunk_length`` here: the model pads (``lmforge.models.reformer``).
@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lmforge.nn.reversible import fast_dropout
+from lmforge.nn.dropout import fast_dropout
 
 __all__ = [
     "LSH_KERNELS",

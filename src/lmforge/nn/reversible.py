@@ -1,5 +1,6 @@
-"""Reformer's memory savers: reversible residual layers (activations recomputed in backward) and chunked
-application of position-wise blocks.
+"""Reversible residual layers (activations recomputed in backward), Reformer's depth-independent memory saver.
+Chunked application of position-wise blocks is ``nn.ffn.apply_chunked``; the cheap dropout mask is
+``nn.dropout.fast_dropout``.
 
 Reversible residuals (Gomez et al. 2017, RevNet; Kitaev et al. 2020 section 3): two streams,
 ``y1 = x1 + f(x2)``, ``y2 = x2 + g(y1)``; the inputs are recovered from the outputs
@@ -30,9 +31,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-__all__ = ["FastDropout", "RNGState", "apply_chunked", "fast_dropout", "reversible_layers", "sequential_layers"]
+__all__ = ["RNGState", "reversible_layers", "sequential_layers"]
 
 Layer = tuple[Callable[..., Tensor], Callable[[Tensor], Tensor]]  # (f, g)
 
@@ -120,47 +121,3 @@ def reversible_layers(x1: Tensor, x2: Tensor, layers: Sequence[Layer], **kwargs:
     if not (torch.is_grad_enabled() and (x1.requires_grad or x2.requires_grad)):
         return sequential_layers(x1, x2, layers, **kwargs)
     return _Reversible.apply(x1, x2, layers, kwargs)
-
-
-def apply_chunked(fn: Callable[[Tensor], Tensor], x: Tensor, chunk_size: int, *, dim: int = 1) -> Tensor:
-    """``fn`` over slices of ``chunk_size`` along ``dim``, concatenated (HF ``apply_chunking_to_forward``): the
-    peak memory of a position-wise block falls from T to ``chunk_size`` positions; ``chunk_size <= 0`` = no split."""
-    if chunk_size <= 0 or x.shape[dim] <= chunk_size:
-        return fn(x)
-    return torch.cat([fn(part) for part in x.split(chunk_size, dim=dim)], dim=dim)
-
-
-def fast_dropout(x: Tensor, p: float, *, training: bool = True) -> Tensor:
-    """Inverted dropout whose mask comes from 16-bit slices of 64-bit random integers: one RNG draw per 4 elements.
-
-    On CPU, ``F.dropout``'s ``bernoulli_`` (one generator call per element) is the largest single cost of a
-    Reformer training step (~23% of HF's and ours at seq 2048, profiled) and a reversible step pays it twice;
-    this mask is ~3.5x cheaper. The drop probability is quantised to 1/65536 (0.05 -> 3277/65536 = 0.050003)
-    and the scale uses the quantised value, so E[output] = x exactly. Draws from the global RNG of x's device, so
-    ``RNGState`` replays it.
-    """
-    if not training or p == 0.0:
-        return x
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-    threshold = round(p * 65536)
-    n = x.numel()
-    words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
-    bits = words.view(torch.int16)[:n].view(x.shape)  # uniform on [-32768, 32767]
-    return torch.where(bits >= threshold - 32768, x * (65536 / (65536 - threshold)), 0.0)
-
-
-class FastDropout(nn.Module):
-    """``nn.Dropout`` with ``fast_dropout``'s mask."""
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-        self.p = p
-
-    def forward(self, x: Tensor) -> Tensor:
-        return fast_dropout(x, self.p, training=self.training)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"

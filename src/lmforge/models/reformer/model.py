@@ -11,7 +11,7 @@ Lengths (``docs/architectures/reformer.md``): an input longer than the smallest 
 chunk lengths with ``pad_token_id`` and masked (HF does this only in eval and raises in training; we do it
 always), and the padded rows are removed from the output. Axial positions accept any length up to the table.
 
-Deviations: dropout masks come from ``nn.reversible.fast_dropout`` (rates quantised to 1/65536; CPU speed);
+Deviations: dropout masks come from ``nn.dropout.fast_dropout`` (rates quantised to 1/65536; CPU speed);
 ``token_type_ids`` are ignored (Reformer has no segment table); ``num_buckets=None`` is resolved per
 length each forward; reversible backward works in eval mode too (HF asserts training mode, transformers #10370).
 
@@ -31,12 +31,13 @@ from lmforge.heads.lm import CausalLMHead, LanguageModel, LMDecoder
 from lmforge.models.common import build_language_model
 from lmforge.models.reformer.config import ReformerConfig
 from lmforge.nn.axial import AxialPositionEmbeddings
-from lmforge.nn.ffn import get_activation
+from lmforge.nn.dropout import FastDropout
+from lmforge.nn.ffn import apply_chunked, get_activation
 from lmforge.nn.init import normal_, zeros_
 from lmforge.nn.lsh import LocalSelfAttention, LSHSelfAttention
 from lmforge.nn.norms import LayerNorm
 from lmforge.nn.positions import LearnedPositions
-from lmforge.nn.reversible import FastDropout, apply_chunked, reversible_layers, sequential_layers
+from lmforge.nn.reversible import reversible_layers, sequential_layers
 
 __all__ = ["ReformerModel", "build_clm", "build_mlm", "init_weights"]
 
