@@ -34,11 +34,18 @@ __all__ = [
     "cmrc2018_scores",
     "confusion_matrix",
     "entity_f1",
+    "harmonic_f1",
     "mixed_segmentation",
     "plot_confusion_matrix",
     "remove_punctuation",
     "squad_scores",
 ]
+
+
+def harmonic_f1(precision: float, recall: float) -> float:
+    """F1, the harmonic mean of precision and recall; 0 when both are 0."""
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+
 
 # --------------------------------------------------------------------------------------------------------------
 # classification
@@ -67,8 +74,12 @@ def classification_report(gold: Sequence[int], predicted: Sequence[int], label_n
         support = sum(matrix[i])
         precision = true_positive / predicted_i if predicted_i else 0.0
         recall = true_positive / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+        per_class[name] = {
+            "precision": precision,
+            "recall": recall,
+            "f1": harmonic_f1(precision, recall),
+            "support": support,
+        }
     correct = sum(matrix[i][i] for i in range(len(label_names)))
     present = [v["f1"] for v in per_class.values() if v["support"] > 0]
     return {
@@ -224,8 +235,7 @@ def cmrc2018_f1(answers: Sequence[str], prediction: str) -> float:
         if common == 0:
             scores.append(0.0)
             continue
-        precision, recall = common / len(predicted), common / len(gold)
-        scores.append(2 * precision * recall / (precision + recall))
+        scores.append(harmonic_f1(common / len(predicted), common / len(gold)))
     return max(scores) if scores else 0.0
 
 
@@ -283,8 +293,7 @@ def _squad_f1(answer: str, prediction: str) -> float:
     common = sum((Counter(predicted) & Counter(gold)).values())
     if common == 0:
         return 0.0
-    precision, recall = common / len(predicted), common / len(gold)
-    return 2 * precision * recall / (precision + recall)
+    return harmonic_f1(common / len(predicted), common / len(gold))
 
 
 def squad_scores(gold: Mapping[str, Sequence[str]], predictions: Mapping[str, str]) -> dict[str, float]:
@@ -343,7 +352,6 @@ def entity_f1(
     def scores(c: Counter) -> dict[str, float]:
         precision = c["correct"] / c["predicted"] if c["predicted"] else 0.0
         recall = c["correct"] / c["gold"] if c["gold"] else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        return {"precision": precision, "recall": recall, "f1": f1, "support": c["gold"]}
+        return {"precision": precision, "recall": recall, "f1": harmonic_f1(precision, recall), "support": c["gold"]}
 
     return {**scores(total), "per_type": {kind: scores(c) for kind, c in sorted(counts.items())}}

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmforge.data.tokenizer import CODEPOINT_SPECIALS
+from lmforge.eval.metrics import harmonic_f1
 from lmforge.heads.qa import SpanHead, SpanWindow, decode_spans, split_span_logits
 from lmforge.nn.norms import upcast
 
@@ -325,10 +326,6 @@ def predict(
     return TydiPrediction(example.example_id, kind, passage, minimal, best.score)
 
 
-def _harmonic(precision: float, recall: float) -> float:
-    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-
-
 def _overlap_pr(predicted: tuple[int, int], gold: tuple[int, int]) -> tuple[float, float]:
     overlap = max(0, min(predicted[1], gold[1]) - max(predicted[0], gold[0]))
     return overlap / max(predicted[1] - predicted[0], 1), overlap / max(gold[1] - gold[0], 1)
@@ -362,13 +359,17 @@ def tydi_scores(
                     span = (to_bytes.to_byte(prediction.minimal[0]), to_bytes.to_byte(prediction.minimal[1]))
                     gold_span = (to_bytes.to_byte(gold.minimal[0]), to_bytes.to_byte(gold.minimal[1]))
                     p, r = _overlap_pr(span, gold_span)
-                if _harmonic(p, r) >= _harmonic(best_p, best_r):
+                if harmonic_f1(p, r) >= harmonic_f1(best_p, best_r):
                     best_p, best_r = p, r
         _add(sums["minimal"], predicted, gold_non_null, best_p, best_r)
     scores = {}
     for name, (p_sum, n_pred, r_sum, n_gold) in sums.items():
         precision, recall = p_sum / max(n_pred, 1), r_sum / max(n_gold, 1)
-        scores |= {f"{name}_precision": precision, f"{name}_recall": recall, f"{name}_f1": _harmonic(precision, recall)}
+        scores |= {
+            f"{name}_precision": precision,
+            f"{name}_recall": recall,
+            f"{name}_f1": harmonic_f1(precision, recall),
+        }
     return scores
 
 
