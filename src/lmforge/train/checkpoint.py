@@ -282,8 +282,9 @@ def find_latest_checkpoint(run_dir: str | Path, *, deep: bool = True, quiet: boo
     return None
 
 
-def rotate_checkpoints(run_dir: str | Path, keep: int | None) -> list[Path]:
-    """Delete all but the newest ``keep`` checkpoints, and stale temporary directories. Returns what was deleted."""
+def rotate_checkpoints(run_dir: str | Path, keep: int | None, *, protect: int | None = None) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints (never the one of step ``protect``, e.g. the best so far), and
+    stale temporary directories. Returns what was deleted."""
     run_dir = Path(run_dir)
     deleted = []
     for child in run_dir.glob(".tmp-checkpoint-*"):
@@ -291,9 +292,10 @@ def rotate_checkpoints(run_dir: str | Path, keep: int | None) -> list[Path]:
             shutil.rmtree(child, ignore_errors=True)
             deleted.append(child)
     if keep is not None:
-        for _, path in list_checkpoints(run_dir)[:-keep]:
-            shutil.rmtree(path)
-            deleted.append(path)
+        for step, path in list_checkpoints(run_dir)[:-keep]:
+            if step != protect:
+                shutil.rmtree(path)
+                deleted.append(path)
     return deleted
 
 

@@ -20,7 +20,6 @@ a skipped (non-finite) step still advances the step counter and the schedule.
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
@@ -37,7 +36,6 @@ from lmforge.generation import generate_ids
 from lmforge.train.checkpoint import (
     capture_rng_state,
     find_latest_checkpoint,
-    list_checkpoints,
     rotate_checkpoints,
     save_checkpoint,
 )
@@ -352,19 +350,10 @@ def save_training_checkpoint(job: TrainingJob) -> Path | None:
             training_state=training_state,
             tokenizer_dir=job.tokenizer_dir,
         )
-        _rotate(job)
+        # keep the best checkpoint by --metric_for_best_model besides the newest save_total_limit
+        rotate_checkpoints(job.run_dir, job.args.save_total_limit, protect=job.state.best.get("step"))
         if job.logger is not None:
             job.logger.flush()
         plot_loss(job.run_dir)
     barrier()
     return path
-
-
-def _rotate(job: TrainingJob) -> None:
-    """Keep the newest ``save_total_limit`` checkpoints, and the best one by ``metric_for_best_model``."""
-    best, keep = job.state.best.get("step"), job.args.save_total_limit
-    rotate_checkpoints(job.run_dir, keep if best is None else None)
-    if best is not None and keep is not None:
-        for step, path in list_checkpoints(job.run_dir)[:-keep]:
-            if step != best:
-                shutil.rmtree(path)
