@@ -281,10 +281,11 @@ def _question_scores(
 # SQuAD v1.1
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_ASCII_PUNCTUATION = frozenset(string.punctuation)
 
 
 def _squad_normalize(text: str) -> str:
-    text = "".join(char for char in text.lower() if char not in set(string.punctuation))
+    text = "".join(char for char in text.lower() if char not in _ASCII_PUNCTUATION)
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
