@@ -21,6 +21,7 @@ Legend: B batch, T tokens, D hidden (one stream), V vocabulary.
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Any
 
 import torch
@@ -33,7 +34,7 @@ from lmforge.models.reformer.config import ReformerConfig
 from lmforge.nn.axial import AxialPositionEmbeddings
 from lmforge.nn.dropout import FastDropout
 from lmforge.nn.ffn import apply_chunked, get_activation
-from lmforge.nn.init import normal_, zeros_
+from lmforge.nn.init import apply_init_, init_dense_, init_norm_, normal_
 from lmforge.nn.lsh import LocalSelfAttention, LSHSelfAttention
 from lmforge.nn.norms import LayerNorm
 from lmforge.nn.positions import LearnedPositions
@@ -167,20 +168,16 @@ class ReformerModel(nn.Module):
 def init_weights(model: nn.Module, cfg: ReformerConfig) -> None:
     """HF ``ReformerPreTrainedModel._init_weights``: Linear and embedding weights N(0, initializer_range=0.02),
     biases 0, norms 1/0, axial tables N(0, axial_norm_std=1.0)."""
-    for module in model.modules():
-        if isinstance(module, nn.Linear | LMDecoder):
-            if module.weight is not None:
-                normal_(module.weight, std=cfg.initializer_range)
-            if module.bias is not None:
-                zeros_(module.bias)
-        elif isinstance(module, nn.Embedding | LearnedPositions):
-            normal_(module.weight, std=cfg.initializer_range)
-        elif isinstance(module, AxialPositionEmbeddings):
-            for weight in module.weights:
-                normal_(weight, std=cfg.axial_norm_std)
-        elif isinstance(module, LayerNorm):
-            nn.init.ones_(module.weight)
-            zeros_(module.bias)
+    std = cfg.initializer_range
+    apply_init_(
+        model,
+        [
+            ((nn.Linear, LMDecoder), partial(init_dense_, std=std)),
+            ((nn.Embedding, LearnedPositions), lambda module: normal_(module.weight, std=std)),
+            (AxialPositionEmbeddings, lambda module: [normal_(w, std=cfg.axial_norm_std) for w in module.weights]),
+            (LayerNorm, init_norm_),
+        ],
+    )
 
 
 def _head(cfg: ReformerConfig, backbone: nn.Module) -> CausalLMHead:
