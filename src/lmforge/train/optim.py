@@ -241,9 +241,10 @@ def layerwise_lr_groups(model: nn.Module, groups: list[dict], *, decay: float) -
     names = {id(p): n for n, p in model.named_parameters()}
     indices = [int(m.group(1)) for n in names.values() if (m := _LAYER_INDEX.search(n))]
     num_layers = max(indices) + 1 if indices else 0
+    has_backbone = any(n.startswith("backbone.") for n in names.values())
 
     def depth(name: str) -> int:
-        if not name.startswith("backbone.") and any(n.startswith("backbone.") for n in names.values()):
+        if has_backbone and not name.startswith("backbone."):
             return num_layers + 1
         if match := _LAYER_INDEX.search(name):
             return int(match.group(1)) + 1
