@@ -142,6 +142,10 @@ def make_windows(
     while starts[-1] + room < len(context_ids):
         starts.append(starts[-1] + min(doc_stride, room))
     lengths = [min(room, len(context_ids) - s) for s in starts]
+    first = last = None
+    if answer is not None:  # the context tokens the answer's first and last characters fall in
+        first = next((i for i, (_, e) in enumerate(context_offsets) if e > answer[0]), None)
+        last = next((i for i in range(len(context_offsets) - 1, -1, -1) if context_offsets[i][0] < answer[1]), None)
     windows = []
     prefix = [cls_id, *question_ids, sep_id]
     for w, (start, length) in enumerate(zip(starts, lengths, strict=True)):
@@ -155,8 +159,6 @@ def make_windows(
             + [False],
         }
         if answer is not None:
-            first = next((i for i, (_, e) in enumerate(context_offsets) if e > answer[0]), None)
-            last = next((i for i in range(len(context_offsets) - 1, -1, -1) if context_offsets[i][0] < answer[1]), None)
             # first > last: the answer covers only characters no token covers (NUL, removed marks): no target
             inside = first is not None and last is not None and start <= first <= last < start + length
             feature["start_positions"] = first - start + len(prefix) if inside else 0
