@@ -114,15 +114,20 @@ def lsh_buckets(
         return buckets_BHRT + offsets_R1
 
 
+def _fill_masks(x, keep, self_BHNCK, masked, itself):
+    """``x`` with ``masked`` where ``keep`` is False, ``itself`` where ``self_BHNCK`` is True (either may be None)."""
+    if keep is not None:
+        x = x.masked_fill(~keep, masked)
+    if self_BHNCK is not None:
+        x = x.masked_fill(self_BHNCK, itself)
+    return x
+
+
 def _masked_dots(q, k, keep, self_BHNCK, masked, itself):
     dots = torch.matmul(q, k.transpose(-1, -2))
     if dots.dtype != torch.float32 and dots.dtype != torch.float64:
         dots = dots.float()  # softmax statistics in fp32 (R6)
-    if keep is not None:
-        dots = dots.masked_fill(~keep, masked)
-    if self_BHNCK is not None:
-        dots = dots.masked_fill(self_BHNCK, itself)
-    return dots
+    return _fill_masks(dots, keep, self_BHNCK, masked, itself)
 
 
 def _eager_chunks(q, k, v, keep, self_BHNCK, *, masked, itself, dropout, training):
@@ -151,11 +156,7 @@ def _sdpa_chunks(q, k, v, keep, self_BHNCK, *, masked, itself, dropout, training
             *(m.shape for m in (keep, self_BHNCK) if m is not None), (B, H, N, C, k.shape[-2])
         )
         bias = torch.zeros(shape, dtype=q.dtype, device=q.device)
-        if keep is not None:
-            bias = bias.masked_fill(~keep, masked)
-        if self_BHNCK is not None:
-            bias = bias.masked_fill(self_BHNCK, itself)
-        bias = bias.flatten(1, 2)
+        bias = _fill_masks(bias, keep, self_BHNCK, masked, itself).flatten(1, 2)
     out = F.scaled_dot_product_attention(
         q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), attn_mask=bias, dropout_p=dropout if training else 0.0,
         scale=1.0,
