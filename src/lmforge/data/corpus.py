@@ -82,7 +82,7 @@ from lmforge.data.readers import (
     _read_lines,
     discover_sources,
 )
-from lmforge.data.stage import _progress_bar, bounded_imap, check_num_proc, mp_context
+from lmforge.data.stage import _check_output_dir, _progress_bar, bounded_imap, check_num_proc, mp_context
 from lmforge.data.tokenizer_spec import NUM_CODEPOINTS, is_encodable
 
 __all__ = [
@@ -233,8 +233,7 @@ def _ingest(
     if not inputs:
         raise PrepareError("no --input given")
     output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise PrepareError(f"output_dir {str(output_dir)!r} exists and is not a directory")
+    _check_output_dir(str(output_dir))
     resolved_out = os.path.realpath(output_dir)
     for item in inputs:
         if os.path.realpath(item) == resolved_out:
