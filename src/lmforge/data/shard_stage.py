@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from lmforge.data.stage import _as_list, _check_output_dir
+from lmforge.data.stage import _as_list, _check_output_dir, _progress_bar, bounded_imap, check_num_proc
 
 
 @dataclass(kw_only=True)
@@ -159,7 +159,6 @@ def prepare_shards(args: ShardsArgs) -> Path:
     from lmforge.data.errors import OutputWriteError, PrepareError
     from lmforge.data.segment import resolve_segmenter
     from lmforge.data.shards import ShardWriter
-    from lmforge.data.stage import check_num_proc
 
     check_num_proc(args.num_proc)
     segmenter = resolve_segmenter(args.segmenter)
@@ -219,7 +218,6 @@ def _write_shards(args: ShardsArgs, files: list[Path], writers: dict, *, tokeniz
     import numpy as np
 
     from lmforge.data.errors import PrepareError
-    from lmforge.data.stage import _progress_bar, bounded_imap
 
     output_dir = Path(args.output_dir)
     bar = _progress_bar(sum(p.stat().st_size for p in files), "shards", args.progress)
