@@ -124,16 +124,19 @@ class ReformerConfig:
     def num_hidden_layers(self) -> int:
         return len(self.attn_layers)
 
+    def _chunk_lengths(self) -> list[int]:
+        """The chunk length of each attention kind used in ``attn_layers``."""
+        lengths = {"local": self.local_attn_chunk_length, "lsh": self.lsh_attn_chunk_length}
+        return [lengths[kind] for kind in set(self.attn_layers)]
+
     @property
     def chunk_multiple(self) -> int:
         """Inputs longer than the smallest chunk are padded to a multiple of this (HF's lcm of the chunk lengths)."""
-        lengths = {"local": self.local_attn_chunk_length, "lsh": self.lsh_attn_chunk_length}
-        return math.lcm(*(lengths[kind] for kind in set(self.attn_layers)))
+        return math.lcm(*self._chunk_lengths())
 
     @property
     def min_chunk_length(self) -> int:
-        lengths = {"local": self.local_attn_chunk_length, "lsh": self.lsh_attn_chunk_length}
-        return min(lengths[kind] for kind in set(self.attn_layers))
+        return min(self._chunk_lengths())
 
 
 _TINY: dict[str, Any] = dict(
