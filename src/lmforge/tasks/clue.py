@@ -291,15 +291,6 @@ def read_classification(
 # the fine-tuning bundle
 
 
-def _token_lists(tokenizer: Any, texts: list[str]) -> list[list[int]]:
-    if not texts:
-        return []
-    encoded = tokenizer.encode_batch(texts)
-    bounds = encoded.doc_tokens.tolist()
-    ids = encoded.ids.tolist()
-    return [ids[bounds[i] : bounds[i + 1]] for i in range(len(texts))]
-
-
 def build_classification_task(
     task: str,
     data_dir: str | Path,
@@ -315,7 +306,7 @@ def build_classification_task(
     """Read, encode (``[CLS] a [SEP] (b [SEP])``, longest-first truncation) and wrap ``task`` for the engine."""
     from lmforge.eval.metrics import classification_report, plot_confusion_matrix
     from lmforge.heads.classification import SequenceClassificationHead
-    from lmforge.tasks.common import TaskBundle, encode_pair
+    from lmforge.tasks.common import TaskBundle, encode_pair, encode_texts
 
     data = read_classification(task, data_dir, splits=splits, labels=labels)
     index = {label: i for i, label in enumerate(data.labels)}
@@ -323,8 +314,8 @@ def build_classification_task(
     truncated: dict[str, int] = {}
     unknown: dict[str, float] = {}  # share of [UNK] tokens: a tokenizer that does not fit the data shows here
     for split, examples in data.splits.items():
-        a_ids = _token_lists(tokenizer, [e.text_a for e in examples])
-        b_ids = _token_lists(tokenizer, [e.text_b or "" for e in examples])
+        a_ids = [ids for ids, _ in encode_texts(tokenizer, [e.text_a for e in examples])]
+        b_ids = [ids for ids, _ in encode_texts(tokenizer, [e.text_b or "" for e in examples])]
         tokens = [t for ids in (*a_ids, *b_ids) for t in ids]
         unknown[split] = sum(t == tokenizer.unk_token_id for t in tokens) / max(len(tokens), 1)
         rows, cut = [], 0

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from lmforge.data.loader import derive_seed
 from lmforge.heads.lm import IGNORE_INDEX
 
-__all__ = ["TARGET_KEYS", "FeatureLoader", "TaskBundle", "collate", "encode_pair", "truncate_pair"]
+__all__ = ["TARGET_KEYS", "FeatureLoader", "TaskBundle", "collate", "encode_pair", "encode_texts", "truncate_pair"]
 
 TARGET_KEYS = ("labels", "start_positions", "end_positions")
 
@@ -36,6 +36,27 @@ class TaskBundle:
     best_metric: str  # the dev metric that selects the best checkpoint (higher is better)
     report: dict[str, Any] = field(default_factory=dict)  # counts per split, label set, ... (report.json)
     write_dev_extras: Callable[[dict[str, Any], Path], None] | None = None  # e.g. the confusion-matrix PNG
+
+
+def encode_texts(
+    tokenizer: Any, texts: list[str], *, with_offsets: bool = False
+) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    """Per text, its token ids and (``with_offsets``; else ``[]``) each token's characters [start, end) in that
+    text, from one ``tokenizer.encode_batch`` call (``data/lm_tokenizer.EncodedBatch``)."""
+    if not texts:
+        return []
+    encoded = tokenizer.encode_batch(texts)
+    ids, bounds = encoded.ids.tolist(), encoded.doc_tokens.tolist()
+    if with_offsets:
+        starts, ends, chars = encoded.starts.tolist(), encoded.ends.tolist(), encoded.doc_chars.tolist()
+    out = []
+    for d in range(len(texts)):
+        a, b = bounds[d], bounds[d + 1]
+        offsets = (
+            [(s - chars[d], e - chars[d]) for s, e in zip(starts[a:b], ends[a:b], strict=True)] if with_offsets else []
+        )
+        out.append((ids[a:b], offsets))
+    return out
 
 
 def truncate_pair(a: list[int], b: list[int] | None, budget: int) -> tuple[list[int], list[int] | None]:

@@ -71,7 +71,7 @@ def build_ner_task(args: Any, *, tokenizer: Any, hidden_size: int, splits: tuple
     from lmforge.eval.metrics import bio_entities, entity_f1
     from lmforge.heads.token_classification import TokenClassificationHead
     from lmforge.tasks.clue import find_split
-    from lmforge.tasks.common import TaskBundle
+    from lmforge.tasks.common import TaskBundle, encode_texts
 
     data_dir = Path(args.data_dir)
     if not data_dir.is_dir():
@@ -88,19 +88,17 @@ def build_ner_task(args: Any, *, tokenizer: Any, hidden_size: int, splits: tuple
                 raise ValueError(f"{data_dir} has no train.json or train.jsonl")
             continue
         rows, stats = read_cluener(path, labelled=split != "test")
-        encoded = tokenizer.encode_batch([r["text"] for r in rows])
-        ids, starts, ends = encoded.ids.tolist(), encoded.starts.tolist(), encoded.ends.tolist()
-        bounds, chars = encoded.doc_tokens.tolist(), encoded.doc_chars.tolist()
+        encoded = encode_texts(tokenizer, [r["text"] for r in rows], with_offsets=True)
         stats["truncated"] = 0
         out = []
-        for d, row in enumerate(rows):
-            a, b = bounds[d], min(bounds[d + 1], bounds[d] + args.max_seq_length - 2)
-            stats["truncated"] += b < bounds[d + 1]
-            offsets = [(s - chars[d], e - chars[d]) for s, e in zip(starts[a:b], ends[a:b], strict=True)]
+        keep = max(args.max_seq_length - 2, 0)  # room for [CLS] and [SEP]
+        for row, (ids, offsets) in zip(rows, encoded, strict=True):
+            stats["truncated"] += len(ids) > keep
+            ids, offsets = ids[:keep], offsets[:keep]
             char_tags = ["O"] * len(row["text"])
             for kind, start, end in row["entities"]:
                 char_tags[start : end + 1] = [f"B-{kind}"] + [f"I-{kind}"] * (end - start)
-            feature = {"input_ids": [tokenizer.cls_token_id, *ids[a:b], tokenizer.sep_token_id],
+            feature = {"input_ids": [tokenizer.cls_token_id, *ids, tokenizer.sep_token_id],
                        "offsets": offsets}  # fmt: skip
             if split != "test":
                 token_tags = [_token_tag(char_tags, s, e) for s, e in offsets]

@@ -171,7 +171,7 @@ def build_qa_task(args: Any, *, tokenizer: Any, hidden_size: int, splits: tuple[
     """Read, window and wrap a QA task for ``finetune.py`` (``args`` is its ``FinetuneArgs``)."""
     from lmforge.eval.metrics import cmrc2018_scores, squad_scores
     from lmforge.heads.qa import SpanHead, SpanWindow, decode_spans, split_span_logits
-    from lmforge.tasks.common import TaskBundle
+    from lmforge.tasks.common import TaskBundle, encode_texts
 
     data_dir = Path(args.data_dir)
     if not data_dir.is_dir():
@@ -191,8 +191,8 @@ def build_qa_task(args: Any, *, tokenizer: Any, hidden_size: int, splits: tuple[
             if unanswered:
                 raise ValueError(f"{unanswered[0]}: a dev question without answers ({len(unanswered)} in all); "
                                  "unanswerable questions (SQuAD 2.0) are not supported")  # fmt: skip
-        questions = _encode(tokenizer, [e.question for e in split_examples], with_offsets=False)
-        contexts = _encode(tokenizer, [e.context for e in split_examples], with_offsets=True)
+        questions = encode_texts(tokenizer, [e.question for e in split_examples], with_offsets=False)
+        contexts = encode_texts(tokenizer, [e.context for e in split_examples], with_offsets=True)
         rows, stats = [], {"questions": len(split_examples), "answer_start_repaired": 0, "answer_not_in_context": 0}
         for i, example in enumerate(split_examples):
             answer = None
@@ -245,18 +245,6 @@ def build_qa_task(args: Any, *, tokenizer: Any, hidden_size: int, splits: tuple[
         best_metric="em" if args.task == "cmrc2018" else "f1",
         report={"counts": {s: {**c, "examples": c["questions"], "lines": c["questions"]} for s, c in counts.items()}},
     )
-
-
-def _encode(tokenizer: Any, texts: list[str], *, with_offsets: bool) -> list[tuple[list[int], list]]:
-    encoded = tokenizer.encode_batch(texts)
-    ids, starts, ends = encoded.ids.tolist(), encoded.starts.tolist(), encoded.ends.tolist()
-    bounds, chars = encoded.doc_tokens.tolist(), encoded.doc_chars.tolist()
-    out = []
-    for d in range(len(texts)):
-        a, b = bounds[d], bounds[d + 1]
-        offsets = [(s - chars[d], e - chars[d]) for s, e in zip(starts[a:b], ends[a:b])] if with_offsets else []
-        out.append((ids[a:b], offsets))
-    return out
 
 
 def _locate(example: QAExample, stats: dict[str, int]) -> tuple[int, int] | None:
