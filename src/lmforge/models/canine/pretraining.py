@@ -158,7 +158,7 @@ class CanineForMaskedChars(nn.Module):
                 )
                 hit_N = (buckets_NKH.argmax(dim=-1) == target_NK).all(dim=-1) & (quotient_NQ.argmax(dim=-1) == target_N)
                 num_correct = hit_N.sum()
-                metrics["char_accuracy"] = hit_N.float().sum() / max(hit_N.numel(), 1)
+                metrics["char_accuracy"] = num_correct.float() / max(hit_N.numel(), 1)
         logits = torch.cat([buckets.flatten(-2), quotient], dim=-1)
         return LMOutput(loss=loss, logits=logits, hidden_states=hidden, metrics=metrics, num_correct=num_correct)
 
