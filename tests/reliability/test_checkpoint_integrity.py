@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from reliability_helpers import run_tiny
 from safetensors.torch import load_file
 
 import lmforge
@@ -25,24 +26,6 @@ from lmforge.train.checkpoint import (
     load_training_state,
     save_checkpoint,
     verify_checkpoint,
-)
-from lmforge.train.config import PretrainArgs
-from lmforge.train.pretrain import pretrain
-
-TINY = dict(
-    model="bert",
-    model_preset="tiny",
-    max_seq_length=32,
-    per_device_train_batch_size=4,
-    learning_rate=1e-3,
-    warmup_steps=2,
-    max_steps=8,
-    logging_steps=1,
-    save_steps=4,
-    do_eval=False,
-    disable_tqdm=True,
-    report_to="none",
-    seed=0,
 )
 
 
@@ -123,10 +106,6 @@ def test_truncated_training_state_is_a_clear_error(tmp_path: Path) -> None:
         load_training_state(path)  # the raw file, bypassing the manifest: still a ValueError naming it
 
 
-def _run(data: Path, out: Path, **kw) -> dict:
-    return pretrain(PretrainArgs(train_dir=str(data), output_dir=str(out), **(TINY | kw)))
-
-
 def _train_losses(run: Path) -> list[tuple[int, float]]:
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
@@ -136,12 +115,12 @@ def test_auto_resume_falls_back_to_the_previous_valid_checkpoint(
     mlm_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     straight, damaged = tmp_path / "straight", tmp_path / "damaged"
-    _run(mlm_data, straight)
+    run_tiny(mlm_data, straight)
     shutil.copytree(straight, damaged)
     _flip_byte(damaged / "checkpoint-8" / MODEL_FILE)  # the newest checkpoint rots on disk
     capsys.readouterr()
 
-    result = _run(mlm_data, damaged, resume_from_checkpoint="auto")
+    result = run_tiny(mlm_data, damaged, resume_from_checkpoint="auto")
     out = capsys.readouterr()
     assert "skipping checkpoint" in out.err and "checkpoint-8" in out.err
     assert "resuming from" in out.out and "checkpoint-4" in out.out
@@ -153,28 +132,28 @@ def test_auto_resume_falls_back_to_the_previous_valid_checkpoint(
 
 def test_auto_resume_with_only_damaged_checkpoints_refuses_to_start_over(mlm_data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    _run(mlm_data, run, max_steps=4)
+    run_tiny(mlm_data, run, max_steps=4)
     _truncate(run / "checkpoint-4" / MODEL_FILE)
     with pytest.raises(ValueError, match=r"no checkpoint .* is valid"):
-        _run(mlm_data, run, max_steps=4, resume_from_checkpoint="auto")
+        run_tiny(mlm_data, run, max_steps=4, resume_from_checkpoint="auto")
     assert (run / "checkpoint-4").is_dir()  # nothing was deleted
 
 
 def test_auto_resume_before_the_first_checkpoint_starts_fresh(mlm_data: Path, tmp_path: Path) -> None:
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    _run(mlm_data, straight, max_steps=4)
+    run_tiny(mlm_data, straight, max_steps=4)
     killed.mkdir()  # what a run killed at step 2 leaves: run records and a torn first save, no checkpoint
     (killed / "metrics.jsonl").write_text('{"step": 1, "train_loss": 5.0}\n{"step": 2, "train_l')
     (killed / "config.yaml").write_text("model: bert\n")
     (killed / ".tmp-checkpoint-4-12345").mkdir()
-    _run(mlm_data, killed, max_steps=4, resume_from_checkpoint="auto")
+    run_tiny(mlm_data, killed, max_steps=4, resume_from_checkpoint="auto")
     assert _train_losses(killed) == _train_losses(straight)
     assert not (killed / ".tmp-checkpoint-4-12345").exists()
 
 
 def test_explicit_resume_from_a_damaged_checkpoint_names_the_file(mlm_data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    _run(mlm_data, run, max_steps=4)
+    run_tiny(mlm_data, run, max_steps=4)
     _truncate(run / "checkpoint-4" / STATE_FILE)
     with pytest.raises(ValueError, match=f"cannot resume from .*{STATE_FILE}.*truncated"):
-        _run(mlm_data, run, max_steps=8, resume_from_checkpoint=str(run / "checkpoint-4"))
+        run_tiny(mlm_data, run, max_steps=8, resume_from_checkpoint=str(run / "checkpoint-4"))

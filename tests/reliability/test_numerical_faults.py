@@ -11,30 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from reliability_helpers import run_tiny
 from safetensors.torch import load_file
 from torch import nn
 
 import lmforge.train.pretrain as pretrain_module
 from lmforge.train.checkpoint import MODEL_FILE, load_training_state
-from lmforge.train.config import PretrainArgs
 from lmforge.train.loop import NonFiniteLossError
-from lmforge.train.pretrain import pretrain
-
-TINY = dict(
-    model="bert",
-    model_preset="tiny",
-    max_seq_length=32,
-    per_device_train_batch_size=4,
-    learning_rate=1e-3,
-    warmup_steps=2,
-    max_steps=8,
-    logging_steps=1,
-    save_steps=4,
-    do_eval=False,
-    disable_tqdm=True,
-    report_to="none",
-    seed=0,
-)
 
 
 def _inject(monkeypatch: pytest.MonkeyPatch, *, where: str, steps: set[int], value: float = math.nan) -> None:
@@ -72,10 +55,6 @@ def _inject(monkeypatch: pytest.MonkeyPatch, *, where: str, steps: set[int], val
     monkeypatch.setattr(pretrain_module, "build_model", build)
 
 
-def _run(data: Path, out: Path, **kw) -> dict:
-    return pretrain(PretrainArgs(train_dir=str(data), output_dir=str(out), **(TINY | kw)))
-
-
 def _records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -90,7 +69,7 @@ def test_isolated_faulty_steps_are_skipped_and_counted(
 ) -> None:
     _inject(monkeypatch, where=where, steps={3, 6}, value=value)
     run = tmp_path / "run"
-    result = _run(mlm_data, run, max_steps=8, save_steps=1)
+    result = run_tiny(mlm_data, run, max_steps=8, save_steps=1)
     assert result["step"] == 8 and result["nonfinite_steps"] == 2
     out = capsys.readouterr()
     assert "step 3: non-finite loss" in out.out + out.err and "step 6: non-finite loss" in out.out + out.err
@@ -110,17 +89,17 @@ def test_k_faulty_steps_in_a_row_stop_the_run_and_it_resumes_from_the_last_good_
     mlm_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     straight, faulty = tmp_path / "straight", tmp_path / "faulty"
-    _run(mlm_data, straight)
+    run_tiny(mlm_data, straight)
     with monkeypatch.context() as patch:
         _inject(patch, where="grads", steps=set(range(5, 100)))
         with pytest.raises(NonFiniteLossError, match="3 consecutive steps skipped") as error:
-            _run(mlm_data, faulty, max_nonfinite_steps=3)
+            run_tiny(mlm_data, faulty, max_nonfinite_steps=3)
     message = str(error.value)
     assert "stopping at step 7" in message and "checkpoint-4" in message and "--resume_from_checkpoint" in message
     assert not (faulty / "checkpoint-8").exists()
 
     # the fault is gone (e.g. a bad node replaced, a lower learning rate): resume from the last good checkpoint
-    _run(mlm_data, faulty, resume_from_checkpoint="auto")
+    run_tiny(mlm_data, faulty, resume_from_checkpoint="auto")
     losses = [(r["step"], r["train_loss"]) for r in _records(faulty) if "train_loss" in r]
     assert losses == [(r["step"], r["train_loss"]) for r in _records(straight) if "train_loss" in r]
     a, b = _weights(straight, 8), _weights(faulty, 8)
@@ -132,7 +111,7 @@ def test_fp16_loss_scale_overflow_is_skipped_counted_and_lowers_the_scale(
 ) -> None:
     _inject(monkeypatch, where="overflow", steps={2, 3})
     run = tmp_path / "run"
-    result = _run(mlm_data, run, fp16=True, max_steps=4, save_steps=1)
+    result = run_tiny(mlm_data, run, fp16=True, max_steps=4, save_steps=1)
     assert result["step"] == 4 and result["nonfinite_steps"] == 2 and result["overflow_steps"] == 2
     scales = [load_training_state(run / f"checkpoint-{s}")["scaler"]["scale"] for s in (1, 2, 3, 4)]
     assert scales[1] == scales[0] / 2 and scales[2] == scales[1] / 2 and scales[3] == scales[2]  # backoff 0.5
@@ -147,4 +126,4 @@ def test_fp16_persistent_overflow_stops_with_the_loss_scale_in_the_message(
 ) -> None:
     _inject(monkeypatch, where="overflow", steps=set(range(1, 100)))
     with pytest.raises(NonFiniteLossError, match="loss scale"):
-        _run(mlm_data, tmp_path / "run", fp16=True, max_nonfinite_steps=4)
+        run_tiny(mlm_data, tmp_path / "run", fp16=True, max_nonfinite_steps=4)
