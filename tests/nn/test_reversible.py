@@ -86,7 +86,9 @@ def test_without_grad_nothing_is_recorded_and_outputs_match() -> None:
     for f, _ in layers:
         f.calls = 0
     want = sequential_layers(x, x, layers)
+    assert got[0].grad_fn is None and got[1].grad_fn is None
     torch.testing.assert_close(got[0], want[0].detach(), rtol=0, atol=0)
+    torch.testing.assert_close(got[1], want[1].detach(), rtol=0, atol=0)
 
 
 def test_reversible_backward_under_bf16_autocast_matches_stored() -> None:
