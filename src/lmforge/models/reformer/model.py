@@ -20,7 +20,6 @@ Legend: B batch, T tokens, D hidden (one stream), V vocabulary.
 
 from __future__ import annotations
 
-import dataclasses
 from functools import partial
 from typing import Any
 
@@ -193,4 +192,4 @@ def build_clm(cfg: ReformerConfig) -> LanguageModel:
 
 def build_mlm(cfg: ReformerConfig) -> LanguageModel:
     """Bidirectional Reformer MLM (HF ``ReformerForMaskedLM``)."""
-    return build_language_model(dataclasses.replace(cfg), ReformerModel, _head, "mlm")
+    return build_language_model(cfg, ReformerModel, _head, "mlm")
