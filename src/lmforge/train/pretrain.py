@@ -228,10 +228,11 @@ def prepare_output_dir(
             )
     elif args.resume_from_checkpoint is not None:
         resume = Path(args.resume_from_checkpoint)
-        if resume.is_dir() and list_checkpoints(resume):  # a run directory: its newest valid checkpoint
-            resume = find_latest_checkpoint(resume) or resume
-        reason = verify_checkpoint(resume)
-        if reason is not None:
+        # a run directory: its newest valid checkpoint (verified by find_latest_checkpoint, not hashed again)
+        latest = find_latest_checkpoint(resume) if resume.is_dir() and list_checkpoints(resume) else None
+        if latest is not None:
+            resume = latest
+        elif (reason := verify_checkpoint(resume)) is not None:
             raise ValueError(f"cannot resume from {resume}: {reason}")
     used = any((run_dir / name).exists() for name in run_files) or bool(list_checkpoints(run_dir))
     if resume is None and used:
