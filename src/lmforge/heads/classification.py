@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lmforge.nn.init import init_dense_
 from lmforge.nn.norms import upcast
 
 __all__ = [
@@ -122,8 +123,7 @@ class SequenceClassificationHead(nn.Module):
         self.pooler = nn.Linear(hidden_size, hidden_size) if use_pooler else None
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, num_labels)
-        nn.init.normal_(self.classifier.weight, std=0.02)  # BERT's initializer_range
-        nn.init.zeros_(self.classifier.bias)
+        init_dense_(self.classifier, std=0.02)  # BERT's initializer_range
 
     def forward(self, hidden_BTD: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         pooled_BD = pool_hidden(hidden_BTD, attention_mask, self.pooling)

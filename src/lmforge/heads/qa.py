@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lmforge.nn.init import init_dense_
 from lmforge.nn.norms import upcast
 
 __all__ = ["SpanAnswer", "SpanCandidate", "SpanHead", "SpanWindow", "decode_spans", "split_span_logits", "top_spans"]
@@ -50,8 +51,7 @@ class SpanHead(nn.Module):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.qa_outputs = nn.Linear(hidden_size, 2)  # HF's name, so converted checkpoints map one to one
-        nn.init.normal_(self.qa_outputs.weight, std=0.02)
-        nn.init.zeros_(self.qa_outputs.bias)
+        init_dense_(self.qa_outputs, std=0.02)
 
     def forward(self, hidden_BTD: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         logits_BT2 = self.qa_outputs(self.dropout(hidden_BTD))

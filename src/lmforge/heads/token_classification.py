@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmforge.heads.lm import IGNORE_INDEX
+from lmforge.nn.init import init_dense_
 from lmforge.nn.norms import upcast
 
 __all__ = ["TokenClassificationHead"]
@@ -27,8 +28,7 @@ class TokenClassificationHead(nn.Module):
         self.num_labels = num_labels
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, num_labels)
-        nn.init.normal_(self.classifier.weight, std=0.02)
-        nn.init.zeros_(self.classifier.bias)
+        init_dense_(self.classifier, std=0.02)
 
     def forward(self, hidden_BTD: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         return self.classifier(self.dropout(hidden_BTD))  # (B, T, C)

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from lmforge.data.tokenizer import CODEPOINT_SPECIALS
 from lmforge.eval.metrics import harmonic_f1
 from lmforge.heads.qa import SpanHead, SpanWindow, decode_spans, split_span_logits
+from lmforge.nn.init import init_dense_
 from lmforge.nn.norms import upcast
 
 __all__ = [
@@ -241,8 +242,7 @@ class TydiQAModel(nn.Module):
         self.span = SpanHead(hidden_size, dropout=dropout)
         self.dropout = nn.Dropout(dropout)
         self.answer_type = nn.Linear(hidden_size, len(ANSWER_TYPES))
-        nn.init.normal_(self.answer_type.weight, std=backbone.config.initializer_range)
-        nn.init.zeros_(self.answer_type.bias)
+        init_dense_(self.answer_type, std=backbone.config.initializer_range)
 
     @property
     def config(self):
