@@ -36,11 +36,11 @@ from lmforge.data.shards import INDEX_FILE, check_fingerprint, open_shards
 from lmforge.data.tokenizer import LMTokenizer, load_tokenizer
 from lmforge.models.registry import build_model, config_from_dict, config_to_dict, get_config, get_entry
 from lmforge.train.checkpoint import (
-    MODEL_FILE,
     find_latest_checkpoint,
     list_checkpoints,
     load_model_info,
     load_training_state,
+    load_weights,
     resolve_checkpoint,
     restore_rng_state,
     verify_checkpoint,
@@ -297,9 +297,7 @@ def build_job(args: PretrainArgs, info: DistInfo) -> TrainingJob:
     model = build_model(arch, task=task, config=config)
     weights_from = resume or init_checkpoint
     if weights_from is not None:
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(str(weights_from / MODEL_FILE)), strict=True)
+        model.load_state_dict(load_weights(weights_from), strict=True)
     seed_everything(args.seed, info.rank)
     model.to(info.device)
     if args.torch_compile:
