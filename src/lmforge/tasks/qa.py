@@ -41,10 +41,11 @@ class QAExample:
 
 
 def _qa_file(data_dir: Path, split: str) -> Path | None:
-    for name in (f"{split}.json", f"{split}.jsonl", f"cmrc2018_{split}.json"):
-        if (data_dir / name).is_file():
-            return data_dir / name
-    return None
+    """``find_split``'s ``{split}.json(l)``, else CMRC2018's ``cmrc2018_{split}.json``."""
+    from lmforge.tasks.clue import find_split
+
+    cmrc = data_dir / f"cmrc2018_{split}.json"
+    return find_split(data_dir, split) or (cmrc if cmrc.is_file() else None)
 
 
 def _answers(raw: Any, where: str) -> list[tuple[str, int]]:
