@@ -22,6 +22,7 @@ from lmforge.data.masking import IGNORE_INDEX
 from lmforge.data.tokenizer import build_bpe_tokenizer, build_char_tokenizer, build_codepoint_tokenizer
 from lmforge.heads.qa import SpanWindow, decode_spans
 from lmforge.tasks import qa
+from lmforge.tasks.common import encode_texts
 
 TRICKY = [
     "\x00", "\ufeff", "\u2028", "\u2029", "\r", "\n", "\t", " ", "\u3000",  # NUL, BOM, separators, spaces
@@ -211,7 +212,7 @@ def test_qa_windows_map_answers_to_context_characters_and_back(
     tokenizers, context: str, question: str, kind: str, max_len: int, stride: int, where, seed: int
 ) -> None:
     tokenizer = tokenizers[kind]
-    (question_ids, _), (context_ids, offsets) = qa._encode(tokenizer, [question, context], with_offsets=True)
+    (question_ids, _), (context_ids, offsets) = encode_texts(tokenizer, [question, context], with_offsets=True)
     assume(context_ids)
     question_ids = question_ids[:4]  # --max_query_length
     start = int(where[0] * (len(context) - 1))
