@@ -248,3 +248,20 @@ def test_ddp_two_processes_equal_one_process(char_tokenizer_dir, tmp_path):
     assert sorted(p.name for p in (tmp_path / "two").glob("checkpoint-*")) == sorted(
         p.name for p in (tmp_path / "one").glob("checkpoint-*")
     )
+
+
+@pytest.mark.parametrize(("greater_is_better", "kept"), [(True, [1, 3]), (False, [1, 2])])
+def test_best_checkpoint_follows_the_metric_direction(greater_is_better: bool, kept: list[int]) -> None:
+    """``greater_is_better=False`` (a loss) keeps the lowest value, as HF; ties keep the earlier step."""
+    from types import SimpleNamespace
+
+    from lmforge.train.loop import TrainState, _track_best
+
+    job = SimpleNamespace(state=TrainState(), metric_for_best_model="eval_m", greater_is_better=greater_is_better)
+    improved = []
+    for step, value in ((1, 0.5), (2, 0.4), (3, 0.7), (4, 0.7)):
+        job.state.step, job.state.last_eval = step, {"eval_m": value}
+        if _track_best(job):
+            improved.append(step)
+    assert improved == kept
+    assert job.state.best["step"] == kept[-1]

@@ -116,6 +116,8 @@ class FinetuneArgs:
     """TensorBoard directory (default OUTPUT_DIR/tensorboard)."""
     metric_for_best_model: str | None = None
     """Dev metric that picks the kept checkpoint (default: accuracy; QA em; NER f1)."""
+    greater_is_better: bool | None = None
+    """Whether a larger --metric_for_best_model is better (default, as HF: True unless the name ends in "loss")."""
     max_train_samples: int | None = None
     """Train on the first N training features only."""
     seed: int = 42
@@ -414,6 +416,8 @@ def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
                 return {f"eval_{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
 
             job.evaluate, job.metric_for_best_model = evaluate_dev, f"eval_{metric_name}"
+            higher = args.greater_is_better
+            job.greater_is_better = not metric_name.endswith("loss") if higher is None else higher
         if info.is_main:
             tensorboard = None if args.report_to == "none" else Path(args.logging_dir or run_dir / "tensorboard")
             job.logger = logger = MetricLogger(

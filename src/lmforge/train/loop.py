@@ -124,7 +124,8 @@ class TrainingJob:
     decode: Callable[[list[int]], str] | None = None
     eos_token_id: int | None = None
     evaluate: Callable[[], dict[str, Any]] | None = None  # replaces eval_batches: eval_-prefixed metrics
-    metric_for_best_model: str | None = None  # a key of the evaluation (higher is better): save when it improves
+    metric_for_best_model: str | None = None  # a key of the evaluation: save when it improves
+    greater_is_better: bool = True  # direction of metric_for_best_model (HF TrainingArguments' name)
 
 
 def train(job: TrainingJob) -> dict[str, Any]:
@@ -272,7 +273,8 @@ def _track_best(job: TrainingJob) -> bool:
     if name not in job.state.last_eval:
         raise ValueError(f"--metric_for_best_model {name!r} is not one of {sorted(job.state.last_eval)}")
     value = float(job.state.last_eval[name])
-    if job.state.best and value <= job.state.best["value"]:
+    best = job.state.best.get("value")
+    if best is not None and (value <= best if job.greater_is_better else value >= best):
         return False
     job.state.best = {"step": job.state.step, "value": value}
     return True
