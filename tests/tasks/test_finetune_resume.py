@@ -22,6 +22,7 @@ from lmforge.tasks.common import FeatureLoader
 from lmforge.tasks.finetune import FinetuneArgs, finetune
 from lmforge.train.checkpoint import load_training_state, verify_checkpoint
 from lmforge.train.loop import NonFiniteLossError
+from sigkill_child import CHILD
 
 ROOT = Path(__file__).resolve().parents[2]
 VOLATILE = ("elapsed_s", "tokens_per_s")  # wall-clock figures differ between runs
@@ -92,27 +93,6 @@ def test_stop_then_resume_auto_is_bitwise_identical(synthetic_task, char_tokeniz
     # the loop's run records: TensorBoard events and the loop's metrics beside the loss
     assert list((straight / "tensorboard").glob("events.out.tfevents.*"))
     assert {"train_loss", "grad_norm", "learning_rate", "nonfinite_steps"} <= set(_records(straight)[0])
-
-
-# Runs the CLI in a child process; with KILL_AT_STEP set, SIGKILLs itself halfway through writing that checkpoint's
-# weights (as tests/train/test_resume.py does for pretraining).
-CHILD = r"""
-import os, signal, sys
-import torch
-torch.set_num_threads(1)
-kill_at = os.environ.get("KILL_AT_STEP")
-if kill_at:
-    import lmforge.train.checkpoint as checkpoint
-    original = checkpoint.save_file
-    def torn_save(tensors, filename, metadata=None):
-        original(tensors, filename, metadata=metadata)
-        if f"checkpoint-{kill_at}-" in filename:
-            os.truncate(filename, os.path.getsize(filename) // 2)
-            os.kill(os.getpid(), signal.SIGKILL)
-    checkpoint.save_file = torn_save
-from lmforge.cli import main
-main(sys.argv[1:])
-"""
 
 
 @pytest.mark.slow

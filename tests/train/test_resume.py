@@ -19,30 +19,9 @@ import torch
 from safetensors.torch import load_file
 
 from lmforge.train.checkpoint import MODEL_FILE, load_training_state, verify_checkpoint
+from sigkill_child import CHILD
 
 ROOT = Path(__file__).resolve().parents[2]
-
-# Runs the CLI in a child process with one thread; with KILL_AT_STEP set, SIGKILLs itself halfway through writing
-# the weights of that checkpoint.
-CHILD = r"""
-import os, signal, sys
-import torch
-torch.set_num_threads(1)
-kill_at = os.environ.get("KILL_AT_STEP")
-if kill_at:
-    import lmforge.train.checkpoint as checkpoint
-    original = checkpoint.save_file
-    def torn_save(tensors, filename, metadata=None):
-        if f"checkpoint-{kill_at}-" in filename:
-            original(tensors, filename, metadata=metadata)
-            size = os.path.getsize(filename)
-            os.truncate(filename, size // 2)
-            os.kill(os.getpid(), signal.SIGKILL)
-        return original(tensors, filename, metadata=metadata)
-    checkpoint.save_file = torn_save
-from lmforge.cli import main
-main(sys.argv[1:])
-"""
 
 
 def _command(data: Path, out: Path, *extra: str) -> list[str]:
