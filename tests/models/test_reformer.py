@@ -199,6 +199,9 @@ def test_axial_positions_accept_any_length_up_to_the_table() -> None:
     torch.testing.assert_close(axial(3, positions=torch.tensor([[5, 30, 1]])), full[[5, 30, 1]][None])
     with pytest.raises(ValueError, match="exceed the axial table"):
         axial(33)
+    for outside in (32, -1):  # explicit positions outside the table would wrap around the first axis
+        with pytest.raises(ValueError, match=r"positions must lie in \[0, 32\)"):
+            axial(2, positions=torch.tensor([[0, outside]]))
     model = build_clm(_cfg())
     with pytest.raises(ValueError, match="exceed max_position_embeddings"):
         model(torch.randint(1, 60, (1, 65)))

@@ -63,6 +63,9 @@ class AxialPositionEmbeddings(nn.Module):
             positions = torch.arange(seq_len, device=self.weights[0].device)
         elif positions.shape[-1] != seq_len:
             raise ValueError(f"positions end in {positions.shape[-1]} but seq_len is {seq_len}")
+        elif positions.numel() and not 0 <= int(positions.min()) <= int(positions.max()) < self.num_positions:
+            # the first axis would wrap around (position % size) and give a wrong embedding silently
+            raise ValueError(f"positions must lie in [0, {self.num_positions}) for the axial table {self.shape}")
         parts = []
         for weight, size, stride in zip(self.weights, self.shape, self.strides):
             rows = weight.reshape(size, weight.shape[-1])
