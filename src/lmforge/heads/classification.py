@@ -48,6 +48,7 @@ class TaskOutput:
     loss: Tensor | None
     logits: Tensor  # (B, C) sequence classes, (B, T, C) token tags, (B, T, 2) span start/end
     hidden_states: Tensor  # (B, T, D), the backbone output
+    all_hidden_states: tuple[Tensor, ...] | None = None  # per layer, with output_hidden_states (heads/lm.py)
 
 
 def is_causal_backbone(config: Any, *, builders: dict[str, Any] | None = None) -> bool:
@@ -165,12 +166,16 @@ class TaskModel(nn.Module):
         input_ids: Tensor,
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
+        *,
+        output_hidden_states: bool = False,
         **targets: Tensor,
     ) -> TaskOutput:
         if not self.uses_token_types:
             token_type_ids = None
-        hidden_BTD = self.backbone(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        extra = {"output_hidden_states": True} if output_hidden_states else {}
+        out = self.backbone(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **extra)
+        hidden_BTD, states = out if output_hidden_states else (out, None)
         logits = self.head(hidden_BTD, attention_mask)
         targets = {k: v for k, v in targets.items() if v is not None}
         loss = self.head.loss(logits, attention_mask=attention_mask, **targets) if targets else None
-        return TaskOutput(loss=loss, logits=logits, hidden_states=hidden_BTD)
+        return TaskOutput(loss=loss, logits=logits, hidden_states=hidden_BTD, all_hidden_states=states)

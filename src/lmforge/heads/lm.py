@@ -6,6 +6,8 @@ Contract (used by the training loop and every architecture): a backbone has
 states to logits; ``LanguageModel`` joins the two and computes the loss of its objective when labels are given.
 A causal backbone may also take ``past_key_values``, ``use_cache`` and ``position_ids`` (keyword-only; then it
 returns ``(hidden, past_key_values)`` when ``use_cache``), which ``lmforge.generation`` uses for KV-cached decoding.
+Every registered backbone also takes ``output_hidden_states`` (keyword-only): it then returns ``(hidden, states)``
+(``(hidden, past_key_values, states)`` with ``use_cache``), ``states`` the per-layer tuple (``models/common.py``).
 Auxiliary losses of MoE feed-forward blocks anywhere in the backbone reach ``LMOutput.aux_loss``/``metrics``
 through ``lmforge.nn.moe.pop_router_losses``.
 
@@ -63,6 +65,9 @@ class LMOutput:
     # Correct predictions among the labelled positions, for heads whose logits are not over the label space
     # (CANINE's hash buckets): accuracy then comes from here instead of ``logits.argmax() == labels``.
     num_correct: Tensor | None = None
+    # Per-layer hidden states with ``output_hidden_states=True`` (HF's ``hidden_states`` tuple: embeddings output,
+    # then each layer's; the last equals ``hidden_states`` above), else None.
+    all_hidden_states: tuple[Tensor, ...] | None = None
 
 
 class LMDecoder(nn.Module):
@@ -213,6 +218,7 @@ class LanguageModel(nn.Module):
         use_cache: bool = False,
         position_ids: Tensor | None = None,
         logits_at_labels_only: bool = False,
+        output_hidden_states: bool = False,
     ) -> LMOutput:
         """The keyword-only cache arguments are passed on only when set, so backbones without a KV cache keep the
         plain contract; with ``use_cache`` the backbone returns ``(hidden, past_key_values)``.
@@ -224,8 +230,13 @@ class LanguageModel(nn.Module):
         cache_args = {}
         if use_cache or past_key_values is not None or position_ids is not None:
             cache_args = dict(past_key_values=past_key_values, use_cache=use_cache, position_ids=position_ids)
+        if output_hidden_states:  # passed only when set: a backbone without the switch keeps the plain contract
+            cache_args["output_hidden_states"] = True
         out = self.backbone(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **cache_args)
-        hidden_BTD, presents = out if use_cache else (out, None)
+        if output_hidden_states:
+            hidden_BTD, presents, states = out if use_cache else (out[0], None, out[1])
+        else:
+            (hidden_BTD, presents), states = (out if use_cache else (out, None)), None
         aux_loss, metrics = pop_router_losses(self.backbone)  # (None, {}) without MoE blocks
         loss = None
         if logits_at_labels_only and labels is not None and self.objective == "mlm":
@@ -243,6 +254,7 @@ class LanguageModel(nn.Module):
             aux_loss=aux_loss,
             past_key_values=presents,
             metrics=metrics,
+            all_hidden_states=states,
         )
 
     def extra_repr(self) -> str:

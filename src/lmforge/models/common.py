@@ -4,6 +4,12 @@ Every encoder-style backbone here is ``embeddings -> layers -> optional final no
 ``layer(x, keep)``; ``EncoderStack`` holds that loop once and the architectures fill in the parts (and, where the
 attention wants another mask shape, ``keep_mask``). ``build_language_model`` is the ``mlm``/``clm`` builder
 pattern of the registry: an MLM needs a bidirectional config, a CLM forces ``is_decoder`` on.
+
+Hidden states (``output_hidden_states=True``, HF's convention, used by ``lmforge inspect``): the backbone returns
+``(hidden, states)`` with ``states = (embeddings output, after layer 1, ..., after layer L)``, L + 1 tensors, the
+last one *after* the final norm when there is one, so ``states[-1]`` is always the plain output (HF GPT-2 does the
+same with ``ln_f``). A "layer" is one residual block of ``self.layers``: a BERT/GPT block (attention + FFN), one
+GAU (GAU-alpha, FLASH-Quad) or one mixed-chunk GAU (FLASH). Reformer and CANINE document theirs in their files.
 """
 
 from __future__ import annotations
@@ -38,13 +44,27 @@ class EncoderStack(nn.Module):
         return self.embeddings.word_embeddings
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
-    ) -> Tensor:
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        *,
+        output_hidden_states: bool = False,
+    ) -> Tensor | tuple[Tensor, tuple[Tensor, ...]]:
+        """``hidden (B, T, D)``, or ``(hidden, states)`` with ``output_hidden_states`` (L + 1 tensors (B, T, D))."""
         keep = None if attention_mask is None else self.keep_mask(attention_mask)
         x_BTD = self.embeddings(input_ids, token_type_ids)
+        states = [x_BTD] if output_hidden_states else None
         for layer in self.layers:
             x_BTD = layer(x_BTD, keep)
-        return x_BTD if self.final_norm is None else self.final_norm(x_BTD)
+            if states is not None:
+                states.append(x_BTD)
+        if self.final_norm is not None:
+            x_BTD = self.final_norm(x_BTD)
+        if states is None:
+            return x_BTD
+        states[-1] = x_BTD  # after the final norm: the last state is the output
+        return x_BTD, tuple(states)
 
 
 def build_language_model(

@@ -29,13 +29,14 @@ Legend: B batch, T tokens, S keys, N chunks, C positions in a chunk (= G), D mod
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lmforge.nn.gau import ScaleOffset, relu_squared_kernel, rotate_prefix, token_shift
+from lmforge.nn.gau import ReLUSquaredKernel, ScaleOffset, relu_squared_kernel, rotate_prefix, token_shift
 from lmforge.nn.positions import RotaryEmbedding
 
 __all__ = [
@@ -90,11 +91,14 @@ def mixed_chunk_attention(
     linear_normalizer: LinearNormalizer = "group",
     reduce_groups: bool = True,
     dropout: float = 0.0,
+    quad_kernel: Callable[[Tensor, Tensor | None, Tensor | None], Tensor] | None = None,
 ) -> Tensor:
     """``quad + lin`` attention output ``(B, T, E)``; ``keep_BT`` True = real token, None = no padding.
 
     Quadratic part per chunk: ``relu(quad_q quad_k^T / quad_length + bias)^2 v`` (``quad_length`` defaults to G).
-    ``dropout`` (the caller passes 0 in eval) applies to the quadratic weights, as lucidrains.
+    ``dropout`` (the caller passes 0 in eval) applies to the quadratic weights, as lucidrains. ``quad_kernel``, if
+    given, computes those weights as ``quad_kernel(qk (B, N, C, C), keep, bias)`` and must be that same kernel:
+    ``MixedChunkGAU`` passes its ``ReLUSquaredKernel`` module so forward hooks see the weights (``lmforge inspect``).
     """
     _check(causal, linear_normalizer)
     batch, seq_len, _ = v_BTE.shape
@@ -118,7 +122,10 @@ def mixed_chunk_attention(
         causal_CC = torch.ones(group, group, dtype=torch.bool, device=v.device).tril()
         keep_BNCC = causal_CC if keep_BNCC is None else keep_BNCC & causal_CC
     qk_BNCC = quad_q_BNCK @ quad_k_BNCK.transpose(-1, -2)
-    a_BNCC = relu_squared_kernel(qk_BNCC, keep_BNCC, length=quad_length or group, bias_TS=bias_CC)
+    if quad_kernel is None:
+        a_BNCC = relu_squared_kernel(qk_BNCC, keep_BNCC, length=quad_length or group, bias_TS=bias_CC)
+    else:
+        a_BNCC = quad_kernel(qk_BNCC, keep_BNCC, bias_CC)
     if dropout > 0:
         a_BNCC = F.dropout(a_BNCC, p=dropout)
     quad_BTE = (a_BNCC @ v_BNCE).flatten(1, 2)
@@ -219,6 +226,8 @@ class MixedChunkGAU(nn.Module):
         self.attention_dropout = attention_dropout
         self.proj = nn.Linear(dim, 2 * expansion + key_size, bias=bias)  # fused W_u | W_v | W_z
         self.scale_offset = ScaleOffset(key_size, num_heads=4, offset=bias)  # quad_q, lin_q, quad_k, lin_k
+        # the chunk kernel as a module (no parameters): forward hooks see its weights, as GatedAttentionUnit's
+        self.quad_kernel = ReLUSquaredKernel(key_size, length=quad_length or group_size)
         self.rope = rope
         self.relative_bias = relative_bias
         self.out = nn.Linear(expansion, dim, bias=bias)
@@ -244,6 +253,7 @@ class MixedChunkGAU(nn.Module):
             linear_normalizer=self.linear_normalizer,
             reduce_groups=self.reduce_groups,
             dropout=self.attention_dropout if self.training else 0.0,
+            quad_kernel=self.quad_kernel,
         )
         return self.out(u_BTE * attended_BTE)
 

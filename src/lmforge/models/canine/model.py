@@ -46,6 +46,9 @@ class CanineOutput:
     sequence: Tensor  # (B, T, D) final character encodings
     pooled: Tensor  # (B, D) tanh(dense(molecule 0))
     molecules: Tensor  # (B, M, D) deep-stack output
+    # with output_hidden_states, HF CanineModel's L + 5: chars (B, T, D) embeddings, after the initial layer;
+    # molecules (B, M, D) downsampled, after each deep layer; chars upsampled, after the final layer (= sequence)
+    hidden_states: tuple[Tensor, ...] | None = None
 
 
 class CanineEmbeddings(nn.Module):
@@ -152,9 +155,12 @@ class CanineModel(nn.Module):
         token_type_ids: Tensor | None = None,
         *,
         query_mask: Tensor | None = None,
+        output_hidden_states: bool = False,
     ) -> CanineOutput:
         """``query_mask (B, T)`` (MLM training): the final character layer computes only those positions and
-        ``sequence`` is ``(N, D)``, their rows in row-major order (the same values as the full ``sequence[query]``)."""
+        ``sequence`` is ``(N, D)``, their rows in row-major order (the same values as the full ``sequence[query]``).
+        ``output_hidden_states``: also ``hidden_states``, the L + 5 tensors of HF ``CanineModel`` (each of the three
+        stacks gives its input and each layer's output; the stacks' lengths differ: T, M, T)."""
         cfg = self.config
         length = input_ids.shape[1]
         if not cfg.downsampling_rate <= length <= cfg.max_position_embeddings:
@@ -162,25 +168,41 @@ class CanineModel(nn.Module):
                 f"CANINE needs {cfg.downsampling_rate} <= characters <= {cfg.max_position_embeddings}, got {length}"
             )
         keep_BT = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-        chars_BTD = self.embeddings(input_ids, token_type_ids)
-        chars_BTD = _local_layer(self.initial_layer, chars_BTD, keep_BT, cfg.local_transformer_stride)
+        embedded_BTD = self.embeddings(input_ids, token_type_ids)
+        chars_BTD = _local_layer(self.initial_layer, embedded_BTD, keep_BT, cfg.local_transformer_stride)
         molecules_BMD = self.downsample(chars_BTD)
+        states = [embedded_BTD, chars_BTD, molecules_BMD] if output_hidden_states else None
         keep_molecules = _key_mask(downsample_mask(keep_BT, cfg.downsampling_rate))
         for layer in self.layers:
             molecules_BMD = layer(molecules_BMD, keep_molecules)
+            if states is not None:
+                states.append(molecules_BMD)
         pooled_BD = torch.tanh(self.pooler(molecules_BMD[:, 0]))
         sequence_BTD = self.upsample(chars_BTD, molecules_BMD)
+        if states is not None:
+            states.append(sequence_BTD)
         keep_B11T = _key_mask(keep_BT)
         if query_mask is None:
             sequence_BTD = self.final_layer(sequence_BTD, keep_B11T)
         else:
             sequence_BTD = _layer_at(self.final_layer, sequence_BTD, keep_B11T, query_mask.bool())
-        return CanineOutput(sequence=sequence_BTD, pooled=pooled_BD, molecules=molecules_BMD)
+        if states is not None:
+            states.append(sequence_BTD)
+        hidden_states = None if states is None else tuple(states)
+        return CanineOutput(
+            sequence=sequence_BTD, pooled=pooled_BD, molecules=molecules_BMD, hidden_states=hidden_states
+        )
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
-    ) -> Tensor:
-        return self.encode(input_ids, attention_mask, token_type_ids).sequence
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        *,
+        output_hidden_states: bool = False,
+    ) -> Tensor | tuple[Tensor, tuple[Tensor, ...]]:
+        out = self.encode(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states)
+        return (out.sequence, out.hidden_states) if output_hidden_states else out.sequence
 
 
 def init_weights(model: nn.Module, cfg: CanineConfig) -> None:

@@ -137,6 +137,7 @@ class CanineForMaskedChars(nn.Module):
         labels: Tensor | None = None,
         *,
         logits_at_labels_only: bool = False,
+        output_hidden_states: bool = False,
     ) -> LMOutput:
         """``logits_at_labels_only`` (with labels; the training loop's setting): the final character layer and the
         head run on the labelled positions only (TF CANINE's ``final_seq_char_positions``); ``logits`` and
@@ -144,7 +145,10 @@ class CanineForMaskedChars(nn.Module):
         labelled_BT = None if labels is None else labels != IGNORE_INDEX
         sparse = labelled_BT is not None and logits_at_labels_only
         query_mask = labelled_BT if sparse else None
-        hidden = self.backbone.encode(input_ids, attention_mask, token_type_ids, query_mask=query_mask).sequence
+        encoded = self.backbone.encode(
+            input_ids, attention_mask, token_type_ids, query_mask=query_mask, output_hidden_states=output_hidden_states
+        )
+        hidden = encoded.sequence
         buckets, quotient = self.head(hidden)
         loss, metrics, num_correct = None, {}, None
         if labelled_BT is not None:
@@ -160,7 +164,8 @@ class CanineForMaskedChars(nn.Module):
                 num_correct = hit_N.sum()
                 metrics["char_accuracy"] = num_correct.float() / max(hit_N.numel(), 1)
         logits = torch.cat([buckets.flatten(-2), quotient], dim=-1)
-        return LMOutput(loss=loss, logits=logits, hidden_states=hidden, metrics=metrics, num_correct=num_correct)
+        return LMOutput(loss=loss, logits=logits, hidden_states=hidden, metrics=metrics, num_correct=num_correct,
+                        all_hidden_states=encoded.hidden_states)  # fmt: skip
 
 
 def build_mlm(cfg: CanineConfig) -> CanineForMaskedChars:

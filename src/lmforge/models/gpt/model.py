@@ -113,7 +113,9 @@ class GPTBlock(nn.Module):
 class GPTModel(nn.Module):
     """GPT backbone. Plain call: ``forward(input_ids, attention_mask, token_type_ids) -> hidden (B, T, D)``
     (after the final norm). With ``use_cache=True`` it returns ``(hidden, past_key_values)``, one ``(k, v)`` per
-    layer, keys already rotated; ``attention_mask`` then covers cached + new tokens ``(B, S)``."""
+    layer, keys already rotated; ``attention_mask`` then covers cached + new tokens ``(B, S)``. With
+    ``output_hidden_states=True`` the tuple ends with the L + 1 hidden states (embeddings, after each block; the
+    last after the final norm, HF GPT-2's convention): ``(hidden, states)`` or ``(hidden, past, states)``."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -143,7 +145,8 @@ class GPTModel(nn.Module):
         past_key_values: list[KeyValueCache] | None = None,
         use_cache: bool = False,
         position_ids: Tensor | None = None,
-    ) -> Tensor | tuple[Tensor, list[KeyValueCache]]:
+        output_hidden_states: bool = False,
+    ) -> Tensor | tuple:
         past_len = 0 if past_key_values is None else past_key_values[0][0].shape[-2]
         new_len = input_ids.shape[1]
         limit = self.config.max_position_embeddings
@@ -161,6 +164,7 @@ class GPTModel(nn.Module):
                 keep_BT = attention_mask[:, past_len:].bool()
         x_BTD = self.embeddings(input_ids, token_type_ids, position_offset=past_len, position_ids_BT=position_ids)
         presents: list[KeyValueCache] = []
+        states = [x_BTD] if output_hidden_states else None
         for i, layer in enumerate(self.layers):
             x_BTD, present = layer(
                 x_BTD,
@@ -171,8 +175,13 @@ class GPTModel(nn.Module):
                 position_ids=position_ids,
             )
             presents.append(present)
+            if states is not None:
+                states.append(x_BTD)
         x_BTD = self.norm(x_BTD)
-        return (x_BTD, presents) if use_cache else x_BTD
+        if states is None:
+            return (x_BTD, presents) if use_cache else x_BTD
+        states[-1] = x_BTD  # after the final norm: the last state is the output
+        return (x_BTD, presents, tuple(states)) if use_cache else (x_BTD, tuple(states))
 
 
 def init_weights(model: nn.Module, cfg: GPTConfig) -> None:

@@ -117,7 +117,13 @@ class ReformerLayer(nn.Module):
 
 
 class ReformerModel(nn.Module):
-    """Reformer backbone: ``forward(input_ids, attention_mask, token_type_ids) -> hidden (B, T, 2·D)``."""
+    """Reformer backbone: ``forward(input_ids, attention_mask, token_type_ids) -> hidden (B, T, 2·D)``.
+
+    ``output_hidden_states=True`` returns ``(hidden, states)``: L + 1 tensors (B, T, 2·D), both streams
+    concatenated as HF's ``all_hidden_states`` (the embeddings twice, then ``cat(x1, x2)`` after each layer = one
+    attention ``f`` + one feed-forward ``g``), except that the last is the output (after the final LayerNorm; HF
+    keeps the un-normed streams there). Chunk padding is cut from every state.
+    """
 
     def __init__(self, config: ReformerConfig):
         super().__init__()
@@ -140,8 +146,13 @@ class ReformerModel(nn.Module):
         return multiple - seq_len % multiple
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
-    ) -> Tensor:
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        *,
+        output_hidden_states: bool = False,
+    ) -> Tensor | tuple[Tensor, tuple[Tensor, ...]]:
         T = input_ids.shape[1]
         pad = self.padding_for(T)
         if T + pad > self.config.max_position_embeddings:
@@ -159,9 +170,18 @@ class ReformerModel(nn.Module):
         x_BTD = self.embeddings(input_ids)
         layers = [(layer.attention, layer.feed_forward) for layer in self.layers]
         run = reversible_layers if self.config.use_reversible else sequential_layers
-        x1_BTD, x2_BTD = run(x_BTD, x_BTD, layers, keep_BT=keep_BT)
-        hidden_BTH = self.dropout(self.norm(torch.cat([x1_BTD, x2_BTD], dim=-1)))
-        return hidden_BTH[:, :T] if pad else hidden_BTH
+        if not output_hidden_states:
+            x1_BTD, x2_BTD = run(x_BTD, x_BTD, layers, keep_BT=keep_BT)
+            hidden_BTH = self.dropout(self.norm(torch.cat([x1_BTD, x2_BTD], dim=-1)))
+            return hidden_BTH[:, :T] if pad else hidden_BTH
+        # One layer per call: the same maths (and RNG draws); a reversible call then keeps each layer's output.
+        x1_BTD, x2_BTD = x_BTD, x_BTD
+        states = [torch.cat([x1_BTD, x2_BTD], dim=-1)[:, :T]]
+        for layer in layers:
+            x1_BTD, x2_BTD = run(x1_BTD, x2_BTD, [layer], keep_BT=keep_BT)
+            states.append(torch.cat([x1_BTD, x2_BTD], dim=-1)[:, :T])
+        states[-1] = self.dropout(self.norm(torch.cat([x1_BTD, x2_BTD], dim=-1)))[:, :T]
+        return states[-1], tuple(states)
 
 
 def init_weights(model: nn.Module, cfg: ReformerConfig) -> None:
