@@ -9,8 +9,10 @@ Layout of one checkpoint (R12)::
       training_state.pt     optimizer, step counters, loader position and RNG states of every rank
       manifest.json         sha256 and size of every file above; written last
 
-``load_model(dir)`` rebuilds the model from ``config.json`` + ``model.safetensors`` with the registry only: no
-training code, no pickle. ``training_state.pt`` holds only tensors and primitive containers, so it loads with
+Loading a model from a checkpoint (or any other source) is ``lmforge.models.loading``'s job; ``load_model``,
+``load_model_info`` and ``load_weights`` stay importable here and delegate to it. A checkpoint rebuilds from
+``config.json`` + ``model.safetensors`` with the registry only: no training code, no pickle.
+``training_state.pt`` holds only tensors and primitive containers, so it loads with
 ``torch.load(weights_only=True)`` (no arbitrary code execution from a checkpoint).
 
 Atomicity: everything is written into ``.tmp-checkpoint-STEP-PID/`` (each file fsynced, then the directory), which
@@ -42,8 +44,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 __all__ = [
@@ -315,44 +316,30 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return latest
 
 
-# ----------------------------------------------------------------------------- loading
+# ----------------------------------------------------------------------------- loading (moved)
+# Model loading lives in ``lmforge.models.loading`` (the one loader); these names stay importable from here.
 
 
 def load_model_info(path: str | Path) -> dict[str, Any]:
-    """``config.json`` of a checkpoint: ``{"model", "task", "config"}``."""
-    file = Path(path) / CONFIG_FILE
-    try:
-        info = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"cannot read {file}: {error}") from None
-    if not isinstance(info, dict) or not {"model", "task", "config"} <= set(info):
-        raise ValueError(f"{file} is not an lmforge checkpoint config (needs model, task and config)")
-    if not (isinstance(info["model"], str) and isinstance(info["task"], str) and isinstance(info["config"], dict)):
-        kinds = {key: type(info[key]).__name__ for key in ("model", "task", "config")}
-        raise ValueError(f"{file}: model and task must be strings and config an object, got {kinds}")
-    return info
+    """``config.json`` of a checkpoint: ``{"model", "task", "config"}`` (``lmforge.models.loading``)."""
+    from lmforge.models.loading import load_model_info as load_info
+
+    return load_info(path)
 
 
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model of a checkpoint (or of a run's newest checkpoint) in eval mode, without training code."""
-    from lmforge.models.registry import build_model, config_from_dict
+    """The model of any source ``lmforge.models.loading.load_model`` resolves (a run, a checkpoint, an export, an
+    HF directory, ...), built with its weights, in eval mode on ``device``; prints nothing."""
+    from lmforge.models.loading import load_model as load
 
-    checkpoint = resolve_checkpoint(path)
-    info = load_model_info(checkpoint)
-    config = config_from_dict(info["model"], info["config"])
-    model = build_model(info["model"], task=info["task"], config=config)
-    model.load_state_dict(load_weights(checkpoint), strict=True)
-    return model.to(device).eval()
+    return load(path, quiet=True).model.to(device)
 
 
 def load_weights(path: str | Path) -> dict[str, Tensor]:
-    """``model.safetensors`` of a checkpoint; a damaged file is a ``ValueError`` naming it (safetensors never
-    runs code, so an untrusted file can at worst be unreadable)."""
-    file = Path(path) / MODEL_FILE
-    try:
-        return load_file(str(file))
-    except (OSError, SafetensorError) as error:
-        raise ValueError(f"cannot read the weights {file}: {error}") from None
+    """``model.safetensors`` of a checkpoint (``lmforge.models.loading.load_weights``)."""
+    from lmforge.models.loading import load_weights as load
+
+    return load(path)
 
 
 def load_training_state(path: str | Path) -> dict[str, Any]:

@@ -57,8 +57,8 @@ def _prefix(cfg: BertConfig) -> str:
     return "roformer" if cfg.position_embedding_type == "rotary" else "bert"
 
 
-def _key_pairs(cfg: BertConfig) -> list[tuple[str, str]]:
-    """(our key, HF key) for every tensor both models store once."""
+def _key_pairs(cfg: BertConfig, *, head: bool = True) -> list[tuple[str, str]]:
+    """(our key, HF key) for every tensor both models store once (``head=False``: the backbone's only)."""
     hf, pairs = _prefix(cfg), []
     pairs.append(("backbone.embeddings.word_embeddings.weight", f"{hf}.embeddings.word_embeddings.weight"))
     if cfg.type_vocab_size > 0:
@@ -71,6 +71,8 @@ def _key_pairs(cfg: BertConfig) -> list[tuple[str, str]]:
         pairs.append((f"backbone.embeddings.norm.{p}", f"{hf}.embeddings.LayerNorm.{p}"))
     for i in range(cfg.num_hidden_layers):
         pairs += param_pairs(f"backbone.layers.{i}", f"{hf}.encoder.layer.{i}", _LAYER_NAMES)
+    if not head:
+        return pairs
     pairs += param_pairs("head", "cls.predictions.transform", {"dense": "dense", "norm": "LayerNorm"})
     pairs.append(("head.decoder.bias", "cls.predictions.bias"))
     if not cfg.tie_word_embeddings:
@@ -92,17 +94,26 @@ def _check_convertible(cfg: BertConfig) -> None:
 
 
 def from_hf_state_dict(
-    sd: Mapping[str, Tensor], cfg: BertConfig, *, ignore_prefixes: Iterable[str] = HF_UNUSED_PREFIXES
+    sd: Mapping[str, Tensor],
+    cfg: BertConfig,
+    *,
+    ignore_prefixes: Iterable[str] = HF_UNUSED_PREFIXES,
+    head: bool = True,
 ) -> dict[str, Tensor]:
-    """HF ``{Bert,RoFormer}{ForMaskedLM,LMHeadModel}`` state dict -> our ``LanguageModel`` state dict."""
+    """HF ``{Bert,RoFormer}{ForMaskedLM,LMHeadModel}`` state dict -> our ``LanguageModel`` state dict.
+
+    ``head=False``: only the backbone (``bert.``/``roformer.`` keys of any ``*Model``/``*For*`` checkpoint; every
+    other key is ignored), returned under our ``backbone.`` keys."""
     _check_convertible(cfg)
+    if not head:
+        sd = {k: v for k, v in sd.items() if k.startswith(f"{_prefix(cfg)}.")}
     ignore_prefixes = tuple(ignore_prefixes)
-    pairs = _key_pairs(cfg)
+    pairs = _key_pairs(cfg, head=head)
     ours = {our: sd[theirs] for our, theirs in pairs if theirs in sd}
     used = {theirs for _, theirs in pairs}
     word_key = f"{_prefix(cfg)}.embeddings.word_embeddings.weight"
-    duplicates = {"cls.predictions.decoder.bias": "cls.predictions.bias"}
-    if cfg.tie_word_embeddings:
+    duplicates = {"cls.predictions.decoder.bias": "cls.predictions.bias"} if head else {}
+    if cfg.tie_word_embeddings and head:
         duplicates["cls.predictions.decoder.weight"] = word_key
     for copy, original in duplicates.items():
         if copy in sd and original in sd and not torch.equal(sd[copy], sd[original]):

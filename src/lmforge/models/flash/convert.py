@@ -33,11 +33,15 @@ from lmforge.models.gau_alpha.convert import read_state_dict
 from lmforge.nn.positions import sinusoid_table
 
 __all__ = [
+    "LUCIDRAINS_REQUIRED",
     "flash_layer_from_lucidrains",
     "from_junnyu_flash_config",
     "from_junnyu_quad_config",
     "from_junnyu_state_dict",
+    "from_lucidrains_config",
+    "from_lucidrains_state_dict",
     "fuse_lucidrains_projection",
+    "is_lucidrains_state_dict",
     "load_junnyu_checkpoint",
     "to_junnyu_state_dict",
 ]
@@ -273,3 +277,64 @@ def load_junnyu_checkpoint(directory: str | Path, *, model: str, task: str = "ml
     lm = build(cfg)
     lm.load_state_dict(from_junnyu_state_dict(read_state_dict(directory), cfg, model=model), strict=True)
     return lm
+
+
+# ----------------------------------------------------------------------------- lucidrains FLASHTransformer
+# A bare ``flash_pytorch.FLASHTransformer`` state dict is JunnYu's FLASH layout without the ``flash.`` prefixes (JunnYu
+# wraps the same modules), so it is renamed and goes through ``from_junnyu_state_dict``.
+_LUCIDRAINS_RENAMES = {
+    "token_emb.weight": "flash.embeddings.word_embeddings.weight",
+    "abs_pos_emb.scale": "flash.embeddings.scale",
+    "to_logits.0.": "cls.predictions.LayerNorm.",
+    "to_logits.1.": "cls.predictions.decoder.",
+}
+# FLASHTransformer arguments that change the function but leave no trace in the weights.
+LUCIDRAINS_REQUIRED = ("group_size", "is_decoder", "shift_tokens")
+
+
+def is_lucidrains_state_dict(sd: Mapping[str, Tensor]) -> bool:
+    return "token_emb.weight" in sd and "to_logits.1.weight" in sd and any(k.startswith("layers.0.") for k in sd)
+
+
+def from_lucidrains_config(sd: Mapping[str, Tensor], overrides: Mapping[str, Any]) -> FLASHConfig:
+    """``FLASHConfig`` of a lucidrains ``FLASHTransformer`` state dict: sizes, norm type and rotary width from the
+    tensor shapes; ``LUCIDRAINS_REQUIRED`` must come from ``overrides`` (``--model_overrides``)."""
+    missing = [name for name in LUCIDRAINS_REQUIRED if name not in overrides]
+    if missing:
+        example = json.dumps({"group_size": 256, "is_decoder": False, "shift_tokens": True})
+        raise ValueError(
+            f"a lucidrains FLASHTransformer state dict does not record {missing} (its group_size, causal and "
+            f"shift_tokens arguments); pass them with --model_overrides, e.g. '{example}'"
+        )
+    vocab, hidden = sd["token_emb.weight"].shape
+    depth = len({k.split(".")[1] for k in sd if k.startswith("layers.")})
+    fields = dict(
+        vocab_size=vocab, hidden_size=hidden, num_hidden_layers=depth,
+        intermediate_size=sd["layers.0.to_hidden.0.weight"].shape[0] // 2,
+        attention_key_size=sd["layers.0.to_qk.0.weight"].shape[0],
+        norm_type="scalenorm" if "layers.0.norm.g" in sd else "layernorm",
+        use_bias="layers.0.to_out.bias" in sd,
+        linear_normalizer="group" if overrides["is_decoder"] else "valid_length",  # lucidrains' two conventions
+    )  # fmt: skip
+    if "layers.0.rotary_pos_emb.freqs" in sd:  # else lucidrains' min(32, query_key_dim)
+        fields["rotary_dim"] = 2 * sd["layers.0.rotary_pos_emb.freqs"].shape[0]
+    return from_junnyu_flash_config({}, **(fields | dict(overrides)))
+
+
+def from_lucidrains_state_dict(sd: Mapping[str, Tensor], cfg: FLASHConfig) -> tuple[dict[str, Tensor], bool]:
+    """(our state dict, whether it includes the LM head). lucidrains' ``to_logits`` Linear is untied and ours is
+    tied, so an untied checkpoint gives the backbone only (``backbone.*`` keys, final LayerNorm included)."""
+    renamed: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        if "rotary_pos_emb" in key or key.endswith("inv_freq"):
+            continue  # fixed frequencies, recomputed by our RoPE
+        new = key
+        for old, replacement in _LUCIDRAINS_RENAMES.items():
+            new = new.replace(old, replacement) if new.startswith(old) else new
+        new = "flash.encoder." + new if new.startswith("layers.") else new
+        renamed[new.replace(".gamma", ".weight").replace(".beta", ".bias")] = value
+    word = renamed["flash.embeddings.word_embeddings.weight"]
+    tied = torch.equal(renamed["cls.predictions.decoder.weight"], word)
+    renamed["cls.predictions.decoder.weight"] = word  # untied: the head is dropped below
+    ours = from_junnyu_state_dict(renamed, cfg, model="flash")
+    return (ours, True) if tied else ({k: v for k, v in ours.items() if k.startswith("backbone.")}, False)

@@ -29,7 +29,15 @@ from torch import Tensor
 from lmforge.models.common import param_pairs, raise_on_mismatch
 from lmforge.models.gpt.config import GPTConfig
 
-__all__ = ["HF_UNUSED_SUFFIXES", "from_hf_config", "from_hf_state_dict", "to_hf_config", "to_hf_state_dict"]
+__all__ = [
+    "HF_UNUSED_SUFFIXES",
+    "from_hf_config",
+    "from_hf_state_dict",
+    "from_llama_config",
+    "from_llama_state_dict",
+    "to_hf_config",
+    "to_hf_state_dict",
+]
 
 HF_UNUSED_SUFFIXES: tuple[str, ...] = (".attn.bias", ".attn.masked_bias")
 _ACT_TO_HF = {"gelu_tanh": "gelu_pytorch_tanh"}
@@ -57,8 +65,8 @@ def _check_gpt2(cfg: GPTConfig) -> None:
         )
 
 
-def _key_pairs(cfg: GPTConfig) -> list[tuple[str, str]]:
-    """(our key, HF key) for every tensor both models store once."""
+def _key_pairs(cfg: GPTConfig, *, head: bool = True) -> list[tuple[str, str]]:
+    """(our key, HF key) for every tensor both models store once (``head=False``: the backbone's only)."""
     pairs = [
         ("backbone.embeddings.word_embeddings.weight", "transformer.wte.weight"),
         ("backbone.embeddings.position_embeddings.weight", "transformer.wpe.weight"),
@@ -66,7 +74,7 @@ def _key_pairs(cfg: GPTConfig) -> list[tuple[str, str]]:
     for i in range(cfg.num_hidden_layers):
         pairs += param_pairs(f"backbone.layers.{i}", f"transformer.h.{i}", _LAYER_NAMES)
     pairs += [("backbone.norm.weight", "transformer.ln_f.weight"), ("backbone.norm.bias", "transformer.ln_f.bias")]
-    if not cfg.tie_word_embeddings:
+    if head and not cfg.tie_word_embeddings:
         pairs.append(("head.decoder.weight", "lm_head.weight"))
     return pairs
 
@@ -75,12 +83,15 @@ def _transpose_if_conv1d(hf_key: str, tensor: Tensor) -> Tensor:
     return tensor.t().contiguous() if hf_key.endswith(_CONV1D) else tensor
 
 
-def from_hf_state_dict(sd: Mapping[str, Tensor], cfg: GPTConfig) -> dict[str, Tensor]:
-    """HF ``GPT2LMHeadModel`` state dict -> our ``LanguageModel`` state dict."""
+def from_hf_state_dict(sd: Mapping[str, Tensor], cfg: GPTConfig, *, head: bool = True) -> dict[str, Tensor]:
+    """HF ``GPT2LMHeadModel`` state dict -> our ``LanguageModel`` state dict. ``head=False``: only the backbone
+    (``transformer.`` keys of any ``GPT2*`` checkpoint, e.g. ``GPT2ForSequenceClassification``)."""
     _check_gpt2(cfg)
-    pairs = _key_pairs(cfg)
+    if not head:
+        sd = {k: v for k, v in sd.items() if k.startswith("transformer.")}
+    pairs = _key_pairs(cfg, head=head)
     used = {theirs for _, theirs in pairs}
-    if cfg.tie_word_embeddings:
+    if cfg.tie_word_embeddings and head:
         if "lm_head.weight" in sd and not torch.equal(sd["lm_head.weight"], sd["transformer.wte.weight"]):
             raise ValueError("lm_head.weight differs from transformer.wte.weight, but the config ties them")
         used.add("lm_head.weight")
@@ -163,3 +174,80 @@ def from_hf_config(hf: Mapping[str, Any], **overrides: Any) -> GPTConfig:
     if "activation_function" in hf:
         fields["activation_function"] = _ACT_FROM_HF.get(hf["activation_function"], hf["activation_function"])
     return GPTConfig(**(fields | overrides))
+
+
+# ----------------------------------------------------------------------------- LLaMA (import only)
+# HF ``LlamaForCausalLM`` is our GPT with every modern switch on: RoPE ("half" pairing = HF ``rotate_half``, base
+# ``rope_theta``), RMSNorm with gain, SwiGLU (``silu(gate) * up``), no biases, GQA; q/k/v are fused into ``qkv``.
+_LLAMA_LAYER_NAMES = {
+    "attention_norm": "input_layernorm",
+    "attention.o_proj": "self_attn.o_proj",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn.gate": "mlp.gate_proj",
+    "ffn.up": "mlp.up_proj",
+    "ffn.down": "mlp.down_proj",
+}
+
+
+def from_llama_config(hf: Mapping[str, Any], **overrides: Any) -> GPTConfig:
+    """``GPTConfig`` for an HF LLaMA ``config.json`` dict; a field our GPT cannot represent exactly raises."""
+    if hf.get("model_type") != "llama":
+        raise ValueError(f"expected model_type 'llama', got {hf.get('model_type')!r}")
+    rope = hf.get("rope_parameters") or {}  # transformers 5 keeps rope_theta/rope_type here
+    rope_scaling = hf.get("rope_scaling") or {}
+    hidden, heads = hf.get("hidden_size", 4096), hf.get("num_attention_heads", 32)
+    checks = {
+        "hidden_act": (hf.get("hidden_act", "silu"), "silu"),
+        "attention_bias": (hf.get("attention_bias", False), False),
+        "mlp_bias": (hf.get("mlp_bias", False), False),
+        "rope_type": (rope.get("rope_type", rope_scaling.get("rope_type", "default")), "default"),
+        "head_dim": (hf.get("head_dim") or hidden // heads, hidden // heads),
+        "pretraining_tp": (hf.get("pretraining_tp", 1), 1),
+    }
+    for name, (got, supported) in checks.items():
+        if got != supported:
+            raise ValueError(
+                f"LLaMA config field {name}={got!r} is not supported by lmforge's GPT (needs {supported!r})"
+            )
+    fields: dict[str, Any] = dict(
+        position_embedding_type="rotary", normalization="rmsnorm", ffn_type="swiglu", use_bias=False,
+        vocab_size=hf.get("vocab_size", 32000), hidden_size=hidden, num_attention_heads=heads,
+        num_hidden_layers=hf.get("num_hidden_layers", 32), num_key_value_heads=hf.get("num_key_value_heads"),
+        intermediate_size=hf.get("intermediate_size", 11008), layer_norm_epsilon=hf.get("rms_norm_eps", 1e-6),
+        rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0))),
+        max_position_embeddings=hf.get("max_position_embeddings", 2048), attn_pdrop=hf.get("attention_dropout", 0.0),
+        tie_word_embeddings=hf.get("tie_word_embeddings", False), initializer_range=hf.get("initializer_range", 0.02),
+        bos_token_id=hf.get("bos_token_id"), eos_token_id=hf.get("eos_token_id"),
+    )  # fmt: skip
+    if isinstance(fields["eos_token_id"], list):
+        raise ValueError(f"LLaMA config field eos_token_id={fields['eos_token_id']!r}: lmforge takes one id")
+    return GPTConfig(**(fields | overrides))
+
+
+def from_llama_state_dict(sd: Mapping[str, Tensor], cfg: GPTConfig, *, head: bool = True) -> dict[str, Tensor]:
+    """HF ``LlamaForCausalLM`` (``head=False``: any ``Llama*``, backbone only) state dict -> ours."""
+    if not head:
+        sd = {k: v for k, v in sd.items() if k.startswith("model.")}
+    pairs = [("backbone.embeddings.word_embeddings.weight", "model.embed_tokens.weight")]
+    pairs.append(("backbone.norm.weight", "model.norm.weight"))
+    fused = {}
+    for i in range(cfg.num_hidden_layers):
+        pairs += param_pairs(f"backbone.layers.{i}", f"model.layers.{i}", _LLAMA_LAYER_NAMES, params=("weight",))
+        fused[f"backbone.layers.{i}.attention.qkv.weight"] = [
+            f"model.layers.{i}.self_attn.{p}_proj.weight" for p in ("q", "k", "v")
+        ]
+    used = {theirs for _, theirs in pairs} | {key for keys in fused.values() for key in keys}
+    if head and not cfg.tie_word_embeddings:
+        pairs.append(("head.decoder.weight", "lm_head.weight"))
+        used.add("lm_head.weight")
+    elif head and "lm_head.weight" in sd:
+        if not torch.equal(sd["lm_head.weight"], sd["model.embed_tokens.weight"]):
+            raise ValueError("lm_head.weight differs from model.embed_tokens.weight, but the config ties them")
+        used.add("lm_head.weight")
+    optional = {"lm_head.weight"} if cfg.tie_word_embeddings else set()  # a tied copy need not be stored
+    missing = [k for k in used if k not in sd and k not in optional]
+    unknown = [k for k in sd if k not in used and not k.endswith("rotary_emb.inv_freq")]
+    raise_on_mismatch(missing, unknown, "HF LLaMA state dict")
+    ours = {our: sd[theirs] for our, theirs in pairs}
+    ours |= {our: torch.cat([sd[k] for k in keys], dim=0) for our, keys in fused.items()}
+    return ours

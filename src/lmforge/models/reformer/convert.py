@@ -5,8 +5,9 @@ No ``transformers`` import here (``lmforge/hf/`` is the only importer). Parity i
 ``tests/models/test_reformer.py`` with random weights, a fixed ``hash_seed`` and dropout 0.
 
 Mapping notes:
-- HF's ``lm_head.bias`` is the same parameter as ``lm_head.decoder.bias`` (tied in ``ReformerOnlyLMHead``); on
-  import both must agree, on export both are written.
+- HF's ``lm_head.decoder.bias`` is the bias the forward adds. ``lm_head.bias`` was the same parameter before
+  transformers 5; since 5.x it is a separate parameter the forward never uses, so after training it differs. On
+  import ``decoder.bias`` is taken and ``lm_head.bias`` ignored; on export both are written (equal).
 - Axial tables keep HF's layout (``weights.i`` of shape ``[1, .., shape_i, .., 1, dim_i]``), learned positions
   are HF's ``position_embeddings.embedding.weight``.
 - Our ``use_reversible`` and ``attn_implementation`` have no HF twin (HF is always reversible and eager): they do
@@ -18,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from lmforge.models.common import param_pairs, raise_on_mismatch
@@ -38,8 +38,8 @@ _FFN_NAMES = {"feed_forward.norm": "feed_forward.layer_norm", "feed_forward.up":
               "feed_forward.down": "feed_forward.output.dense"}  # fmt: skip
 
 
-def _key_pairs(cfg: ReformerConfig) -> list[tuple[str, str]]:
-    """(our key, HF key) for every tensor both models store once."""
+def _key_pairs(cfg: ReformerConfig, *, head: bool = True) -> list[tuple[str, str]]:
+    """(our key, HF key) for every tensor both models store once (``head=False``: the backbone's only)."""
     ours, theirs = "backbone.embeddings", "reformer.embeddings"
     pairs = [(f"{ours}.word_embeddings.weight", f"{theirs}.word_embeddings.weight")]
     if cfg.axial_pos_embds:
@@ -55,15 +55,17 @@ def _key_pairs(cfg: ReformerConfig) -> list[tuple[str, str]]:
         pairs.append((f"{mine}.attention.o_proj.weight", f"{other}.attention.output.dense.weight"))
         pairs += param_pairs(mine, other, {"attention.norm": "attention.layer_norm", **_FFN_NAMES})
     pairs += param_pairs("backbone", "reformer.encoder", {"norm": "layer_norm"})
-    pairs += param_pairs("head", "lm_head", {"decoder": "decoder"})
+    if head:
+        pairs += param_pairs("head", "lm_head", {"decoder": "decoder"})
     return pairs
 
 
-def from_hf_state_dict(sd: Mapping[str, Tensor], cfg: ReformerConfig) -> dict[str, Tensor]:
-    """HF ``ReformerModelWithLMHead`` / ``ReformerForMaskedLM`` state dict -> our ``LanguageModel`` state dict."""
-    pairs = _key_pairs(cfg)
-    if "lm_head.bias" in sd and not torch.equal(sd["lm_head.bias"], sd.get("lm_head.decoder.bias", sd["lm_head.bias"])):
-        raise ValueError("lm_head.bias differs from lm_head.decoder.bias; HF ties them")
+def from_hf_state_dict(sd: Mapping[str, Tensor], cfg: ReformerConfig, *, head: bool = True) -> dict[str, Tensor]:
+    """HF ``ReformerModelWithLMHead`` / ``ReformerForMaskedLM`` state dict -> our ``LanguageModel`` state dict.
+    ``head=False``: only the backbone (``reformer.`` keys of any ``Reformer*`` checkpoint)."""
+    if not head:
+        sd = {k: v for k, v in sd.items() if k.startswith("reformer.")}
+    pairs = _key_pairs(cfg, head=head)
     missing = [theirs for _, theirs in pairs if theirs not in sd]
     unknown = [k for k in sd if k not in {theirs for _, theirs in pairs} | {"lm_head.bias"}]
     raise_on_mismatch(missing, unknown, "HF Reformer state dict")
