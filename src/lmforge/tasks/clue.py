@@ -41,6 +41,7 @@ __all__ = [
     "SplitCounts",
     "TaskSpec",
     "build_classification_task",
+    "classification_input",
     "find_split",
     "read_classification",
     "read_jsonl",
@@ -291,6 +292,16 @@ def read_classification(
 # the fine-tuning bundle
 
 
+def classification_input(
+    a: list[int], b: list[int] | None, *, tokenizer: Any, max_seq_length: int
+) -> tuple[dict[str, list], bool]:
+    """The feature of one example (``[CLS] a [SEP] (b [SEP])``, longest-first truncation) and whether it was cut."""
+    from lmforge.tasks.common import encode_pair
+
+    row = encode_pair(a, b, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id, max_length=max_seq_length)
+    return row, len(a) + len(b or []) + (3 if b is not None else 2) > max_seq_length
+
+
 def build_classification_task(
     task: str,
     data_dir: str | Path,
@@ -306,7 +317,7 @@ def build_classification_task(
     """Read, encode (``[CLS] a [SEP] (b [SEP])``, longest-first truncation) and wrap ``task`` for the engine."""
     from lmforge.eval.metrics import classification_report, plot_confusion_matrix
     from lmforge.heads.classification import SequenceClassificationHead
-    from lmforge.tasks.common import TaskBundle, encode_pair, encode_texts
+    from lmforge.tasks.common import TaskBundle, encode_texts
 
     data = read_classification(task, data_dir, splits=splits, labels=labels)
     index = {label: i for i, label in enumerate(data.labels)}
@@ -320,11 +331,10 @@ def build_classification_task(
         unknown[split] = sum(t == tokenizer.unk_token_id for t in tokens) / max(len(tokens), 1)
         rows, cut = [], 0
         for example, a, b in zip(examples, a_ids, b_ids, strict=True):
-            b = b if example.text_b is not None else None
-            row = encode_pair(
-                a, b, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id, max_length=max_seq_length
+            row, was_cut = classification_input(
+                a, b if example.text_b is not None else None, tokenizer=tokenizer, max_seq_length=max_seq_length
             )
-            cut += len(a) + len(b or []) + (3 if b is not None else 2) > max_seq_length
+            cut += was_cut
             if example.label is not None:
                 row["labels"] = index[example.label]
             rows.append(row)

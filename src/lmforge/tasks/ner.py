@@ -22,10 +22,39 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CLUENER_TYPES", "build_ner_task", "read_cluener"]
+__all__ = ["CLUENER_TYPES", "build_ner_task", "clue_label", "decode_tags", "ner_input", "read_cluener",
+           "tagged_entities"]  # fmt: skip
 
 CLUENER_TYPES = ("address", "book", "company", "game", "government", "movie", "name", "organization", "position",
                  "scene")  # fmt: skip
+
+
+def ner_input(ids: list[int], offsets: list, *, tokenizer: Any, max_seq_length: int) -> tuple[dict[str, Any], bool]:
+    """``{"input_ids": [CLS] ids [SEP], "offsets"}`` of one encoded sentence cut to ``max_seq_length`` tokens, and
+    whether it was cut."""
+    keep = max(max_seq_length - 2, 0)  # room for [CLS] and [SEP]
+    feature = {"input_ids": [tokenizer.cls_token_id, *ids[:keep], tokenizer.sep_token_id], "offsets": offsets[:keep]}
+    return feature, len(ids) > keep
+
+
+def decode_tags(logits_TC: Any, num_tokens: int, tags: list[str]) -> list[str]:
+    """The argmax tag of each of the ``num_tokens`` text tokens of one feature's logits (after [CLS])."""
+    return [tags[i] for i in logits_TC[1 : 1 + num_tokens].argmax(-1).tolist()]
+
+
+def tagged_entities(token_tags: list[str], offsets: list) -> list[tuple[str, int, int]]:
+    """BIO tags of the tokens -> ``(type, first character, last character inclusive)`` through the token offsets."""
+    from lmforge.eval.metrics import bio_entities
+
+    return [(k, offsets[s][0], offsets[e][1] - 1) for k, s, e in bio_entities(token_tags)]
+
+
+def clue_label(text: str, spans: list[tuple[str, int, int]]) -> dict[str, dict[str, list[list[int]]]]:
+    """CLUENER's ``label`` object ``{type: {entity: [[start, end_inclusive]]}}`` of entity spans in ``text``."""
+    label: dict[str, dict[str, list[list[int]]]] = {}
+    for kind, start, end in spans:
+        label.setdefault(kind, {}).setdefault(text[start : end + 1], []).append([start, end])
+    return label
 
 
 def read_cluener(path: Path, *, labelled: bool) -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -68,7 +97,7 @@ def read_cluener(path: Path, *, labelled: bool) -> tuple[list[dict[str, Any]], d
 
 def build_ner_task(args: Any, *, tokenizer: Any, hidden_size: int, splits: tuple[str, ...]) -> Any:
     """Read, tag and wrap CLUENER for ``finetune.py``."""
-    from lmforge.eval.metrics import bio_entities, entity_f1
+    from lmforge.eval.metrics import entity_f1
     from lmforge.heads.token_classification import TokenClassificationHead
     from lmforge.tasks.clue import find_split
     from lmforge.tasks.common import TaskBundle, encode_texts
@@ -91,17 +120,14 @@ def build_ner_task(args: Any, *, tokenizer: Any, hidden_size: int, splits: tuple
         encoded = encode_texts(tokenizer, [r["text"] for r in rows], with_offsets=True)
         stats["truncated"] = 0
         out = []
-        keep = max(args.max_seq_length - 2, 0)  # room for [CLS] and [SEP]
         for row, (ids, offsets) in zip(rows, encoded, strict=True):
-            stats["truncated"] += len(ids) > keep
-            ids, offsets = ids[:keep], offsets[:keep]
+            feature, cut = ner_input(ids, offsets, tokenizer=tokenizer, max_seq_length=args.max_seq_length)
+            stats["truncated"] += cut
             char_tags = ["O"] * len(row["text"])
             for kind, start, end in row["entities"]:
                 char_tags[start : end + 1] = [f"B-{kind}"] + [f"I-{kind}"] * (end - start)
-            feature = {"input_ids": [tokenizer.cls_token_id, *ids, tokenizer.sep_token_id],
-                       "offsets": offsets}  # fmt: skip
             if split != "test":
-                token_tags = [_token_tag(char_tags, s, e) for s, e in offsets]
+                token_tags = [_token_tag(char_tags, s, e) for s, e in feature["offsets"]]
                 feature["labels"] = [-100, *(tag_index[t] for t in token_tags), -100]
             out.append(feature)
         features[split], sentences[split], counts[split] = out, rows, {**stats, "file": str(path)}
@@ -109,17 +135,12 @@ def build_ner_task(args: Any, *, tokenizer: Any, hidden_size: int, splits: tuple
     def score(split: str, logits: list) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         predicted = []
         for feature, row in zip(features[split], logits, strict=True):
-            token_tags = [tags[i] for i in row[1 : 1 + len(feature["offsets"])].argmax(-1).tolist()]
-            spans = [
-                (k, feature["offsets"][s][0], feature["offsets"][e][1] - 1) for k, s, e in bio_entities(token_tags)
-            ]
-            predicted.append(spans)
-        predictions = []
-        for row, spans in zip(sentences[split], predicted, strict=True):
-            label: dict[str, dict[str, list[list[int]]]] = {}
-            for kind, start, end in spans:
-                label.setdefault(kind, {}).setdefault(row["text"][start : end + 1], []).append([start, end])
-            predictions.append({"id": row["id"], "label": label})
+            token_tags = decode_tags(row, len(feature["offsets"]), tags)
+            predicted.append(tagged_entities(token_tags, feature["offsets"]))
+        predictions = [
+            {"id": row["id"], "label": clue_label(row["text"], spans)}
+            for row, spans in zip(sentences[split], predicted, strict=True)
+        ]
         if split == "test":
             return {}, predictions
         scores = entity_f1([r["entities"] for r in sentences[split]], predicted)
