@@ -89,6 +89,18 @@ STAGES: dict[str, Stage | dict[str, Stage]] = {
             "CLUE dev metrics or test-set leaderboard predictions of a fine-tuned model (lmforge finetune).",
         ),
     },
+    "predict": Stage(
+        "lmforge.predict:PredictArgs",
+        "lmforge.predict:predict",
+        "Run a fine-tuned classifier, tagger or QA model on new text (jsonl or lines, - = stdin) -> jsonl.",
+        positional=True,
+    ),
+    "inspect": Stage(
+        "lmforge.eval.inspect:InspectArgs",
+        "lmforge.eval.inspect:inspect_run",
+        "Per-layer statistics of a run (cosine/relative change between layers, norms, GAU/FLASH sparsity).",
+        positional=True,
+    ),
     "fill-mask": Stage(
         "lmforge.eval.fill_mask:FillMaskArgs",
         "lmforge.eval.fill_mask:fill_mask",
