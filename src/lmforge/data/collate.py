@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from lmforge.data.lm_tokenizer import require_mask_token_id
 from lmforge.data.masking import IGNORE_INDEX, apply_masks, per_word, spans, token_budget, word_index
 
 MaskingMode = Literal["word", "token", "span"]
@@ -103,7 +104,7 @@ class MLMCollator:
         self.span_geometric_p = span_geometric_p
         self.max_span_words = max_span_words
         self.pad_token_id = int(tokenizer.pad_token_id)
-        self.mask_token_id = int(tokenizer.mask_token_id)
+        self.mask_token_id = require_mask_token_id(tokenizer)  # a ValueError for GPT-2 / sentencepiece tokenizers
         self.random_range = tuple(tokenizer.random_token_range)
         self.special_ids = torch.tensor(sorted(tokenizer.all_special_ids), dtype=torch.long)
 
@@ -137,6 +138,7 @@ class MLMCollator:
             mask_token_id=self.mask_token_id,
             random_range=self.random_range,
             generator=generator,
+            exclude_ids=self.special_ids.tolist(),
         )
         return {
             "input_ids": inputs_BT,

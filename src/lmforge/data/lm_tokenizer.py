@@ -30,6 +30,7 @@ from lmforge.data.tokenizer_spec import (
     CODEPOINT_RANDOM_RANGE,
     CODEPOINT_SPECIALS,
     FORMAT_VERSION,
+    IMPORTED_KINDS,
     KINDS,
     META_FILE,
     NUM_CODEPOINTS,
@@ -66,22 +67,30 @@ class LMTokenizer:
     """One tokenizer interface for the data pipeline and the training engine.
 
     ``encode`` never adds special tokens; sequence builders add [CLS]/[SEP] (MLM) or EOS (CLM) themselves.
+    ``source`` says in words what was loaded (``"vocab.txt (WordPiece, lowercase)"``). Imported tokenizers
+    (``tokenizer_import.py``) keep their special ids wherever they are, may lack a mask token (``mask_token_id``
+    None: only masked-LM refuses them, ``require_mask_token_id``) and pad with unk, then eos, when they have no pad
+    token (``pad_token_fallback`` names the role used). ``files`` holds their original files for ``save``.
     """
 
     def __init__(
         self,
-        kind: TokenizerKind,
+        kind: TokenizerKind | str,
         *,
         backend=None,
         special_tokens: dict[str, str] | None = None,
         options: dict | None = None,
+        source: str | None = None,
+        files: dict[str, bytes] | None = None,
     ) -> None:
-        if kind not in KINDS:
-            raise ValueError(f"unknown tokenizer kind {kind!r}; choose from {KINDS}")
+        if kind not in KINDS + IMPORTED_KINDS:
+            raise ValueError(f"unknown tokenizer kind {kind!r}; choose from {KINDS + IMPORTED_KINDS}")
         self.kind: str = kind
         self.backend = backend
         self.options: dict = dict(options or {})
         self.special_tokens: dict[str, str] = dict(special_tokens or {})
+        self.source: str = source or f"lmforge {kind} tokenizer"
+        self.files: dict[str, bytes] = dict(files or {})
         self._table: _CharTable | None = None
         if kind == "codepoint":
             ids = dict(CODEPOINT_SPECIALS)
@@ -98,21 +107,31 @@ class LMTokenizer:
                 if token_id is None:
                     raise ValueError(f"special token {token!r} ({name}) is not in the vocabulary")
                 ids[name] = token_id
-            if sorted(ids.values()) != list(range(len(ids))):
+            if kind in KINDS and sorted(ids.values()) != list(range(len(ids))):
                 raise ValueError(f"special tokens must take the first ids 0..{len(ids) - 1}, got {ids}")
+            if kind in IMPORTED_KINDS:
+                self.vocab_size = max(self.vocab_size, max(backend.get_vocab(with_added_tokens=True).values()) + 1)
         self.special_token_ids: dict[str, int] = ids
-        self.pad_token_id: int = ids["pad"]
-        self.mask_token_id: int = ids["mask"]
-        self.cls_token_id: int = ids.get("cls", ids.get("bos"))
-        self.sep_token_id: int = ids.get("sep", ids.get("eos"))
+        # Padding positions are neither attended nor predicted, so any id works; unk before eos because models
+        # that make pad their embedding's padding_idx then freeze a rare token, not the document separator.
+        self.pad_token_fallback: str | None = next((r for r in ("unk", "eos") if "pad" not in ids and r in ids), None)
+        if "pad" not in ids and self.pad_token_fallback is None:
+            raise ValueError(f"the {self.source} tokenizer has no pad, unk or eos token to pad with; name a pad_token")
+        self.pad_token_id: int = ids["pad"] if "pad" in ids else ids[self.pad_token_fallback]
+        self.mask_token_id: int | None = ids.get("mask")
+        self.cls_token_id: int | None = ids.get("cls", ids.get("bos"))
+        self.sep_token_id: int | None = ids.get("sep", ids.get("eos"))
         self.bos_token_id: int | None = ids.get("bos")
         self.eos_token_id: int | None = ids.get("eos")
         self.unk_token_id: int | None = ids.get("unk")
-        self.all_special_ids: frozenset[int] = frozenset(ids.values())
+        # Named specials plus the backend's other special tokens (additional_special_tokens, sentencepiece controls).
+        self.all_special_ids: frozenset[int] = frozenset(ids.values()) | _backend_special_ids(backend)
         if kind == "codepoint":
             self.random_token_range: tuple[int, int] = CODEPOINT_RANDOM_RANGE
-        else:
+        elif kind in KINDS:
             self.random_token_range = (len(ids), self.vocab_size)
+        else:  # specials anywhere: draw from every id; the masking skips all_special_ids inside the range
+            self.random_token_range = (0, self.vocab_size)
         self.fingerprint: str = _fingerprint(kind, backend)
         if kind == "char":
             vocab = backend.get_vocab(with_added_tokens=True)
@@ -128,9 +147,13 @@ class LMTokenizer:
         return f"LMTokenizer(kind={self.kind!r}, vocab_size={self.vocab_size}, fingerprint={self.fingerprint!r})"
 
     @property
-    def document_separator_id(self) -> int:
+    def document_separator_id(self) -> int | None:
         """Token placed after every document of a CLM stream: EOS, or [SEP] for tokenizers without EOS."""
         return self.eos_token_id if self.eos_token_id is not None else self.sep_token_id
+
+    def require_mask_token_id(self) -> int:
+        """``mask_token_id``, or a ``ValueError`` for tokenizers without one (GPT-2, most sentencepiece models)."""
+        return require_mask_token_id(self)
 
     # ---- encoding ---------------------------------------------------------------------------------------------
 
@@ -209,7 +232,7 @@ class LMTokenizer:
         ids = [int(i) for i in ids]
         if skip_special_tokens:
             ids = [i for i in ids if i not in self.all_special_ids]
-        if self.kind == "bpe":
+        if self.kind == "bpe" or self.kind in IMPORTED_KINDS:
             return self.backend.decode(ids, skip_special_tokens=False)
         tokens = self.convert_ids_to_tokens(ids)
         if self.kind == "codepoint":
@@ -231,6 +254,11 @@ class LMTokenizer:
         """Write the tokenizer so that ``load_tokenizer`` and ``transformers.AutoTokenizer`` both read it."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        if self.kind in IMPORTED_KINDS:  # the original files byte for byte (tokenizer_import.py)
+            for name, data in self.files.items():
+                (path / name).write_bytes(data)
+            _write_json(path / META_FILE, self._meta())
+            return path
         specials_map = {f"{name}_token": token for name, token in self.special_tokens.items() if name != "reserved"}
         if self.kind == "char":
             vocab = self.backend.get_vocab(with_added_tokens=True)
@@ -257,7 +285,11 @@ class LMTokenizer:
                 self.backend.encode_special_tokens = True
             _write_json(path / "special_tokens_map.json", specials_map)
         _write_json(path / "tokenizer_config.json", config)
-        meta = {
+        _write_json(path / META_FILE, self._meta())
+        return path
+
+    def _meta(self) -> dict:
+        return {
             "format": "lmforge.tokenizer",
             "version": FORMAT_VERSION,
             "kind": self.kind,
@@ -267,8 +299,17 @@ class LMTokenizer:
             "special_token_ids": self.special_token_ids,
             "options": self.options,
         }
-        _write_json(path / META_FILE, meta)
-        return path
+
+
+def require_mask_token_id(tokenizer) -> int:
+    """The mask id of any tokenizer-like object, or the one-line ``ValueError`` masked-LM gives without one."""
+    if tokenizer.mask_token_id is None:
+        raise ValueError(
+            f"masked-LM needs a mask token but the tokenizer ({getattr(tokenizer, 'source', 'given')}) has none; "
+            "use a causal objective (--objective clm) or a tokenizer with a mask token (mask_token in "
+            "tokenizer_config.json)"
+        )
+    return int(tokenizer.mask_token_id)
 
 
 def _is_word_piece(char: str) -> bool:
@@ -279,10 +320,21 @@ def _write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
+def _backend_special_ids(backend) -> frozenset[int]:
+    if backend is None:
+        return frozenset()
+    if hasattr(backend, "special_ids"):  # tokenizer_import.SentencePieceBackend
+        return frozenset(backend.special_ids())
+    return frozenset(i for i, token in backend.get_added_tokens_decoder().items() if token.special)
+
+
 def _fingerprint(kind: str, backend) -> str:
-    """Hash of everything that decides the ids: vocabulary in id order, merges, normalizer and pre-tokenizer."""
+    """Hash of everything that decides the ids: vocabulary in id order, merges, normalizer and pre-tokenizer (for
+    sentencepiece: the model file, which holds all of them)."""
     if backend is None:
         content = {"kind": kind, "specials": CODEPOINT_SPECIALS}
+    elif kind == "sentencepiece":
+        content = {"kind": kind, "model_sha256": hashlib.sha256(backend.model_bytes).hexdigest()}
     else:
         spec = json.loads(backend.to_str())
         model = spec["model"]
@@ -291,12 +343,14 @@ def _fingerprint(kind: str, backend) -> str:
         content = {
             "kind": kind,
             "model": model.get("type"),
-            "vocab": sorted(vocab, key=vocab.__getitem__),
+            "vocab": sorted(vocab, key=vocab.__getitem__) if isinstance(vocab, dict) else vocab,  # Unigram: list
             "merges": merges,
             "added": sorted((t["id"], t["content"]) for t in spec.get("added_tokens", [])),
             "normalizer": spec.get("normalizer"),
             "pre_tokenizer": spec.get("pre_tokenizer"),
         }
+        if kind in IMPORTED_KINDS:  # any model's options (byte_fallback, unk_token, ...) decide ids too
+            content["model_options"] = {k: v for k, v in model.items() if k not in ("vocab", "merges")}
     blob = json.dumps(content, ensure_ascii=False, sort_keys=True).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -337,16 +391,31 @@ def _read_meta(meta_path: Path) -> dict:
 
 
 def load_tokenizer(path: str | Path) -> LMTokenizer:
-    """Load a tokenizer directory written by ``LMTokenizer.save`` (``prepare tokenizer``)."""
+    """Load a tokenizer directory written by ``LMTokenizer.save`` (``prepare tokenizer``) or a Hugging Face tokenizer
+    directory (``tokenizer.json``, ``vocab.txt``, ``vocab.json`` + ``merges.txt`` or a sentencepiece ``.model``;
+    ``tokenizer_import.py``)."""
+    from lmforge.data.tokenizer_import import detect_format, import_tokenizer
+
     path = Path(path)
     meta_path = path / META_FILE
     if not meta_path.is_file():
-        hint = f"; did you mean {path / 'tokenizer'}?" if (path / "tokenizer" / META_FILE).is_file() else ""
-        raise ValueError(f"no tokenizer at {str(path)!r}: {META_FILE} is missing{hint}")
+        if (path / "tokenizer" / META_FILE).is_file():
+            hint = f"did you mean {path / 'tokenizer'}?"
+            raise ValueError(f"no tokenizer at {str(path)!r}: {META_FILE} is missing; {hint}")
+        if path.is_dir() and detect_format(path) is not None:
+            return import_tokenizer(path)
+        raise ValueError(
+            f"no tokenizer at {str(path)!r}: {META_FILE} is missing and it is no Hugging Face tokenizer directory "
+            "either (tokenizer.json, vocab.txt, vocab.json + merges.txt or a sentencepiece .model)"
+        )
     meta = _read_meta(meta_path)
     kind = meta.get("kind")
-    if kind not in KINDS:
+    if kind not in KINDS + IMPORTED_KINDS:
         raise ValueError(f"{meta_path}: unknown tokenizer kind {kind!r}")
+    if kind in IMPORTED_KINDS:
+        tokenizer = import_tokenizer(path, file_format=meta.get("options", {}).get("format"))
+        _check_fingerprint(tokenizer, meta, path)
+        return tokenizer
     backend = None
     if kind != "codepoint":
         from tokenizers import Tokenizer
@@ -358,9 +427,13 @@ def load_tokenizer(path: str | Path) -> LMTokenizer:
     tokenizer = LMTokenizer(
         kind, backend=backend, special_tokens=meta.get("special_tokens"), options=meta.get("options")
     )
+    _check_fingerprint(tokenizer, meta, path)
+    return tokenizer
+
+
+def _check_fingerprint(tokenizer: LMTokenizer, meta: dict, path: Path) -> None:
     if meta.get("fingerprint") != tokenizer.fingerprint:
         raise ValueError(
             f"tokenizer at {str(path)!r} was modified after it was built: fingerprint {tokenizer.fingerprint} "
             f"!= {meta.get('fingerprint')} recorded in {META_FILE}; rebuild it with 'lmforge prepare tokenizer'"
         )
-    return tokenizer

@@ -13,14 +13,14 @@ of a word (a word = a word-start token and the continuation tokens after it, see
   span.
 
 Deviations: HF counts [CLS]/[SEP] into the token budget and may draw special ids as "random" tokens; we count
-maskable tokens only and draw random tokens from ``random_range`` (non-special ids). Every random number comes from
-the ``torch.Generator`` passed in (style R15), in a fixed order, so a restored generator repeats a batch exactly.
+maskable tokens only and draw random tokens from ``random_range`` minus the special ids. Every random number comes
+from the ``torch.Generator`` passed in (style R15), in a fixed order, so a restored generator repeats a batch exactly.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 
@@ -137,10 +137,16 @@ def apply_masks(
     mask_token_id: int,
     random_range: tuple[int, int],
     generator: torch.Generator,
+    exclude_ids: Iterable[int] = (),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels = original ids at selected positions (else -100); inputs get [MASK] (80%), a random id (10%) or
-    stay (10%) according to ``action_BT``."""
-    random_BT = torch.randint(random_range[0], random_range[1], input_ids_BT.shape, generator=generator)
+    stay (10%) according to ``action_BT``. Random ids are uniform over ``random_range`` minus ``exclude_ids`` (the
+    special ids, which imported tokenizers have anywhere: BERT's [UNK] 100 .. [MASK] 103)."""
+    low, high = random_range
+    skipped = sorted({int(i) for i in exclude_ids if low <= int(i) < high})
+    random_BT = torch.randint(low, high - len(skipped), input_ids_BT.shape, generator=generator)
+    for skip in skipped:  # ascending: maps [low, high - k) one to one onto [low, high) minus the skipped ids
+        random_BT += (random_BT >= skip).long()
     labels_BT = torch.where(selected_BT, input_ids_BT, torch.full_like(input_ids_BT, IGNORE_INDEX))
     masked_BT = selected_BT & (action_BT < MASK)
     randomised_BT = selected_BT & (action_BT >= MASK) & (action_BT < RANDOM)

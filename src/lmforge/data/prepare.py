@@ -11,8 +11,9 @@ processes and stores word-start flags next to the token ids, so the training tok
 boundaries cannot drift apart.
 
 Output of ``prepare all --output_dir D``: ``D/corpus`` (jsonl + report.json), ``D/tokenizer`` (HF-loadable +
-lmforge_tokenizer.json), ``D/shards/{train,validation}`` (bins + index.json) and ``D/prepare.json`` (arguments
-and the reports of every stage).
+lmforge_tokenizer.json; with ``--tokenizer_name DIR`` the imported tokenizer, see ``tokenizer_import.py``),
+``D/shards/{train,validation}`` (bins + index.json) and ``D/prepare.json`` (arguments and the reports of every
+stage).
 """
 
 from __future__ import annotations
@@ -106,10 +107,13 @@ def prepare_corpus(args: CorpusArgs) -> dict:
 
 @dataclass(kw_only=True)
 class TokenizerArgs:
-    input: list[str] | str
-    """The corpus: a 'prepare corpus' directory or jsonl files."""
+    input: list[str] | str | None = None
+    """The corpus: a 'prepare corpus' directory or jsonl files (not read with --tokenizer_name)."""
     output_dir: str
     """Directory for the tokenizer (loadable by transformers.AutoTokenizer and lmforge load_tokenizer)."""
+    tokenizer_name: str | None = None
+    """Import this local tokenizer directory instead of building one: Hugging Face (tokenizer.json, vocab.txt,
+    vocab.json + merges.txt or a sentencepiece .model) or lmforge. A hub id is an error: nothing is downloaded."""
     tokenizer: Literal["char", "bpe", "codepoint"] = "char"
     """char: BERT vocab.txt of characters; bpe: byte-level BPE; codepoint: CANINE codepoints (no training)."""
     vocab_size: int | None = None
@@ -130,11 +134,15 @@ class TokenizerArgs:
 
 
 def prepare_tokenizer(args: TokenizerArgs) -> Path:
-    """Build a tokenizer from the corpus and save it; returns its directory."""
+    """Build a tokenizer from the corpus (or import ``tokenizer_name``) and save it; returns its directory."""
     from lmforge.data.corpus import corpus_codepoint_counts, corpus_files, iter_texts
     from lmforge.data.errors import PrepareError
     from lmforge.data.tokenizer import KINDS, build_tokenizer
 
+    if args.tokenizer_name is not None:
+        return _import_tokenizer(args.tokenizer_name, args.output_dir)
+    if args.input is None:
+        raise PrepareError("pass --input (the corpus to build a tokenizer from) or --tokenizer_name (one to import)")
     if args.tokenizer not in KINDS:
         raise PrepareError(f"unknown tokenizer {args.tokenizer!r}; choose from {KINDS}")
     if args.vocab_size is not None and args.vocab_size < 1:
@@ -176,6 +184,20 @@ def prepare_tokenizer(args: TokenizerArgs) -> Path:
     return path
 
 
+def _import_tokenizer(name: str, output_dir: str) -> Path:
+    from lmforge.data.tokenizer_import import load_named_tokenizer
+
+    started = time.perf_counter()
+    tokenizer = load_named_tokenizer(name)
+    _check_output_dir(output_dir)
+    path = tokenizer.save(output_dir)
+    print(
+        f"tokenizer: imported {tokenizer.source} from {name}, {tokenizer.vocab_size} ids, fingerprint "
+        f"{tokenizer.fingerprint} ({time.perf_counter() - started:.1f} s) -> {path}"
+    )
+    return path
+
+
 @dataclass(kw_only=True)
 class PrepareAllArgs:
     input: list[str] | str
@@ -198,6 +220,10 @@ class PrepareAllArgs:
     """Word segmentation for whole-word masking."""
     tokenizer: Literal["char", "bpe", "codepoint"] = "char"
     """Tokenizer to build: char (BERT characters), bpe (byte-level BPE) or codepoint (CANINE)."""
+    tokenizer_name: str | None = None
+    """Import this local tokenizer directory instead of building --tokenizer: Hugging Face (tokenizer.json,
+    vocab.txt, vocab.json + merges.txt or a sentencepiece .model) or lmforge. A hub id is an error: nothing is
+    downloaded."""
     vocab_size: int | None = None
     """Upper bound on the vocabulary size (default 21128 for char, 32000 for bpe)."""
     cjk_continuations: bool = True
@@ -220,6 +246,13 @@ def prepare_all(args: PrepareAllArgs) -> Path:
     """corpus -> tokenizer -> shards under ``output_dir``; returns ``output_dir``."""
     out = Path(args.output_dir)
     started = time.perf_counter()
+    if args.tokenizer_name is not None:  # a wrong name or a tokenizer unfit for the objective fails before ingest
+        from lmforge.data.lm_tokenizer import require_mask_token_id
+        from lmforge.data.tokenizer_import import load_named_tokenizer
+
+        imported = load_named_tokenizer(args.tokenizer_name)
+        if args.objective == "mlm":
+            require_mask_token_id(imported)
     corpus = prepare_corpus(
         CorpusArgs(
             input=_as_list(args.input),
@@ -243,6 +276,7 @@ def prepare_all(args: PrepareAllArgs) -> Path:
             input=[str(out / "corpus")],
             output_dir=str(out / "tokenizer"),
             tokenizer=args.tokenizer,
+            tokenizer_name=args.tokenizer_name,
             vocab_size=args.vocab_size,
             cjk_continuations=args.cjk_continuations,
             text_field="text",

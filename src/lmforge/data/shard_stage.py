@@ -24,8 +24,11 @@ from lmforge.data.stage import _as_list, _check_output_dir, _progress_bar, bound
 class ShardsArgs:
     input: list[str] | str
     """The corpus: a 'prepare corpus' directory or jsonl files."""
-    tokenizer_path: str
-    """A directory written by 'prepare tokenizer'; its fingerprint is stored in every shard index."""
+    tokenizer_path: str | None = None
+    """A directory written by 'prepare tokenizer' or a Hugging Face tokenizer directory; its fingerprint is stored
+    in every shard index."""
+    tokenizer_name: str | None = None
+    """HF-style alias of tokenizer_path: a local tokenizer directory. A hub id is an error: nothing is downloaded."""
     output_dir: str
     """Directory that receives train/ and validation/ (bin files + index.json)."""
     objective: Literal["mlm", "clm"] = "mlm"
@@ -170,11 +173,12 @@ def prepare_shards(args: ShardsArgs) -> Path:
         raise PrepareError(f"max_seq_length must be >= 3, got {args.max_seq_length}")
     if args.objective == "clm" and args.block_size < 2:
         raise PrepareError(f"block_size must be >= 2, got {args.block_size}")
+    tokenizer_path = _tokenizer_path(args)
     started = time.perf_counter()
     files = corpus_files(_as_list(args.input))
     _check_output_dir(args.output_dir)
     init = (
-        str(args.tokenizer_path),
+        str(tokenizer_path),
         segmenter,
         args.text_field,
         args.validation_split_percentage / 100,
@@ -182,14 +186,17 @@ def prepare_shards(args: ShardsArgs) -> Path:
     )
     _init_shard_worker(*init)  # before the pool forks: workers inherit the tokenizer and rjieba's dictionary
     tokenizer = _WORKER["tokenizer"]
+    _check_sequence_tokens(tokenizer, args.objective)
     output_dir = Path(args.output_dir)
+    separator = tokenizer.document_separator_id
     info = {
         "fingerprint": tokenizer.fingerprint,
         "kind": tokenizer.kind,
-        "path": str(args.tokenizer_path),
+        "path": str(tokenizer_path),
         "pad_token_id": tokenizer.pad_token_id,
-        "cls_token_id": tokenizer.cls_token_id,
-        "sep_token_id": tokenizer.sep_token_id,
+        # clm never uses cls/sep, but shard readers expect ints: imported tokenizers may lack them (T5 has no bos)
+        "cls_token_id": tokenizer.cls_token_id if tokenizer.cls_token_id is not None else separator,
+        "sep_token_id": tokenizer.sep_token_id if tokenizer.sep_token_id is not None else separator,
         "mask_token_id": tokenizer.mask_token_id,
         "eos_token_id": tokenizer.eos_token_id,
         "separator_id": tokenizer.document_separator_id,
@@ -211,6 +218,37 @@ def prepare_shards(args: ShardsArgs) -> Path:
         for writer in writers.values():
             writer.abort()
         raise
+
+
+def _tokenizer_path(args: ShardsArgs) -> str:
+    from lmforge.data.errors import PrepareError
+    from lmforge.data.tokenizer_import import resolve_tokenizer_name
+
+    if args.tokenizer_name is not None and args.tokenizer_path is not None:
+        raise PrepareError("pass --tokenizer_path or --tokenizer_name, not both")
+    if args.tokenizer_name is not None:
+        return str(resolve_tokenizer_name(args.tokenizer_name))
+    if args.tokenizer_path is None:
+        raise PrepareError("pass --tokenizer_path (a 'prepare tokenizer' output) or --tokenizer_name (a local dir)")
+    return str(args.tokenizer_path)
+
+
+def _check_sequence_tokens(tokenizer, objective: str) -> None:
+    """mlm sequences need [MASK], [CLS] and [SEP] (or bos/eos); clm needs a document separator (eos or sep)."""
+    from lmforge.data.errors import PrepareError
+    from lmforge.data.lm_tokenizer import require_mask_token_id
+
+    if objective == "mlm":
+        require_mask_token_id(tokenizer)
+        if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
+            raise PrepareError(
+                f"mlm sequences need cls (or bos) and sep (or eos) tokens; the tokenizer ({tokenizer.source}) lacks "
+                "one: use --objective clm or name them in tokenizer_config.json"
+            )
+    elif tokenizer.document_separator_id is None:
+        raise PrepareError(
+            f"clm needs an eos (or sep) token between documents; the tokenizer ({tokenizer.source}) has none"
+        )
 
 
 def _write_shards(args: ShardsArgs, files: list[Path], writers: dict, *, tokenizer, segmenter, init, started) -> Path:

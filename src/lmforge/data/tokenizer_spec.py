@@ -1,4 +1,5 @@
-"""The fixed facts of the three tokenizer kinds: kind names, special tokens and ids, codepoint and UTF-8 helpers.
+"""The fixed facts of the three tokenizer kinds: kind names (and those of imported tokenizers), special tokens and
+ids, codepoint and UTF-8 helpers.
 
 Specials take the first ids (0..4) of ``char`` (bert-base-chinese's ``[PAD] [UNK] [CLS] [SEP] [MASK]`` order) and
 ``bpe``; ``codepoint`` uses CANINE's private-use codepoints (HF ``CanineTokenizer``,
@@ -13,6 +14,9 @@ import numpy as np
 
 TokenizerKind = Literal["char", "bpe", "codepoint"]
 KINDS: tuple[str, ...] = ("char", "bpe", "codepoint")
+# Kinds of imported (published) tokenizers, one per file format (``tokenizer_import.py``); their specials may sit
+# at any id (BERT: [PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102, [MASK] 103).
+IMPORTED_KINDS: tuple[str, ...] = ("hf_json", "wordpiece", "byte_bpe", "sentencepiece")
 META_FILE = "lmforge_tokenizer.json"
 FORMAT_VERSION = 1
 NUM_CODEPOINTS = 0x110000
