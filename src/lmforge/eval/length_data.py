@@ -211,6 +211,7 @@ def mask_stream(
     generator: returns ``(inputs_N, labels_N)`` (labels -100 where nothing is predicted)."""
     import torch
 
+    from lmforge.data.lm_tokenizer import require_mask_token_id
     from lmforge.data.masking import apply_masks, per_word, token_budget, word_index
 
     if mode not in ("word", "token"):
@@ -228,9 +229,10 @@ def mask_stream(
         ids_1N,
         selected_BT=selected_1N,
         action_BT=action_1N,
-        mask_token_id=tokenizer.mask_token_id,
+        mask_token_id=require_mask_token_id(tokenizer),
         random_range=tuple(tokenizer.random_token_range),
         generator=generator,
+        exclude_ids=special.tolist(),
     )
     return inputs_1N[0], labels_1N[0]
 

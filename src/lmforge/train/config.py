@@ -77,7 +77,7 @@ class PretrainArgs:
     tokenizer_dir: str | None = None
     """Tokenizer directory (default: the tokenizer/ next to the shards). Must match the shards' fingerprint."""
     tokenizer_name: str | None = None
-    """HF alias of --tokenizer_dir. A hub id (not a local directory) is ignored: the prepared data pins its own."""
+    """HF alias of --tokenizer_dir: a local lmforge or Hugging Face tokenizer directory (a hub id is an error)."""
     validation_split_percentage: float = 5.0
     """Held-out share (%) when --train_file is a raw file prepared here; prepared data keeps its own split."""
     preprocessing_num_workers: int | None = None

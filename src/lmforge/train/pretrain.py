@@ -34,6 +34,7 @@ from lmforge.data.collate import CLMCollator, MLMCollator
 from lmforge.data.loader import ShardLoader
 from lmforge.data.shards import INDEX_FILE, check_fingerprint, open_shards
 from lmforge.data.tokenizer import LMTokenizer, load_tokenizer
+from lmforge.data.tokenizer_import import resolve_tokenizer_name
 from lmforge.models.registry import build_model, config_from_dict, config_to_dict, get_config, get_entry
 from lmforge.train.checkpoint import (
     find_latest_checkpoint,
@@ -113,6 +114,7 @@ def _prepare_raw_file(path: Path, args: PretrainArgs, run_dir: Path, info: DistI
             validation_split_percentage=args.validation_split_percentage,
             num_proc=args.preprocessing_num_workers or 1,
             seed=args.seed,
+            tokenizer_name=args.tokenizer_dir or args.tokenizer_name,  # None: build the default char tokenizer
             progress=not args.disable_tqdm,
         )
         prepare_all(prepare_args)
@@ -152,15 +154,8 @@ def resolve_data(args: PretrainArgs, *, run_dir: Path, info: DistInfo) -> DataPa
             "`lmforge prepare all --inputs FILES --output_dir D` and pass --train_dir D"
         )
     chosen = args.tokenizer_dir
-    if chosen is None and args.tokenizer_name is not None:
-        if Path(args.tokenizer_name).is_dir():
-            chosen = args.tokenizer_name
-        elif info.is_main:
-            print(
-                f"note: --tokenizer_name {args.tokenizer_name!r} is not a local directory; nothing is downloaded, "
-                "the tokenizer the data was prepared with is used",
-                flush=True,
-            )
+    if chosen is None and args.tokenizer_name is not None:  # a local lmforge or HF directory; a hub id: ValueError
+        chosen = str(resolve_tokenizer_name(args.tokenizer_name))
     if chosen is not None:
         tokenizer = Path(chosen)
     if not tokenizer.is_dir():
