@@ -88,7 +88,7 @@ def test_export_cli_and_its_errors(mlm_run: Path, tmp_path: Path, capsys: pytest
     assert "not empty" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["export", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "x")])
-    assert "neither a checkpoint nor a run" in capsys.readouterr().err
+    assert "is neither a" in capsys.readouterr().err
 
 
 def test_our_fill_mask_agrees_with_the_hf_pipeline(mlm_run: Path, tmp_path: Path) -> None:

@@ -1,10 +1,14 @@
-"""``LmforgeConfig``: a ``transformers`` config that carries an lmforge architecture name, task and config dict.
+"""``LmforgeConfig``: a ``transformers`` config that carries an lmforge architecture name, task, config dict and
+(for a fine-tuned model) its task head.
 
-One subclass per registered architecture (``model_type = "lmforge-<arch>"``), made by ``config_class_for`` and
-registered with ``AutoConfig`` by ``lmforge.hf.register()``. The lmforge dataclass stays the source of truth
-(R1): the HF config only stores its fields (``lmforge_config``) plus the few HF-level fields that tools read
-(``vocab_size``, ``hidden_size``, ...), copied from it. Loading such a directory needs ``import lmforge.hf``
-first (no ``trust_remote_code``, no code in the directory).
+One subclass per registered architecture (``model_type = "lmforge-<arch>"``), made by ``config_class_for``. The
+lmforge dataclass stays the source of truth (R1): the HF config only stores its fields (``lmforge_config``), the
+head entry of a fine-tuned checkpoint (``lmforge_head``: kind, labels, pooling, dropout, use_pooler) and the few
+HF-level fields that tools read (``vocab_size``, ``hidden_size``, ``id2label``, ...), copied from them.
+
+This file imports nothing from lmforge: ``lmforge.hf.remote`` copies it as is into an exported directory
+(``configuration_lmforge.py``), so the same ``config.json`` loads with ``import lmforge.hf`` (registered classes)
+or with ``trust_remote_code=True`` (the copied code) where lmforge is not installed.
 """
 
 from __future__ import annotations
@@ -26,14 +30,20 @@ class LmforgeConfig(PretrainedConfig):
         lmforge_model: str | None = None,
         lmforge_task: str = "mlm",
         lmforge_config: dict[str, Any] | None = None,
+        lmforge_head: dict[str, Any] | None = None,
         **kwargs: Any,
     ):
         self.lmforge_model = lmforge_model
         self.lmforge_task = lmforge_task
         self.lmforge_config = dict(lmforge_config or {})
+        self.lmforge_head = dict(lmforge_head) if lmforge_head else None
         for key in _MIRRORED:
             if key in self.lmforge_config:
                 kwargs.setdefault(key, self.lmforge_config[key])
+        labels = (self.lmforge_head or {}).get("labels")
+        if labels:  # label names for pipelines; a span head has none (start/end)
+            kwargs.setdefault("id2label", {i: str(label) for i, label in enumerate(labels)})
+            kwargs.setdefault("label2id", {str(label): i for i, label in enumerate(labels)})
         kwargs.setdefault("tie_word_embeddings", False)  # our heads tie internally; HF must not re-tie
         super().__init__(**kwargs)
 

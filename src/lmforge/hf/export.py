@@ -1,20 +1,22 @@
-"""``lmforge export``: a run or checkpoint -> a Hugging Face directory (config.json, model.safetensors, tokenizer
-files, README.md model card).
+"""``lmforge export``: a pretraining or fine-tuning run (or checkpoint) -> a Hugging Face directory (config.json,
+model.safetensors, tokenizer files, README.md model card, and remote code where needed).
 
-Two formats. ``native`` (the default when ``lmforge.models.<arch>.convert`` provides ``to_hf_config`` and
-``to_hf_state_dict``): the architecture's HF twin, e.g. ``BertForMaskedLM`` or ``RoFormerForMaskedLM``, built from
-the converted config and weights and written with ``save_pretrained``, so ``transformers.pipeline("fill-mask",
-model=DIR)`` works without lmforge installed. ``lmforge``: the generic wrapper of ``lmforge.hf.modeling`` (for
-architectures without a twin; loading needs ``import lmforge.hf``). The export is reloaded and its logits are
-compared with ours before returning (``--verify``), so a converter bug cannot produce a silently wrong model.
+Two formats. ``native`` (``auto`` picks it whenever it exists): a class of ``transformers`` itself that computes
+exactly our model (``lmforge.hf.native``): ``BertForMaskedLM``, ``RoFormerForCausalLM``, ``BertForTokenClassification``,
+``CanineForQuestionAnswering``, ...; it loads without lmforge and without remote code. ``lmforge``: our wrapper
+classes (``lmforge.hf.modeling``) plus their code, bundled from lmforge's sources into the directory
+(``lmforge.hf.remote``; ``auto_map`` in config.json): ``AutoModelFor*.from_pretrained(DIR, trust_remote_code=True)``
+works without lmforge installed, and after ``import lmforge.hf`` without ``trust_remote_code``. GAU-alpha, FLASH,
+FLASH-Quad, CANINE's masked-character LM and every head without an exact HF class (mean pooling, no pooler, ...)
+export this way.
 
-The tokenizer directory of the checkpoint is copied as is: ``lmforge prepare`` already writes ``vocab.txt`` /
-``tokenizer.json`` / ``tokenizer_config.json`` that ``AutoTokenizer`` reads (``model_max_length`` is added).
+Before returning, the export is reloaded (the remote code too) and its logits are compared with ours on real
+positions (``--verify``), so a converter or bundler bug cannot produce a silently wrong model. The tokenizer
+directory of the checkpoint is copied as is (``model_max_length`` is added).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import shutil
 from pathlib import Path
@@ -22,30 +24,25 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
+from torch import nn
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
-import lmforge
+from lmforge.hf.auto import auto_class_name
+from lmforge.hf.card import model_card
 from lmforge.hf.configuration import config_class_for
 from lmforge.hf.export_args import ExportArgs
 from lmforge.hf.modeling import model_classes_for
+from lmforge.hf.native import to_native
+from lmforge.hf.remote import write_remote_code
+from lmforge.models.loading import LoadedModel, load_model
 from lmforge.models.registry import config_to_dict
-from lmforge.train.checkpoint import TOKENIZER_DIR, load_model, load_model_info, resolve_checkpoint
-from lmforge.train.metrics import read_metrics
 
-__all__ = ["ExportArgs", "export", "export_checkpoint"]
+__all__ = ["ExportArgs", "export", "export_checkpoint", "export_model"]
 
 
-def _converter(arch: str):
-    try:
-        module = importlib.import_module(f"lmforge.models.{arch}.convert")
-    except ModuleNotFoundError:
-        return None
-    return module if hasattr(module, "to_hf_config") and hasattr(module, "to_hf_state_dict") else None
-
-
-def _run_dir_of(checkpoint: Path) -> Path | None:
-    parent = checkpoint.parent
-    return parent if (parent / "config.yaml").is_file() or (parent / "metrics.jsonl").is_file() else None
+def _load_trained(source: str | Path) -> LoadedModel:
+    """Our model (``.model``, eval mode), its config.json entry (``.info``) and where it came from."""
+    return load_model(source, quiet=True)
 
 
 def export(args: ExportArgs) -> Path:
@@ -56,7 +53,7 @@ def export(args: ExportArgs) -> Path:
     default = run.parent / f"hf-{run.name}" if is_checkpoint else run / "hf"  # never inside a checkpoint
     out = Path(args.output_dir) if args.output_dir else default
     path = export_checkpoint(args.run, out, format=args.format, verify=args.verify, overwrite=args.overwrite)
-    print(f"exported {resolve_checkpoint(args.run)} -> {path}")
+    print(f"exported {args.run} -> {path}")
     return path
 
 
@@ -68,52 +65,76 @@ def export_checkpoint(
     verify: bool = True,
     overwrite: bool = False,
 ) -> Path:
-    checkpoint = resolve_checkpoint(run_or_checkpoint)
-    info = load_model_info(checkpoint)
-    arch, task = info["model"], info["task"]
-    if task not in ("mlm", "clm"):
-        raise ValueError(f"only mlm and clm models can be exported for now, {checkpoint} is {task!r}")
+    """Export the newest complete checkpoint of a run (or a checkpoint directory); see the module docstring."""
+    loaded = _load_trained(run_or_checkpoint)
+    if loaded.kind not in ("run", "checkpoint"):
+        raise ValueError(f"{run_or_checkpoint} is not an lmforge run or checkpoint ({loaded.description})")
+    return export_model(loaded.model, loaded.info, output_dir, format=format, verify=verify, overwrite=overwrite,
+                        checkpoint=loaded.checkpoint, tokenizer_dir=loaded.tokenizer_dir)  # fmt: skip
+
+
+def _task_of(model: nn.Module, info: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    """(wrapper task, the head entry with what the module holds: ``use_pooler``) of a checkpoint's config.json."""
+    if "head" not in info:
+        if info["task"] not in ("mlm", "clm"):
+            raise ValueError(f"cannot export a {info['task']!r} model: neither a language model nor fine-tuned")
+        return info["task"], None
+    head = dict(info["head"])
+    if head["kind"] == "sequence_classification":
+        head["use_pooler"] = model.head.pooler is not None
+    return head["kind"], head
+
+
+def export_model(
+    model: nn.Module,
+    info: dict[str, Any],
+    output_dir: str | Path,
+    *,
+    format: str = "auto",
+    verify: bool = True,
+    overwrite: bool = False,
+    checkpoint: Path | None = None,
+    tokenizer_dir: Path | None = None,
+) -> Path:
+    """Export ``model`` (a ``LanguageModel`` or ``TaskModel``) described by ``info`` (a checkpoint's config.json:
+    model, task, config, head); the files of ``tokenizer_dir`` are copied, the metrics of ``checkpoint``'s run go
+    into the model card."""
+    if format not in ("auto", "native", "lmforge"):
+        raise ValueError(f"unknown export format {format!r}; choose from auto, native, lmforge")
+    arch = info["model"]
+    task, head = _task_of(model, info)
     out = Path(output_dir)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise ValueError(f"{out} is not empty; pass --overwrite true to replace it")
         shutil.rmtree(out)
-    converter = _converter(arch)
-    if format == "auto":
-        format = "native" if converter is not None else "lmforge"
-    if format == "native" and converter is None:
-        raise ValueError(f"architecture {arch!r} has no Hugging Face twin; use --format lmforge")
-    if format not in ("native", "lmforge"):
-        raise ValueError(f"unknown export format {format!r}; choose from auto, native, lmforge")
-
-    model = load_model(checkpoint)
-    if format == "native":
-        hf_fields = converter.to_hf_config(model.config)
-        hf_config = AutoConfig.for_model(**hf_fields)
-        hf_model = getattr(transformers, hf_fields["architectures"][0])(hf_config)
-        hf_model.load_state_dict(converter.to_hf_state_dict(model.state_dict(), model.config), strict=True)
-    else:
-        hf_class = model_classes_for(arch)[task]
-        hf_config = config_class_for(arch)(
-            lmforge_model=arch,
-            lmforge_task=task,
-            lmforge_config=config_to_dict(model.config),
-            architectures=[hf_class.__name__],
+    hf_model, why = to_native(model, arch, task, head) if format != "lmforge" else (None, "")
+    if format == "native" and hf_model is None:
+        raise ValueError(
+            f"no native Hugging Face class computes this {arch} {task} model ({why}); use --format lmforge"
         )
-        hf_model = hf_class(hf_config)
+    if hf_model is None:
+        format = "lmforge"
+        hf_config = config_class_for(arch)(
+            lmforge_model=arch, lmforge_task=task, lmforge_config=config_to_dict(model.config), lmforge_head=head
+        )
+        hf_model = model_classes_for(arch)[task](hf_config)
         hf_model.model.load_state_dict(model.state_dict(), strict=True)
+        out.mkdir(parents=True, exist_ok=True)
+        hf_config.auto_map = write_remote_code(out, arch, [task, "backbone"])
+        hf_config.architectures = [type(hf_model).__name__]
+    else:
+        format = "native"
     hf_model.save_pretrained(out)
-
-    tokenizer_dir = checkpoint / TOKENIZER_DIR
-    if tokenizer_dir.is_dir():
-        for file in tokenizer_dir.iterdir():
+    if tokenizer_dir is not None:
+        for file in Path(tokenizer_dir).iterdir():
             if file.is_file():
                 shutil.copy2(file, out / file.name)
         _set_model_max_length(out, model.config)
-    run_dir = _run_dir_of(checkpoint)
-    (out / "README.md").write_text(_model_card(arch, task, format, checkpoint, run_dir, hf_model), encoding="utf-8")
+    card = model_card(arch=arch, task=task, format=format, info=info, checkpoint=checkpoint, hf_model=hf_model)
+    (out / "README.md").write_text(card, encoding="utf-8")
     if verify:
-        _verify(model, out, task)
+        verify_export(model, out, task, remote=format == "lmforge")
     return out
 
 
@@ -126,68 +147,42 @@ def _set_model_max_length(out: Path, config: Any) -> None:
         path.write_text(json.dumps(tokenizer_config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
-@torch.no_grad()
-def _verify(model: torch.nn.Module, out: Path, task: str) -> None:
-    auto = AutoModelForMaskedLM if task == "mlm" else AutoModelForCausalLM
-    reloaded = auto.from_pretrained(out).eval()
+def probe_inputs(config: Any) -> dict[str, torch.Tensor]:
+    """Two fixed rows (the second padded after 8 tokens; segment 1 from token 6 where the model has segments)."""
     generator = torch.Generator().manual_seed(0)
-    vocab_size = model.config.vocab_size
-    input_ids = torch.randint(5, vocab_size, (2, 12), generator=generator)
+    vocab = getattr(config, "vocab_size", None)
+    low, high = (5, vocab) if vocab else (0x4E00, 0x9FA5)  # CANINE reads codepoints
+    input_ids = torch.randint(low, high, (2, 12), generator=generator)
     attention_mask = torch.ones_like(input_ids)
     attention_mask[1, 8:] = 0
-    ours = model(input_ids, attention_mask=attention_mask).logits
-    theirs = reloaded(input_ids=input_ids, attention_mask=attention_mask).logits
-    keep = attention_mask.bool()
-    difference = (ours[keep] - theirs[keep]).abs().max().item()
-    if difference > 1e-4:
-        raise ValueError(f"the export at {out} does not reproduce our logits (max |diff| {difference:.3g})")
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if getattr(config, "type_vocab_size", 0) > 1:
+        inputs["token_type_ids"] = (torch.arange(12) >= 6).long().expand(2, 12).contiguous()
+    return inputs
 
 
-def _model_card(arch: str, task: str, format: str, checkpoint: Path, run_dir: Path | None, hf_model: Any) -> str:
-    pipeline_tag = "fill-mask" if task == "mlm" else "text-generation"
-    auto = "AutoModelForMaskedLM" if task == "mlm" else "AutoModelForCausalLM"
-    parameters = sum(p.numel() for p in hf_model.parameters())
-    lines = [
-        "---",
-        "library_name: transformers",
-        f"pipeline_tag: {pipeline_tag}",
-        "language: zh",
-        f"tags: [lmforge, {arch}, {task}]",
-        "---",
-        "",
-        f"# {arch} ({task.upper()}) trained with lmforge",
-        "",
-        f"Exported by lmforge {lmforge.__version__} from `{checkpoint}` as `{type(hf_model).__name__}` "
-        f"({parameters:,} parameters, format `{format}`).",
-        "",
-        "## Usage",
-        "",
-        "```python",
-        *(
-            ["import lmforge.hf  # registers the lmforge architectures with transformers"]
-            if format == "lmforge"
-            else []
-        ),
-        f"from transformers import AutoTokenizer, {auto}, pipeline",
-        "",
-        'model_dir = "."  # this directory',
-        f'pipe = pipeline("{pipeline_tag}", model=model_dir)',
-        *(['print(pipe("天气预报说今天的天[MASK]很好"))'] if task == "mlm" else ['print(pipe("今天"))']),
-        "```",
-    ]
-    if run_dir is not None:
-        results = run_dir / "all_results.json"
-        final = json.loads(results.read_text()) if results.is_file() else {}
-        if not final:
-            records = read_metrics(run_dir)
-            final = {k: v for r in records for k, v in r.items()}  # the latest value of every metric
-        numbers = {k: v for k, v in final.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-        if numbers:
-            lines += ["", "## Final metrics", "", "| metric | value |", "|---|---|"]
-            lines += [f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in numbers.items()]
-        if (run_dir / "config.yaml").is_file():
-            config_text = (run_dir / "config.yaml").read_text(encoding="utf-8")
-            lines += ["", "## Training configuration", "", "```yaml", config_text.rstrip(), "```"]
-    info = load_model_info(checkpoint)
-    lines += ["", "## Model configuration (lmforge)", "", "```json", json.dumps(info, indent=2), "```", ""]
-    return "\n".join(lines)
+def comparable_logits(output: Any, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The logits of an HF or lmforge output on real positions (sequence logits whole; spans as (N, 2))."""
+    if getattr(output, "start_logits", None) is not None:
+        logits = torch.stack([output.start_logits, output.end_logits], dim=-1)
+    else:
+        logits = output.logits
+    return logits[attention_mask.bool()] if logits.dim() == 3 else logits
+
+
+@torch.no_grad()
+def verify_export(model: nn.Module, out: Path, task: str, *, remote: bool, tolerance: float = 1e-5) -> None:
+    """Reload ``out`` (through the remote code too when ``remote``) and compare its logits with ours."""
+    auto = getattr(transformers, auto_class_name(task))
+    inputs = probe_inputs(model.config)
+    ours = comparable_logits(model.eval()(**inputs), inputs["attention_mask"])
+    loaders = {"": auto}
+    if remote:  # the registered lmforge classes win over auto_map in this process: load the remote class directly
+        reference = json.loads((out / "config.json").read_text(encoding="utf-8"))["auto_map"][auto.__name__]
+        loaders[" through its remote code"] = get_class_from_dynamic_module(reference, str(out))
+    for how, loader in loaders.items():
+        reloaded = loader.from_pretrained(out).eval()
+        theirs = comparable_logits(reloaded(**inputs), inputs["attention_mask"])
+        difference = (ours - theirs).abs().max().item() if ours.shape == theirs.shape else float("inf")
+        if not difference <= tolerance:
+            raise ValueError(f"the export at {out}{how} does not reproduce our logits (max |diff| {difference:.3g})")
