@@ -98,8 +98,9 @@ def test_cli_reports_bad_input_as_one_line(synthetic_task, char_tokenizer_dir, t
     with pytest.raises(SystemExit) as exit_info:
         run(argv)
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert "dev.json:4: label 'maybe' is not in the labels of" in err and len(err.splitlines()) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == "model: registered architecture bert (preset tiny), random init"  # the loader's status line
+    assert len(lines) == 2 and "dev.json:4: label 'maybe' is not in the labels of" in lines[1]
 
 
 def test_layerwise_lr_decay_scales_by_depth():

@@ -22,6 +22,7 @@ def run(mlm_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         PretrainArgs(
             train_dir=str(mlm_data),
             output_dir=str(out),
+            model="bert",
             model_preset="tiny",
             max_steps=2,
             save_steps=2,

@@ -118,7 +118,7 @@ def test_user_errors(mlm_data: Path, tmp_path: Path) -> None:
         _run(tmp_path, tmp_path / "x")
     with pytest.raises(ValueError, match="does not exist"):
         _run(tmp_path / "missing", tmp_path / "y")
-    with pytest.raises(ValueError, match="unknown model"):
+    with pytest.raises(ValueError, match="nor a registered architecture"):
         _run(mlm_data, tmp_path / "z", model="no-such-model")
     with pytest.raises(ValueError, match="positions"):
         _run(mlm_data, tmp_path / "w", model_overrides={"max_position_embeddings": 8})

@@ -21,7 +21,7 @@ __all__ = ["ClueEvalArgs", "evaluate_clue"]
 @dataclass(kw_only=True)
 class ClueEvalArgs:
     model: str | None = None
-    """A fine-tuning run directory or one of its checkpoints."""
+    """A fine-tuning run directory or one of its checkpoints (resolved by ``lmforge.models.loading``)."""
     data_dir: str | None = None
     """Directory with the task's dev/test files (default: the --data_dir of the fine-tuning run)."""
     split: Literal["dev", "test"] = "dev"
@@ -51,14 +51,13 @@ def _run_settings(checkpoint: Path) -> dict[str, Any]:
 def evaluate_clue(args: ClueEvalArgs) -> dict[str, Any]:
     import torch
 
-    from lmforge.data.tokenizer import load_tokenizer
-    from lmforge.tasks.finetune import FinetuneArgs, _build_bundle, load_task_model, predict_logits
-    from lmforge.train.checkpoint import TOKENIZER_DIR
+    from lmforge.tasks.finetune import FinetuneArgs, _build_bundle, load_finetuned, predict_logits
     from lmforge.utils import get_device
 
     if args.model is None:
         raise ValueError("pass --model: a fine-tuning run directory or checkpoint")
-    model, info, checkpoint = load_task_model(args.model)
+    loaded = load_finetuned(args.model)
+    model, info, checkpoint = loaded.model, loaded.info, loaded.checkpoint
     task = args.task or info["task"].removeprefix("finetune-")
     known = {f.name for f in fields(FinetuneArgs)}
     settings = {k: v for k, v in _run_settings(checkpoint).items() if k in known and k != "task"}
@@ -70,7 +69,7 @@ def evaluate_clue(args: ClueEvalArgs) -> dict[str, Any]:
     if "pooling" in info["head"]:
         settings["pooling"] = info["head"]["pooling"]
     finetune_args = FinetuneArgs(task, **settings)
-    tokenizer = load_tokenizer(checkpoint / TOKENIZER_DIR)
+    tokenizer = loaded.tokenizer
     config = model.backbone.config
     trained_labels = info["head"].get("labels") if info["head"]["kind"] == "sequence_classification" else None
     bundle = _build_bundle(

@@ -22,7 +22,7 @@ MASK = "[MASK]"
 @dataclass  # not kw_only: model and text are positional (lmforge fill-mask RUN TEXT)
 class FillMaskArgs:
     model: str
-    """A run directory (its newest checkpoint) or a checkpoint-STEP directory of a masked LM."""
+    """A masked LM: a run (its newest checkpoint), checkpoint-STEP, export, Hugging Face or JunnYu directory."""
     text: str
     """Text with one or more [MASK] markers, e.g. "今天的天[MASK]很好"."""
     top_k: int = 5
@@ -72,17 +72,9 @@ def format_predictions(text: str, predictions: list[list[tuple[str, float]]]) ->
 
 def fill_mask(args: FillMaskArgs) -> list[list[tuple[str, float]]]:
     """CLI entry point: load the model and tokenizer of ``args.model``, print and return the predictions."""
-    from lmforge.data.tokenizer import load_tokenizer
-    from lmforge.train.checkpoint import TOKENIZER_DIR, load_model, load_model_info, resolve_checkpoint
+    from lmforge.models.loading import load_model
 
-    checkpoint = resolve_checkpoint(args.model)
-    info = load_model_info(checkpoint)
-    if info["task"] != "mlm":
-        raise ValueError(f"{checkpoint} is a {info['task']!r} model; fill-mask needs a masked LM (mlm)")
-    if not (checkpoint / TOKENIZER_DIR).is_dir():
-        raise ValueError(f"{checkpoint} has no {TOKENIZER_DIR}/ directory")
-    tokenizer = load_tokenizer(checkpoint / TOKENIZER_DIR)
-    model = load_model(checkpoint)
-    predictions = predict_masks(model, tokenizer, args.text, top_k=args.top_k)
+    loaded = load_model(args.model, task="mlm", with_tokenizer=True)  # any source with an MLM head; one line
+    predictions = predict_masks(loaded.model, loaded.tokenizer, args.text, top_k=args.top_k)
     print(format_predictions(args.text, predictions))
     return predictions

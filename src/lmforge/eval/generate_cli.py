@@ -1,7 +1,7 @@
 """``lmforge generate RUN "prompt"``: continue a prompt with a causal LM from a run directory or checkpoint.
 
-The checkpoint is rebuilt with ``lmforge.train.checkpoint.load_model`` (registry + safetensors, no training code)
-and the prompt is encoded with the checkpoint's own ``tokenizer/`` (``lmforge.data.tokenizer.load_tokenizer``), so
+The model is resolved by ``lmforge.models.loading.load_model`` (a run, checkpoint, export or Hugging Face directory
+with a causal-LM head; no training code) and the prompt is encoded with the tokenizer stored beside the weights, so
 ids always match the training data. CLM shards put the document separator (EOS, or [SEP] without EOS) after
 every document; ``--prepend_separator`` (default true) puts one before the prompt so that it reads as the start
 of a document, and generation stops at that token. Decoding options are ``lmforge.generation.generate``'s.
@@ -17,7 +17,7 @@ __all__ = ["GenerateArgs", "generate"]
 @dataclass  # not kw_only: the required fields are positional on the command line
 class GenerateArgs:
     model: str
-    """A run directory (its newest complete checkpoint is used) or a checkpoint-STEP directory of a causal LM."""
+    """A causal LM: a run (its newest complete checkpoint), checkpoint-STEP, export or Hugging Face directory."""
     prompt: str
     """The prompt text."""
     max_new_tokens: int = 64
@@ -46,18 +46,14 @@ def generate(args: GenerateArgs) -> list[str]:
     """Load ``args.model``, print and return the continuation(s) of ``args.prompt`` (without the prompt)."""
     import torch
 
-    from lmforge.data.tokenizer import load_tokenizer
     from lmforge.generation import generate_ids
-    from lmforge.train.checkpoint import TOKENIZER_DIR, load_model, load_model_info, resolve_checkpoint
+    from lmforge.models.loading import load_model
 
     if args.num_return_sequences < 1:
         raise ValueError(f"--num_return_sequences must be >= 1, got {args.num_return_sequences}")
-    checkpoint = resolve_checkpoint(args.model)
-    task = load_model_info(checkpoint)["task"]
-    if task != "clm":
-        raise ValueError(f"{checkpoint} is a {task!r} model; generate needs a causal LM (task 'clm')")
-    tokenizer = load_tokenizer(checkpoint / TOKENIZER_DIR)
-    model = load_model(checkpoint, device=args.device)
+    loaded = load_model(args.model, task="clm", with_tokenizer=True)  # any source with a CLM head; one line
+    tokenizer = loaded.tokenizer
+    model = loaded.model.to(args.device)
     separator = tokenizer.document_separator_id
     prompt = ([separator] if args.prepend_separator else []) + tokenizer.encode(args.prompt)
     if not prompt:

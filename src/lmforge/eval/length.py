@@ -180,9 +180,6 @@ def evaluate_length(args: LengthArgs) -> dict[str, Any]:
     import torch
     from tqdm.auto import tqdm
 
-    from lmforge.data.tokenizer import load_tokenizer
-    from lmforge.train.checkpoint import TOKENIZER_DIR, load_model
-
     config = run.config
     limit = config.get("max_position_embeddings")
     # only learned absolute positions have a hard limit (GAU-alpha/FLASH record max_position_embeddings for export
@@ -192,7 +189,7 @@ def evaluate_length(args: LengthArgs) -> dict[str, Any]:
             f"{run.architecture} uses learned absolute positions: at most {limit} tokens, but --lengths asks for "
             f"{lengths[-1]}"
         )
-    tokenizer = load_tokenizer(run.checkpoint / TOKENIZER_DIR)
+    tokenizer = run.loaded.tokenizer
     heldout = load_heldout(
         args.data, run, tokenizer, max_tokens=args.max_tokens, segmenter=args.segmenter, text_field=args.text_field
     )
@@ -216,7 +213,7 @@ def evaluate_length(args: LengthArgs) -> dict[str, Any]:
         inputs_N = labels_N = torch.as_tensor(ids_N, dtype=torch.long)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = load_model(run.checkpoint, device=device)
+    model = run.loaded.model.to(device)
     per_length = {
         n: build_windows(
             inputs_N, labels_N, length=n, objective=run.objective, cls_id=tokenizer.cls_token_id, sep_id=separator

@@ -32,20 +32,21 @@ class RunInfo:
     train_config: dict[str, Any]
     """The run's config.yaml (empty when there is none)."""
     training_length: int | None
+    loaded: Any = None
+    """The ``lmforge.models.loading.LoadedModel`` (model and tokenizer come from it)."""
 
 
 def load_run(model: str) -> RunInfo:
-    """Find the checkpoint and the run's recorded training arguments (``ValueError`` if there is no checkpoint)."""
+    """Resolve ``model`` with ``lmforge.models.loading`` (a run, checkpoint, export or HF directory of an MLM/CLM)
+    and find the run's recorded training arguments when there is a run around it."""
     import yaml
 
-    from lmforge.train.checkpoint import TOKENIZER_DIR, load_model_info, resolve_checkpoint
+    from lmforge.models.loading import load_model
 
-    checkpoint = resolve_checkpoint(model)
-    info = load_model_info(checkpoint)
-    if info["task"] not in ("mlm", "clm"):
-        raise ValueError(f"{checkpoint} is a {info['task']!r} model; evaluate length needs an mlm or clm model")
-    if not (checkpoint / TOKENIZER_DIR).is_dir():
-        raise ValueError(f"{checkpoint} has no {TOKENIZER_DIR}/ directory")
+    loaded = load_model(model, with_tokenizer=True)
+    if loaded.task not in ("mlm", "clm"):
+        raise ValueError(f"{model} holds a {loaded.task!r} model; this evaluation needs an mlm or clm model")
+    checkpoint = loaded.checkpoint or loaded.path
     run_dir = checkpoint.parent if (checkpoint.parent / "config.yaml").is_file() else checkpoint
     train_config: dict[str, Any] = {}
     if (run_dir / "config.yaml").is_file():
@@ -59,11 +60,12 @@ def load_run(model: str) -> RunInfo:
     return RunInfo(
         checkpoint=checkpoint,
         run_dir=run_dir,
-        architecture=info["model"],
-        objective=info["task"],
-        config=info["config"],
+        architecture=loaded.arch,
+        objective=loaded.task,
+        config=loaded.info["config"],
         train_config=train_config,
         training_length=training_length,
+        loaded=loaded,
     )
 
 

@@ -22,7 +22,7 @@ __all__ = ["LMEvalArgs", "evaluate_lm_run"]
 @dataclass(kw_only=True)
 class LMEvalArgs:
     model: str
-    """A run directory (its newest checkpoint) or a checkpoint-STEP directory."""
+    """A masked or causal LM: a run (its newest checkpoint), checkpoint-STEP, export or Hugging Face directory."""
     data: str | None = None
     """A `prepare all` directory (its validation split) or a shard split directory; default: the run's
     validation split."""
@@ -61,11 +61,9 @@ def evaluate_lm_run(args: LMEvalArgs) -> dict[str, Any]:
     from lmforge.data.collate import CLMCollator, MLMCollator
     from lmforge.data.loader import ShardLoader
     from lmforge.data.shards import check_fingerprint, open_shards
-    from lmforge.data.tokenizer import load_tokenizer
     from lmforge.eval.lm import evaluate_lm
-    from lmforge.train.checkpoint import TOKENIZER_DIR, load_model
 
-    tokenizer = load_tokenizer(run.checkpoint / TOKENIZER_DIR)
+    tokenizer = run.loaded.tokenizer
     shards = open_shards(split)
     check_fingerprint(shards, tokenizer)
     if shards.objective != run.objective:
@@ -87,7 +85,7 @@ def evaluate_lm_run(args: LMEvalArgs) -> dict[str, Any]:
     if args.max_eval_samples is not None:
         batches = islice(batches, max(1, args.max_eval_samples // args.batch_size))
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = load_model(run.checkpoint, device=device)
+    model = run.loaded.model.to(device)
     metrics = evaluate_lm(model, batches, objective=run.objective, device=device)
     result = {"checkpoint": str(run.checkpoint), "data": str(split), "seed": args.seed, **metrics}
     out = Path(args.output_dir) if args.output_dir is not None else run.run_dir

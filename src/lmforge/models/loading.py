@@ -27,6 +27,7 @@ import dataclasses
 import importlib
 import json
 import pickle
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -39,7 +40,15 @@ from torch import Tensor, nn
 
 from lmforge.train.checkpoint import CONFIG_FILE, MODEL_FILE, TOKENIZER_DIR, check_checkpoint, find_latest_checkpoint
 
-__all__ = ["LoadedModel", "check_tokenizer_fits", "load_model", "load_model_info", "load_weights", "read_weights"]
+__all__ = [
+    "LoadedModel",
+    "check_source",
+    "check_tokenizer_fits",
+    "load_model",
+    "load_model_info",
+    "load_weights",
+    "read_weights",
+]
 
 LM_TASKS = ("mlm", "clm")
 WEIGHT_FILES = (
@@ -87,6 +96,7 @@ class LoadedModel:
     path: Path | None = None  # the directory or file read (a run's newest checkpoint for runs)
     checkpoint: Path | None = None  # the lmforge checkpoint directory, when the source is one
     tokenizer_dir: Path | None = None  # where the tokenizer files are (None: CANINE's codepoints, or none)
+    tokenizer: Any = None  # the checked tokenizer, when load_model(..., with_tokenizer=True) loaded it
 
     @property
     def head(self) -> dict[str, Any] | None:
@@ -146,7 +156,8 @@ def check_tokenizer_fits(config: Any, tokenizer: Any, *, what: str) -> None:
         return  # CANINE: codepoints are hashed, there is no table to overflow
     if vocab_size < tokenizer.vocab_size:
         raise ValueError(f"{what} has vocab_size {vocab_size} but the tokenizer has {tokenizer.vocab_size} tokens")
-    specials = {name: i for name, i in tokenizer.special_token_ids.items() if i >= vocab_size}
+    ids = getattr(tokenizer, "special_token_ids", {})
+    specials = {name: i for name, i in ids.items() if i is not None and i >= vocab_size}
     if specials:
         raise ValueError(f"{what} has vocab_size {vocab_size} but the tokenizer's special ids {specials} do not fit")
 
@@ -358,17 +369,25 @@ def _lucidrains_file(path: Path, overrides: dict[str, Any]) -> LoadedModel:
     return LoadedModel(str(path), "lucidrains", shown, "flash", task, config, weights, info=info, path=path)
 
 
-def _resolve(source: str, *, preset: str | None, overrides: dict[str, Any], tokenizer: Any, config_only: bool):
+def check_source(source: str | Path) -> bool:
+    """Whether ``source`` is a registered architecture name (True) or an existing path (False); else ValueError.
+    Cheap: commands call it before any work so that a typo fails first."""
     from lmforge.models.registry import list_models
 
-    path = Path(source)
-    if source in list_models():
-        return _registry(source, preset, overrides, tokenizer), False
-    if not path.exists():
+    if str(source) in list_models():
+        return True
+    if not Path(source).exists():
         raise ValueError(
-            f"model {source!r} is neither a registered architecture ({', '.join(list_models())}) nor an existing "
-            "run, checkpoint, export or Hugging Face directory"
+            f"model {str(source)!r} is neither a checkpoint, run, export or Hugging Face directory (no such path) "
+            f"nor a registered architecture ({', '.join(list_models())})"
         )
+    return False
+
+
+def _resolve(source: str, *, preset: str | None, overrides: dict[str, Any], tokenizer: Any, config_only: bool):
+    path = Path(source)
+    if check_source(source):
+        return _registry(source, preset, overrides, tokenizer), False
     if path.is_file():
         return _lucidrains_file(path, overrides), True  # consumes the overrides itself
     config_file = path / CONFIG_FILE
@@ -403,6 +422,8 @@ def load_model(
     preset: str | None = None,
     overrides: dict[str, Any] | None = None,
     tokenizer: Any = None,
+    with_tokenizer: bool = False,
+    tokenizer_dir: str | Path | None = None,
     config_only: bool = False,
     quiet: bool = False,
 ) -> LoadedModel:
@@ -413,6 +434,8 @@ def load_model(
     another head is an error, unless ``new_head``: then its backbone is kept and the head is initialised anew.
     ``preset``/``overrides``: for registry names (config fields; ``overrides`` also replace fields of a loaded config).
     ``tokenizer``: sets vocab_size/pad_token_id of a random init and must fit the loaded model.
+    ``with_tokenizer``: also load the source's tokenizer (or ``tokenizer_dir``'s) into ``.tokenizer``, checked
+    against the model, before the line is printed (so a mismatch is the only output).
     ``config_only``: read only the config (``--config_name``): the architecture, randomly initialised.
     """
     overrides = dict(overrides or {})
@@ -434,6 +457,9 @@ def load_model(
         loaded.task = task
     if tokenizer is not None:
         check_tokenizer_fits(loaded.config, tokenizer, what=str(source))
-    if not quiet:
-        print(f"model: {loaded.description}", flush=True)
+        loaded.tokenizer = tokenizer
+    elif with_tokenizer:
+        loaded.tokenizer = loaded.load_tokenizer(tokenizer_dir)
+    if not quiet:  # on stderr: stdout stays the command's output (predictions, generated text)
+        print(f"model: {loaded.description}", file=sys.stderr, flush=True)
     return loaded

@@ -1,9 +1,11 @@
 """``lmforge finetune TASK --model RUN_OR_HF_DIR --data_dir DIR``: fine-tune any backbone on a CLUE task.
 
 Tasks: the CLUE classification tasks and ``classification`` (``tasks/clue.py``), ``cmrc2018``/``squad``
-(``tasks/qa.py``) and ``cluener`` (``tasks/ner.py``). ``--model`` is a pretraining run or checkpoint, an exported
-Hugging Face directory (``lmforge export``, either format) or a registered architecture name (random init, then
-``--model_preset`` and ``--tokenizer_dir`` are needed; used by tests and baselines).
+(``tasks/qa.py``) and ``cluener`` (``tasks/ner.py``). ``--model`` is anything ``lmforge.models.loading`` resolves: a
+pretraining run or checkpoint, an exported or any Hugging Face directory (BERT, RoFormer, GPT-2, LLaMA, CANINE,
+Reformer; a fine-tuned ``*For*`` checkpoint gives its backbone), a JunnYu GAU-alpha/FLASH directory, or a registered
+architecture name (random init, then ``--model_preset`` and ``--tokenizer_dir`` are needed; tests and baselines).
+The tokenizer comes from the same place (``--tokenizer_dir`` overrides).
 
 Training runs through the pretraining loop (``train/loop.py``: accumulation, mixed precision, clipping,
 non-finite steps, logging, checkpoints with their manifest, DDP under torchrun) over a ``FeatureLoader``
@@ -37,7 +39,16 @@ if TYPE_CHECKING:  # torch stays unimported until a command runs (fast --help)
     from lmforge.train.distributed import DistInfo
     from lmforge.train.loop import TrainingJob
 
-__all__ = ["FinetuneArgs", "build_head", "check_argv", "finetune", "load_backbone", "load_task_model", "predict_logits"]
+__all__ = [
+    "FinetuneArgs",
+    "build_head",
+    "check_argv",
+    "finetune",
+    "load_backbone",
+    "load_finetuned",
+    "load_task_model",
+    "predict_logits",
+]
 
 QA_TASKS = ("cmrc2018", "squad")
 NER_TASKS = ("cluener",)
@@ -48,7 +59,7 @@ class FinetuneArgs:
     task: str
     """tnews, iflytek, afqmc, ocnli, cmnli, cluewsc2020, csl, classification, cmrc2018, squad or cluener."""
     model: str | None = None
-    """Pretraining run/checkpoint, exported Hugging Face directory, or a registered architecture (random init)."""
+    """Pretraining run/checkpoint, exported or Hugging Face directory, JunnYu directory, or an architecture name."""
     data_dir: str | None = None
     """Directory with the task's train/dev/test JSON(-lines) files (and labels.json if any)."""
     output_dir: str = "runs/finetune"
@@ -156,84 +167,25 @@ class FinetuneArgs:
 # ----------------------------------------------------------------------------- model loading
 
 
-def _from_hf_dir(path: Path) -> tuple[str, Any, dict[str, Any]]:
-    """(arch, config, backbone weights) of a ``lmforge export`` directory, without ``transformers``."""
-    from safetensors.torch import load_file
-
-    from lmforge.models.registry import config_from_dict
-
-    hf = json.loads((path / "config.json").read_text())
-    weights = load_file(str(path / "model.safetensors"))
-    if "lmforge_model" in hf:  # format "lmforge": our state dict under "model."
-        arch, config = hf["lmforge_model"], config_from_dict(hf["lmforge_model"], hf["lmforge_config"])
-        ours = {k.removeprefix("model."): v for k, v in weights.items()}
-    else:  # format "native": the architecture's converter maps the keys
-        import importlib
-
-        arch = {"bert": "bert", "roformer": "bert", "gpt2": "gpt"}.get(hf.get("model_type"))
-        if arch is None:
-            raise ValueError(f"{path}: model_type {hf.get('model_type')!r} has no converter here")
-        convert = importlib.import_module(f"lmforge.models.{arch}.convert")
-        config = convert.from_hf_config(hf)
-        ours = convert.from_hf_state_dict(weights, config)
-    return arch, config, ours
-
-
-def _is_hf_config(path: Path) -> bool:
-    try:
-        values = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"cannot read {path}: {error}") from None
-    return isinstance(values, dict) and ("lmforge_model" in values or "model_type" in values)
-
-
-def load_backbone(args: FinetuneArgs) -> tuple[str, Any, Any, Any, Path]:
-    """(arch, config, backbone with pretrained weights, tokenizer, tokenizer directory) for ``--model``."""
-    from safetensors.torch import load_file
-
+def load_backbone(args: FinetuneArgs) -> tuple[str, Any, Any, Any, Path | None]:
+    """(arch, config, backbone with pretrained weights, tokenizer, tokenizer directory) for ``--model``, resolved by
+    ``lmforge.models.loading`` (any run, checkpoint, export, HF or JunnYu directory; the task head of a fine-tuned
+    source is dropped). The tokenizer directory is None for CANINE sources without tokenizer files (codepoints)."""
     from lmforge.data.tokenizer import load_tokenizer
-    from lmforge.models.registry import build_model, config_from_dict, get_config, get_entry, list_models
-    from lmforge.train.checkpoint import MODEL_FILE, TOKENIZER_DIR, load_model_info, resolve_checkpoint
+    from lmforge.models.loading import load_model
+    from lmforge.models.registry import list_models
 
     if args.model is None:
         raise ValueError("pass --model: a pretraining run, checkpoint, exported HF directory or architecture name")
-    path = Path(args.model)
-    if not path.exists() and args.model in list_models():
+    tokenizer = None
+    if args.model in list_models():  # random init: the tokenizer decides the vocabulary
         if args.tokenizer_dir is None:
             raise ValueError(f"--model {args.model!r} starts from random weights and needs --tokenizer_dir")
-        tokenizer_dir = Path(args.tokenizer_dir)
-        tokenizer = load_tokenizer(tokenizer_dir)
-        fields = {f.name for f in dataclasses.fields(get_entry(args.model).config_class)}
-        overrides = dict(args.model_overrides)
-        if "vocab_size" in fields:
-            overrides.setdefault("vocab_size", tokenizer.vocab_size)
-        if "pad_token_id" in fields:
-            overrides.setdefault("pad_token_id", tokenizer.pad_token_id)
-        config = get_config(args.model, preset=args.model_preset, **overrides)
-        return args.model, config, build_model(args.model, config=config), tokenizer, tokenizer_dir
-    if not path.exists():
-        raise ValueError(f"--model {args.model!r} is neither a directory nor a registered architecture")
-    hf_config = path / "config.json"
-    if hf_config.is_file() and (path / MODEL_FILE).is_file() and _is_hf_config(hf_config):
-        arch, config, weights = _from_hf_dir(path)
-        default_tokenizer = path  # lmforge export copies the tokenizer files next to the weights
-    else:
-        checkpoint = resolve_checkpoint(path)
-        info = load_model_info(checkpoint)
-        arch, config = info["model"], config_from_dict(info["model"], info["config"])
-        weights = load_file(str(checkpoint / MODEL_FILE))
-        default_tokenizer = checkpoint / TOKENIZER_DIR
-    if args.model_overrides:
-        config = dataclasses.replace(config, **args.model_overrides)
-    backbone = build_model(arch, config=config)
-    if any(k.startswith("backbone.") for k in weights):
-        weights = {k.removeprefix("backbone."): v for k, v in weights.items() if k.startswith("backbone.")}
-    backbone.load_state_dict(weights, strict=True)
-    tokenizer_dir = Path(args.tokenizer_dir) if args.tokenizer_dir is not None else default_tokenizer
-    tokenizer = load_tokenizer(tokenizer_dir)
-    if getattr(config, "vocab_size", tokenizer.vocab_size) < tokenizer.vocab_size:
-        raise ValueError(f"{path}: vocab_size {config.vocab_size} < the tokenizer's {tokenizer.vocab_size}")
-    return arch, config, backbone, tokenizer, tokenizer_dir
+        tokenizer = load_tokenizer(args.tokenizer_dir)
+    loaded = load_model(args.model, task="backbone", preset=args.model_preset, overrides=args.model_overrides,
+                        tokenizer=tokenizer, with_tokenizer=True, tokenizer_dir=args.tokenizer_dir)  # fmt: skip
+    tokenizer_dir = Path(args.tokenizer_dir) if args.tokenizer_dir is not None else loaded.tokenizer_dir
+    return loaded.arch, loaded.config, loaded.build(), loaded.tokenizer, tokenizer_dir
 
 
 def _build_bundle(
@@ -291,23 +243,20 @@ def build_head(head_config: dict[str, Any], hidden_size: int) -> Any:
     raise ValueError(f"unknown head kind {kind!r}")
 
 
+def load_finetuned(path: str | Path) -> Any:
+    """The ``LoadedModel`` (tokenizer loaded) of a fine-tuning run or checkpoint (``ValueError`` for other sources)."""
+    from lmforge.models.loading import load_model
+
+    loaded = load_model(path, with_tokenizer=True)
+    if loaded.head is None or not loaded.task.startswith("finetune-") or loaded.checkpoint is None:
+        raise ValueError(f"{loaded.path or path} is not a fine-tuned checkpoint (task {loaded.task!r})")
+    return loaded
+
+
 def load_task_model(path: str | Path) -> tuple[Any, dict[str, Any], Path]:
     """(TaskModel in eval mode, config.json, checkpoint dir) of a fine-tuning run or checkpoint."""
-    from safetensors.torch import load_file
-
-    from lmforge.heads.classification import TaskModel, backbone_output_size
-    from lmforge.models.registry import build_model, config_from_dict
-    from lmforge.train.checkpoint import MODEL_FILE, load_model_info, resolve_checkpoint
-
-    checkpoint = resolve_checkpoint(path)
-    info = load_model_info(checkpoint)
-    if "head" not in info or not str(info["task"]).startswith("finetune-"):
-        raise ValueError(f"{checkpoint} is not a fine-tuned checkpoint (task {info['task']!r})")
-    config = config_from_dict(info["model"], info["config"])
-    backbone = build_model(info["model"], config=config)
-    model = TaskModel(backbone, build_head(info["head"], backbone_output_size(backbone)))
-    model.load_state_dict(load_file(str(checkpoint / MODEL_FILE)), strict=True)
-    return model.eval(), info, checkpoint
+    loaded = load_finetuned(path)
+    return loaded.model, loaded.info, loaded.checkpoint
 
 
 # ----------------------------------------------------------------------------- running
@@ -381,6 +330,10 @@ def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
     run_dir = Path(args.output_dir)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+    if tokenizer_dir is None:  # CANINE from a directory without tokenizer files: checkpoints carry the codepoints
+        tokenizer_dir = run_dir / "tokenizer"
+        if info.is_main:
+            tokenizer.save(tokenizer_dir)
     barrier()
     outputs = ("dev_metrics.json", "confusion_matrix.png", f"{args.task}_predict.json", "report.json")
     resume = prepare_output_dir(args, run_dir, info, run_files=(*RUN_FILES, *outputs))

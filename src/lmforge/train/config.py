@@ -37,7 +37,6 @@ UNSUPPORTED_HF_FLAGS: dict[str, str] = {
     "validation_ref_file": "whole-word boundaries are stored in the shards by `lmforge prepare`",
     "line_by_line": "documents are always packed into --max_seq_length windows by the loader",
     "pad_to_max_length": "batches are padded by the collator; packing makes them full-length anyway",
-    "config_name": "the architecture is chosen with --model, --model_preset and --model_overrides",
     "config_overrides": "use --model_overrides '{\"hidden_size\": 256}' (JSON)",
     "model_type": "use --model (a registered architecture: `lmforge models`)",
     "cache_dir": "nothing is downloaded",
@@ -96,14 +95,18 @@ class PretrainArgs:
     """Accepted for HF compatibility; batches are built in-process from memory-mapped shards (cheap)."""
 
     # ------------------------------------------------------------------ model
-    model: str = "bert"
-    """Registered architecture (`lmforge models` lists them)."""
+    model: str | None = None
+    """Registered architecture (`lmforge models` lists them). Required unless --model_name_or_path or --config_name
+    names the model; must agree with the architecture they hold."""
     model_preset: str | None = "small"
     """Preset of the architecture (tiny, small, base, ...)."""
     model_overrides: dict[str, Any] = field(default_factory=dict)
     """Config fields to override, as JSON: '{"hidden_size": 128, "num_hidden_layers": 2}'."""
     model_name_or_path: str | None = None
-    """HF alias: a registered architecture name, or a local checkpoint/run/export directory to start from."""
+    """Start from these weights (continued pretraining): a registered architecture name, a run, checkpoint, export,
+    Hugging Face (bert, roformer, gpt2, llama, canine, reformer) or JunnYu directory, or a lucidrains FLASH file."""
+    config_name: str | None = None
+    """HF alias: train from scratch the architecture of a local HF/JunnYu config directory or a registered name."""
 
     # ------------------------------------------------------------------ run directory
     output_dir: str = "runs/pretrain"

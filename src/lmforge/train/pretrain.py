@@ -16,7 +16,6 @@ accepted and ignored (batches come from memory-mapped shards in-process).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
@@ -35,14 +34,12 @@ from lmforge.data.loader import ShardLoader
 from lmforge.data.shards import INDEX_FILE, check_fingerprint, open_shards
 from lmforge.data.tokenizer import LMTokenizer, load_tokenizer
 from lmforge.data.tokenizer_import import resolve_tokenizer_name
-from lmforge.models.registry import build_model, config_from_dict, config_to_dict, get_config, get_entry
+from lmforge.models.loading import LoadedModel, check_source, load_model, load_weights
+from lmforge.models.registry import config_to_dict
 from lmforge.train.checkpoint import (
     find_latest_checkpoint,
     list_checkpoints,
-    load_model_info,
     load_training_state,
-    load_weights,
-    resolve_checkpoint,
     restore_rng_state,
     verify_checkpoint,
 )
@@ -61,7 +58,15 @@ from lmforge.train.metrics import MetricLogger, collect_env, plot_loss, write_ya
 from lmforge.train.optim import build_optimizer, make_schedule, warmup_steps_for
 from lmforge.utils import seed_everything
 
-__all__ = ["DataPaths", "build_job", "prepare_output_dir", "pretrain", "resolve_data", "restore_training_state"]
+__all__ = [
+    "DataPaths",
+    "build_job",
+    "model_source",
+    "prepare_output_dir",
+    "pretrain",
+    "resolve_data",
+    "restore_training_state",
+]
 
 RUN_FILES = ("config.yaml", "env.json", "metrics.jsonl", "loss.png", "all_results.json", "tensorboard")
 
@@ -166,33 +171,35 @@ def resolve_data(args: PretrainArgs, *, run_dir: Path, info: DistInfo) -> DataPa
 # ----------------------------------------------------------------------------- model
 
 
-def _initial_model(args: PretrainArgs, tokenizer: LMTokenizer, task: str) -> tuple[str, Any, Path | None]:
-    """(architecture, config, checkpoint to take initial weights from or None)."""
-    name = args.model
-    source = args.model_name_or_path
-    if source is not None and not Path(source).exists():
-        get_entry(source)  # a registered name, or a ValueError listing them
-        name, source = source, None
-    if source is not None:
-        checkpoint = resolve_checkpoint(source)
-        model_info = load_model_info(checkpoint)
-        config = config_from_dict(model_info["model"], model_info["config"])
-        if args.model_overrides:
-            config = replace(config, **args.model_overrides)
-        if getattr(config, "vocab_size", tokenizer.vocab_size) != tokenizer.vocab_size:
-            raise ValueError(
-                f"{checkpoint} has vocab_size {config.vocab_size} but the tokenizer has {tokenizer.vocab_size}"
-            )
-        return model_info["model"], config, checkpoint
-    fields = {f.name for f in dataclasses.fields(get_entry(name).config_class)}
-    overrides = dict(args.model_overrides)
-    if "vocab_size" in fields:  # the tokenizer decides the vocabulary (codepoint models have none)
-        overrides.setdefault("vocab_size", tokenizer.vocab_size)
-        if overrides["vocab_size"] < tokenizer.vocab_size:
-            raise ValueError(f"vocab_size {overrides['vocab_size']} < the tokenizer's {tokenizer.vocab_size}")
-    if "pad_token_id" in fields:
-        overrides.setdefault("pad_token_id", tokenizer.pad_token_id)
-    return name, get_config(name, preset=args.model_preset, **overrides), None
+def model_source(args: PretrainArgs) -> tuple[str, bool]:
+    """(what names the model, whether only its config is used): ``--model_name_or_path`` (weights), else
+    ``--config_name`` (architecture from scratch), else ``--model``. Nothing named is an error: lmforge never picks
+    an architecture by itself (a ``run_mlm_wwm.py`` command line naming none fails here, before any work)."""
+    if args.model_name_or_path and args.config_name and args.model_name_or_path != args.config_name:
+        raise ValueError(
+            f"--config_name {args.config_name!r} and --model_name_or_path {args.model_name_or_path!r} differ; the "
+            "architecture comes from the weights' own config, pass only --model_name_or_path"
+        )
+    named = [(args.model_name_or_path, False), (args.config_name, True), (args.model, False)]
+    for source, config_only in named:
+        if source:
+            check_source(source)  # a typo or a hub id (nothing is downloaded) fails here, before any work
+            return source, config_only
+    raise ValueError(
+        "no model named: pass --model (a registered architecture, `lmforge models`), --model_name_or_path (a "
+        "run, checkpoint, export or Hugging Face directory to continue from) or --config_name (a config directory)"
+    )
+
+
+def _initial_model(args: PretrainArgs, tokenizer: LMTokenizer, task: str, info: DistInfo) -> LoadedModel:
+    """The model to start from (``lmforge.models.loading``): a random init of a registered architecture or of a
+    config directory, or the weights of a run/checkpoint/export/HF directory (a new ``task`` head if it has none)."""
+    source, config_only = model_source(args)
+    return load_model(
+        source, model=args.model if source != args.model else None, task=task, new_head=True,
+        preset=args.model_preset, overrides=args.model_overrides, tokenizer=tokenizer, config_only=config_only,
+        quiet=not info.is_main,
+    )  # fmt: skip
 
 
 def _check_length(config: Any, sequence_length: int) -> None:
@@ -246,6 +253,7 @@ def prepare_output_dir(
 
 
 def build_job(args: PretrainArgs, info: DistInfo) -> TrainingJob:
+    model_source(args)  # fail on a command line naming no model before touching the output directory or data
     run_dir = Path(args.output_dir)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -286,13 +294,13 @@ def build_job(args: PretrainArgs, info: DistInfo) -> TrainingJob:
 
     # ---- model (identical on every rank and every restart: seeded before per-rank seeding)
     task = objective
-    arch, config, init_checkpoint = _initial_model(args, tokenizer, task)
+    initial = _initial_model(args, tokenizer, task, info)
+    arch, config = initial.arch, initial.config
     _check_length(config, sequence_length)
     torch.manual_seed(args.seed)
-    model = build_model(arch, task=task, config=config)
-    weights_from = resume or init_checkpoint
-    if weights_from is not None:
-        model.load_state_dict(load_weights(weights_from), strict=True)
+    model = initial.build()  # the seeded random init, or the source's weights (and a seeded new head if needed)
+    if resume is not None:
+        model.load_state_dict(load_weights(resume), strict=True)
     seed_everything(args.seed, info.rank)
     model.to(info.device)
     if args.torch_compile:
