@@ -5,6 +5,7 @@ sentencepiece), through save -> load and ``AutoTokenizer``; MLM never draws a sp
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from pathlib import Path
@@ -308,15 +309,25 @@ def test_random_replacements_never_draw_special_ids(bert_dir):
 # ---- the CLI: --tokenizer_name --------------------------------------------------------------------------------
 
 
-def test_prepare_all_with_tokenizer_name(bert_dir, tmp_path, capsys):
-    write_jsonl(tmp_path / "raw" / "docs.jsonl", make_documents(40))
-    out = tmp_path / "out"
-    cli.run(
-        ["prepare", "all", "--input", str(tmp_path / "raw"), "--output_dir", str(out), "--tokenizer_name",
-         str(bert_dir), "--max_seq_length", "32", "--min_doc_length", "1", "--segmenter", "none",
-         "--progress", "false"]
-    )  # fmt: skip
-    assert "tokenizer: imported vocab.txt (WordPiece, lowercase)" in capsys.readouterr().out
+@pytest.fixture(scope="module")
+def prepared_with_bert(bert_dir, tmp_path_factory) -> tuple[Path, str]:
+    """``lmforge prepare all --tokenizer_name BERT_DIR`` on a small input; (output dir, what it printed)."""
+    root = tmp_path_factory.mktemp("prepared_bert")
+    write_jsonl(root / "raw" / "docs.jsonl", make_documents(40))
+    out = root / "out"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        cli.run(
+            ["prepare", "all", "--input", str(root / "raw"), "--output_dir", str(out), "--tokenizer_name",
+             str(bert_dir), "--max_seq_length", "32", "--min_doc_length", "1", "--segmenter", "none",
+             "--progress", "false"]
+        )  # fmt: skip
+    return out, printed.getvalue()
+
+
+def test_prepare_all_with_tokenizer_name(bert_dir, prepared_with_bert):
+    out, printed = prepared_with_bert
+    assert "tokenizer: imported vocab.txt (WordPiece, lowercase)" in printed
     imported = load_tokenizer(bert_dir)
     saved = load_tokenizer(out / "tokenizer")
     assert saved.fingerprint == imported.fingerprint and (out / "tokenizer" / "vocab.txt").is_file()
@@ -347,3 +358,18 @@ def test_prepare_mlm_with_a_tokenizer_without_mask_is_one_line(gpt2_dir, tmp_pat
                  "--tokenizer_name", str(gpt2_dir)])  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "mask token" in err
+
+
+def test_pretrain_tokenizer_name_errors_are_one_line(prepared_with_bert, gpt2_dir, tmp_path, capsys):
+    out, _ = prepared_with_bert
+    argv = ["pretrain", "--model", "bert", "--model_preset", "tiny", "--train_dir", str(out), "--output_dir"]
+    argv += [str(tmp_path / "run"), "--tokenizer_name"]
+    for name, message in [
+        ("junnyu/roformer_chinese_char_base", "not a local directory"),
+        (str(gpt2_dir), f"built with tokenizer {load_tokenizer(out / 'tokenizer').fingerprint}"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.run([*argv, name])
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and message in err
+    assert load_tokenizer(gpt2_dir).fingerprint in err
