@@ -34,6 +34,7 @@ from lmforge.data.loader import ShardLoader
 from lmforge.data.shards import INDEX_FILE, check_fingerprint, open_shards
 from lmforge.data.tokenizer import LMTokenizer, load_tokenizer
 from lmforge.data.tokenizer_import import resolve_tokenizer_name
+from lmforge.data.tokenizer_spec import META_FILE
 from lmforge.models.loading import LoadedModel, check_source, load_model, load_weights
 from lmforge.models.registry import config_to_dict
 from lmforge.train.checkpoint import (
@@ -165,6 +166,13 @@ def resolve_data(args: PretrainArgs, *, run_dir: Path, info: DistInfo) -> DataPa
         tokenizer = Path(chosen)
     if not tokenizer.is_dir():
         raise ValueError(f"no tokenizer directory found for {str(path)!r}; pass --tokenizer_dir")
+    if not (tokenizer / META_FILE).is_file():  # a Hugging Face directory (weights too, maybe): checkpoints copy the
+        imported = load_tokenizer(tokenizer)  # tokenizer files only, saved once into the run (fingerprint pinned)
+        tokenizer = run_dir / "tokenizer"
+        if info.is_main:
+            shutil.rmtree(tokenizer, ignore_errors=True)
+            imported.save(tokenizer)
+        barrier()
     return DataPaths(train=train, validation=validation, tokenizer=tokenizer)
 
 
