@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -373,3 +374,39 @@ def test_pretrain_tokenizer_name_errors_are_one_line(prepared_with_bert, gpt2_di
         err = capsys.readouterr().err.strip()
         assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and message in err
     assert load_tokenizer(gpt2_dir).fingerprint in err
+
+
+def test_pretrain_with_an_imported_tokenizer_checkpoints_only_its_files(prepared_with_bert, bert_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from lmforge.train.checkpoint import find_latest_checkpoint
+    from lmforge.train.config import PretrainArgs
+    from lmforge.train.pretrain import pretrain
+
+    out, _ = prepared_with_bert
+    model_dir = tmp_path / "roformer_chinese_char_base"  # a downloaded model directory: weights beside the vocab
+    shutil.copytree(bert_dir, model_dir)
+    (model_dir / "pytorch_model.bin").write_bytes(b"\0" * 1024)
+    run = tmp_path / "run"
+    pretrain(
+        PretrainArgs(
+            train_dir=str(out),
+            output_dir=str(run),
+            tokenizer_name=str(model_dir),
+            model="bert",
+            model_preset="tiny",
+            max_steps=1,
+            save_steps=1,
+            max_seq_length=32,
+            per_device_train_batch_size=2,
+            do_eval=False,
+            disable_tqdm=True,
+            report_to="none",
+        )
+    )
+    saved = find_latest_checkpoint(run) / "tokenizer"
+    assert not (saved / "pytorch_model.bin").exists() and (saved / "vocab.txt").is_file()
+    assert load_tokenizer(saved).fingerprint == load_tokenizer(model_dir).fingerprint
+    assert AutoTokenizer.from_pretrained(str(saved)).encode(MIXED, add_special_tokens=False) == load_tokenizer(
+        model_dir
+    ).encode(MIXED)
