@@ -410,3 +410,31 @@ def test_pretrain_with_an_imported_tokenizer_checkpoints_only_its_files(prepared
     assert AutoTokenizer.from_pretrained(str(saved)).encode(MIXED, add_special_tokens=False) == load_tokenizer(
         model_dir
     ).encode(MIXED)
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"tokenizer.json": b"{not json"}, r"cannot read .*tokenizer\.json"),
+        ({"vocab.txt": b"\x80\x81\n"}, "not valid UTF-8"),
+        ({"vocab.txt": b"a\nb\n"}, r"no unknown token '\[UNK\]'"),
+        ({"vocab.txt": b"[UNK]\n", "tokenizer_config.json": b'{"do_lower_case": "yes"}'}, "do_lower_case must be"),
+        ({"vocab.txt": b"[UNK]\n", "tokenizer_config.json": b"[1]"}, "must hold a JSON object"),
+        ({"vocab.json": b"{}", "merges.txt": b"a b\n"}, r"cannot read .*merges\.txt"),
+        ({"spiece.model": b"garbage"}, "cannot read .* as a sentencepiece model"),
+        ({"a.model": b"x", "b.model": b"y"}, "several sentencepiece models"),
+        ({"notes.txt": b"hello"}, r"lmforge_tokenizer\.json is missing and it is no Hugging Face tokenizer"),
+    ],
+)
+def test_broken_tokenizer_directories_are_one_line_value_errors(files, message, tmp_path):
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    with pytest.raises(ValueError, match=message) as error:
+        load_tokenizer(tmp_path)
+    assert "\n" not in str(error.value)
+
+
+def test_sentencepiece_lone_surrogate_is_a_value_error(sentencepiece_model, tmp_path):
+    (tmp_path / "spiece.model").write_bytes(sentencepiece_model)
+    with pytest.raises(ValueError, match="lone surrogate"):
+        load_tokenizer(tmp_path).encode("a\ud800b")

@@ -6,7 +6,8 @@ through the ``char`` fast path (``char_table.py``), the codepoint arithmetic, or
 directory that ``transformers`` loads plus ``lmforge_tokenizer.json`` (kind, special ids, options, fingerprint);
 the fingerprint hashes what decides the ids (vocabulary, merges, normalizer, pre-tokenizer). ``load_tokenizer``
 treats that file as untrusted input: unknown fields, wrong JSON types and a fingerprint that does not match the
-files are ``ValueError``.
+files are ``ValueError``. A directory without it is imported as a Hugging Face tokenizer (``tokenizer_import.py``:
+kinds ``hf_json``, ``wordpiece``, ``byte_bpe``, ``sentencepiece``, special ids anywhere, mask and pad optional).
 
 Deviations: text that happens to spell a special token (``"[MASK]"``) is encoded as ordinary text, not as the
 special (``encode_special_tokens``), so raw data can never inject specials. Codepoint ids that collide with the

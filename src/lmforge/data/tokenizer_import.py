@@ -231,12 +231,13 @@ def _from_gpt2_files(directory: Path, config: dict, special_map: dict, files: di
 
     try:
         vocab, merges = models.BPE.read_file(str(directory / "vocab.json"), str(directory / "merges.txt"))
+        model = models.BPE(
+            vocab, merges, dropout=None, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False
+        )
     except Exception as error:  # the Rust library raises a bare Exception for unreadable/invalid files
         raise ValueError(f"cannot read {directory / 'vocab.json'} + merges.txt: {error}") from None
     add_prefix_space = _option(config, "add_prefix_space", False, directory)
-    backend = Tokenizer(
-        models.BPE(vocab, merges, dropout=None, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False)
-    )
+    backend = Tokenizer(model)
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
     backend.decoder = decoders.ByteLevel()
     backend.post_processor = processors.ByteLevel(trim_offsets=False)  # a token's span includes its leading space
@@ -277,7 +278,11 @@ def _from_sentencepiece(directory: Path, config: dict, special_map: dict, files:
     backend.extra_special_ids = frozenset(backend.token_to_id(token) for token in [*roles.values(), *extra])
     # Without a config of its own the model is saved as spiece.model, the file BertGenerationTokenizer reads.
     files[path.name if config.get("tokenizer_class") else SENTENCEPIECE_FILE] = backend.model_bytes
-    return _Imported(backend, roles, "sentencepiece model", {})
+    named = config.get("tokenizer_class")
+    details = [f"{named} read as plain sentencepiece"] if named not in (None, DEFAULT_CLASSES["sentencepiece"]) else []
+    if config.get("do_lower_case") is True:
+        details.append("do_lower_case ignored")
+    return _Imported(backend, roles, "sentencepiece model" + (f" ({', '.join(details)})" if details else ""), {})
 
 
 # ---- special tokens -----------------------------------------------------------------------------------------
