@@ -27,6 +27,7 @@ import dataclasses
 import importlib
 import json
 import pickle
+import re
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -199,26 +200,27 @@ def read_weights(path: str | Path) -> dict[str, Tensor]:
     return weights
 
 
-def _read_json(file: Path) -> dict[str, Any]:
+def _read_json(file: Path) -> Any:
     try:
-        values = json.loads(file.read_text(encoding="utf-8"))
+        return json.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"cannot read {file}: {error}") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"{file} is not a JSON object")
-    return values
 
 
 def load_model_info(path: str | Path) -> dict[str, Any]:
     """``config.json`` of an lmforge checkpoint: ``{"model", "task", "config"}`` (checked, it is untrusted)."""
     file = Path(path) / CONFIG_FILE
     info = _read_json(file)
-    if not {"model", "task", "config"} <= set(info):
+    if not isinstance(info, dict) or not {"model", "task", "config"} <= set(info):
         raise ValueError(f"{file} is not an lmforge checkpoint config (needs model, task and config)")
     if not (isinstance(info["model"], str) and isinstance(info["task"], str) and isinstance(info["config"], dict)):
         kinds = {key: type(info[key]).__name__ for key in ("model", "task", "config")}
         raise ValueError(f"{file}: model and task must be strings and config an object, got {kinds}")
     return info
+
+
+def _is_checkpoint_dir(path: Path) -> bool:
+    return (path / "manifest.json").is_file() or re.fullmatch(r"checkpoint-\d+", path.name) is not None
 
 
 def _tokenizer_dir(directory: Path) -> Path | None:
@@ -248,7 +250,7 @@ def _lmforge_checkpoint(path: Path) -> LoadedModel:
     from lmforge.models.registry import config_from_dict
 
     checkpoint = path
-    if (path / "manifest.json").is_file() or path.name.startswith("checkpoint-"):
+    if _is_checkpoint_dir(path):
         check_checkpoint(path)
         kind, shown = "checkpoint", f"lmforge checkpoint {path}"
     elif (path / CONFIG_FILE).is_file():  # a hand-assembled directory without a manifest is taken as it is
@@ -390,6 +392,8 @@ def _resolve(source: str, *, preset: str | None, overrides: dict[str, Any], toke
         return _registry(source, preset, overrides, tokenizer), False
     if path.is_file():
         return _lucidrains_file(path, overrides), True  # consumes the overrides itself
+    if _is_checkpoint_dir(path):
+        return _lmforge_checkpoint(path), False  # verified against its manifest before anything is read
     config_file = path / CONFIG_FILE
     if not config_file.is_file():
         weights = [name for name in WEIGHT_FILES if (path / name).is_file()]
@@ -397,6 +401,8 @@ def _resolve(source: str, *, preset: str | None, overrides: dict[str, Any], toke
             raise ValueError(f"{path} has weights ({weights[0]}) but no config.json: cannot tell the architecture")
         return _lmforge_checkpoint(path), False  # a run directory (or a clear error)
     hf = _read_json(config_file)
+    if not isinstance(hf, dict):
+        raise ValueError(f"{config_file} is not a JSON object")
     if {"model", "task", "config"} <= set(hf):
         return _lmforge_checkpoint(path), False
     if not config_only and not any((path / name).is_file() for name in WEIGHT_FILES):
