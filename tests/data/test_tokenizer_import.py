@@ -438,3 +438,21 @@ def test_sentencepiece_lone_surrogate_is_a_value_error(sentencepiece_model, tmp_
     (tmp_path / "spiece.model").write_bytes(sentencepiece_model)
     with pytest.raises(ValueError, match="lone surrogate"):
         load_tokenizer(tmp_path).encode("a\ud800b")
+
+
+def test_prepare_tokenizer_and_clm_shards_with_tokenizer_name(prepared_with_bert, gpt2_dir, tmp_path, capsys):
+    out, _ = prepared_with_bert
+    cli.run(["prepare", "tokenizer", "--tokenizer_name", str(gpt2_dir), "--output_dir", str(tmp_path / "tok")])
+    assert "tokenizer: imported vocab.json + merges.txt (GPT-2 byte-level BPE)" in capsys.readouterr().out
+    imported = load_tokenizer(gpt2_dir)
+    assert load_tokenizer(tmp_path / "tok").fingerprint == imported.fingerprint
+    cli.run(["prepare", "shards", "--input", str(out / "corpus"), "--tokenizer_name", str(gpt2_dir), "--output_dir",
+             str(tmp_path / "shards"), "--objective", "clm", "--block_size", "64", "--segmenter", "none",
+             "--progress", "false"])  # fmt: skip
+    shards = open_shards(tmp_path / "shards" / "train")
+    check_fingerprint(shards, imported)
+    assert shards.separator_id == imported.eos_token_id
+    with pytest.raises(SystemExit) as exit_info:  # mlm shards need a mask token
+        cli.run(["prepare", "shards", "--input", str(out / "corpus"), "--tokenizer_name", str(gpt2_dir),
+                 "--output_dir", str(tmp_path / "mlm")])  # fmt: skip
+    assert exit_info.value.code == 2 and "mask token" in capsys.readouterr().err
