@@ -30,6 +30,7 @@ This module's top level imports no torch (``lmforge --help`` stays fast).
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import sys
 from collections.abc import Iterable, Sequence
@@ -289,12 +290,16 @@ class Predictor:
 def predict(args: PredictArgs) -> list[dict[str, Any]]:
     """The ``lmforge predict`` stage: read, predict in batches, write JSON lines; returns the outputs."""
     numbered = read_records(args.input, input_format=args.input_format)  # bad input fails before the model loads
-    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON lines only (the loader prints a line)
+    # stdout carries the JSON lines only, and an error is the only line of a failed run: what the loader prints
+    # ("model: ...") is held back and goes to stderr after the predictions
+    loader_says = io.StringIO()
+    with contextlib.redirect_stdout(loader_says), contextlib.redirect_stderr(loader_says):
         predictor = Predictor.from_pretrained(
             args.model, device="cpu" if args.use_cpu else None, batch_size=args.per_device_eval_batch_size,
             max_seq_length=args.max_seq_length, progress=not args.disable_tqdm,
         )  # fmt: skip
     outputs = predictor.predict([r for _, r in numbered], where=[w for w, _ in numbered])
+    print(loader_says.getvalue(), end="", file=sys.stderr)
     lines = "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in outputs)
     if args.output is None:
         sys.stdout.write(lines)
