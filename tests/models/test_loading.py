@@ -305,6 +305,26 @@ def test_resolution_order_and_the_one_line(tmp_path: Path, capsys, monkeypatch: 
     assert fresh.fresh_head and "its backbone with a new clm head" in fresh.description
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("attention_bias", True), ("hidden_act", "gelu"), ("rope_scaling", {"rope_type": "linear", "factor": 2.0})],
+)
+def test_llama_fields_our_gpt_cannot_represent_are_named(tmp_path: Path, field: str, value) -> None:
+    fields = dict(CASES["llama-clm"][0], **{field: value})
+    (tmp_path / "config.json").write_text(json.dumps(fields))
+    (tmp_path / "model.safetensors").write_bytes(b"")  # never read: the config fails first
+    name = "rope_type" if field == "rope_scaling" else field
+    with pytest.raises(ValueError, match=f"LLaMA config field {name}=.* is not supported by lmforge's GPT"):
+        load_model(tmp_path)
+
+
+def test_weights_that_do_not_fit_an_override_are_one_line(tmp_path: Path) -> None:
+    checkpoint, _ = _checkpoint(tmp_path / "run")
+    with pytest.raises(ValueError, match=r"do not fit its config: size mismatch for .*word_embeddings") as error:
+        load_model(checkpoint, overrides={"vocab_size": 120}).build()
+    assert "\n" not in str(error.value)
+
+
 # ----------------------------------------------------------------------------- bad input: one line, exit 2
 
 
@@ -413,3 +433,39 @@ def test_commands_run_on_hf_directories(tmp_path: Path, capsys) -> None:
     assert len(texts) == 1
     err = capsys.readouterr().err
     assert "(model_type gpt2 -> lmforge gpt, GPT2LMHeadModel weights)" in err
+
+
+@pytest.mark.hf
+def test_pretrain_continues_from_and_configures_from_hf_directories(tmp_path: Path, capsys) -> None:
+    data = tiny_data.make_data(tmp_path / "data")
+    bert = BertConfig(**(BERT_PRESETS["tiny"] | {"vocab_size": 256, "max_position_embeddings": 64}))
+    _save(_hf_model(_convert("bert").to_hf_config(bert), "BertModel"), tmp_path / "hf")
+    common = ["--train_dir", str(data), "--max_steps", "1", "--save_steps", "1", "--max_seq_length", "32",
+              "--per_device_train_batch_size", "4", "--do_eval", "false", "--disable_tqdm", "--report_to", "none",
+              "--use_cpu"]  # fmt: skip
+    capsys.readouterr()
+    result = cli.run(["pretrain", "--model_name_or_path", str(tmp_path / "hf"), "--output_dir", str(tmp_path / "a"),
+                      *common])  # fmt: skip
+    assert result["step"] == 1
+    assert "BertModel weights: backbone only); its backbone with a new mlm head" in capsys.readouterr().err
+    info = json.loads((tmp_path / "a" / "checkpoint-1" / "config.json").read_text())
+    assert info["model"] == "bert" and info["task"] == "mlm" and info["config"]["vocab_size"] == 256
+
+    cli.run(["pretrain", "--config_name", str(tmp_path / "hf"), "--output_dir", str(tmp_path / "b"), *common])
+    assert "config only: random init" in capsys.readouterr().err
+    assert json.loads((tmp_path / "b" / "checkpoint-1" / "config.json").read_text())["config"]["vocab_size"] == 256
+
+
+@pytest.mark.hf
+def test_finetune_a_canine_directory_without_tokenizer_files(tmp_path: Path) -> None:
+    canine = _convert("canine").to_hf_config(CanineConfig(**CANINE_PRESETS["tiny"]))
+    _save(_hf_model(canine, "CanineModel"), tmp_path / "canine")
+    argv = ["finetune", "classification", "--model", str(tmp_path / "canine"), "--data_dir",
+            str(REPO / "data/clue/lo_topic"), "--output_dir", str(tmp_path / "ft"), "--max_steps", "1",
+            "--max_train_samples", "8", "--per_device_train_batch_size", "8", "--max_seq_length", "32",
+            "--do_eval", "false", "--do_predict", "false", "--disable_tqdm", "true", "--report_to", "none",
+            "--use_cpu", "true"]  # fmt: skip
+    report = cli.run(argv)
+    assert report["arch"] == "canine" and report["steps"] == 1
+    meta = json.loads((tmp_path / "ft" / "checkpoint-1" / "tokenizer" / "lmforge_tokenizer.json").read_text())
+    assert meta["kind"] == "codepoint"

@@ -126,7 +126,8 @@ class LoadedModel:
             try:
                 target.load_state_dict(self.weights, strict=True)
             except RuntimeError as error:  # shapes/keys vs the config (e.g. a --model_overrides that resizes)
-                reason = str(error).splitlines()[1 if len(str(error).splitlines()) > 1 else 0].strip()
+                lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+                reason = lines[1] if len(lines) > 1 else lines[0]  # the first offending key, not the preamble
                 raise ValueError(f"the weights of {self.source} do not fit its config: {reason}") from None
         return model
 
@@ -145,7 +146,7 @@ class LoadedModel:
         elif self.arch == "canine":
             tokenizer = build_codepoint_tokenizer()
         else:
-            raise ValueError(f"{self.source} has no tokenizer files; pass --tokenizer_dir")
+            raise ValueError(f"{self.source} has no tokenizer files (tokenizer/ or {', '.join(TOKENIZER_FILES)})")
         check_tokenizer_fits(self.config, tokenizer, what=self.source)
         return tokenizer
 
