@@ -209,11 +209,15 @@ def test_no_mask_token_fails_only_for_masked_lm(gpt2_dir):
 def test_tokenizer_json_of_a_fast_tokenizer(bert_dir, tmp_path):
     from transformers import BertTokenizerFast, PreTrainedTokenizerFast
 
-    BertTokenizerFast.from_pretrained(str(bert_dir)).save_pretrained(str(tmp_path / "hf"))
+    fast = BertTokenizerFast.from_pretrained(str(bert_dir))
+    fast.add_special_tokens({"additional_special_tokens": ["<extra>"]})  # a new special id past the vocabulary
+    fast.save_pretrained(str(tmp_path / "hf"))
     (tmp_path / "hf" / "vocab.txt").unlink(missing_ok=True)  # tokenizer.json alone must do
     tokenizer = load_tokenizer(tmp_path / "hf")
     assert tokenizer.kind == "hf_json" and tokenizer.source.startswith("tokenizer.json (WordPiece")
     assert tokenizer.special_token_ids == load_tokenizer(bert_dir).special_token_ids
+    extra = fast.convert_tokens_to_ids("<extra>")
+    assert extra == tokenizer.vocab_size - 1 and extra in tokenizer.all_special_ids
     reference = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "hf" / "tokenizer.json"))
     _assert_same_ids(tokenizer, lambda t: reference.encode(t, add_special_tokens=False))
     _assert_round_trip(tokenizer, tmp_path)
@@ -456,3 +460,18 @@ def test_prepare_tokenizer_and_clm_shards_with_tokenizer_name(prepared_with_bert
         cli.run(["prepare", "shards", "--input", str(out / "corpus"), "--tokenizer_name", str(gpt2_dir),
                  "--output_dir", str(tmp_path / "mlm")])  # fmt: skip
     assert exit_info.value.code == 2 and "mask token" in capsys.readouterr().err
+
+
+def test_vocab_txt_with_added_tokens_in_the_config(tmp_path):
+    from transformers import BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "##b", "中", "文"]
+    (tmp_path / "vocab.txt").write_text("".join(v + "\n" for v in vocab), encoding="utf-8")
+    added = {"10": {"content": "新词", "special": False}, "11": {"content": "<tag>", "special": True}}
+    config = {"tokenizer_class": "BertTokenizer", "added_tokens_decoder": added}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    tokenizer = load_tokenizer(tmp_path)
+    reference = BertTokenizer.from_pretrained(str(tmp_path))
+    _assert_same_ids(tokenizer, lambda t: reference.encode(t, add_special_tokens=False), ["ab 新词中文 a", "中新词b"])
+    assert tokenizer.vocab_size == len(reference) == 12 and 11 in tokenizer.all_special_ids
+    assert tokenizer.encode("<tag>") == [1, 1, 1]  # text spelling a special stays text (lmforge's deviation)

@@ -314,10 +314,16 @@ def _roles(config: dict, special_map: dict, defaults: dict, directory: Path) -> 
 
 
 def _additional(config: dict, special_map: dict, directory: Path) -> list[str]:
-    values = config.get("additional_special_tokens", special_map.get("additional_special_tokens")) or []
-    if not isinstance(values, list):
-        raise ValueError(f"{directory}: additional_special_tokens must be a list, got {values!r}")
-    return [t for t in (_token_content(v, f"{directory} additional_special_tokens") for v in values) if t]
+    """``additional_special_tokens`` (transformers 4) and ``extra_special_tokens`` (5: a list, or in late 4.x a dict
+    of named tokens such as ``image_token``)."""
+    tokens = []
+    for key in ("additional_special_tokens", "extra_special_tokens"):
+        values = config.get(key, special_map.get(key)) or []
+        values = list(values.values()) if isinstance(values, dict) else values
+        if not isinstance(values, list):
+            raise ValueError(f"{directory}: {key} must be a list, got {values!r}")
+        tokens += [t for t in (_token_content(v, f"{directory} {key}") for v in values) if t]
+    return tokens
 
 
 def _add_specials(backend, tokens: list[str]) -> None:
