@@ -55,5 +55,8 @@ def config_class_for(arch: str) -> type[LmforgeConfig]:
     """The ``LmforgeConfig`` subclass with ``model_type = "lmforge-<arch>"`` (one per architecture, cached)."""
     if arch not in _CLASSES:
         name = "Lmforge" + "".join(part.capitalize() for part in arch.replace("-", "_").split("_")) + "Config"
-        _CLASSES[arch] = type(name, (LmforgeConfig,), {"model_type": f"lmforge-{arch}", "__module__": __name__})
+        # an own __init__: transformers 5 replaces the __init__ of a config subclass without one by its dataclass
+        # init, which would skip ours (the mirrored fields, id2label from the head's labels)
+        attrs = {"model_type": f"lmforge-{arch}", "__module__": __name__, "__init__": LmforgeConfig.__init__}
+        _CLASSES[arch] = type(name, (LmforgeConfig,), attrs)
     return _CLASSES[arch]

@@ -80,8 +80,11 @@ def _task_of(model: nn.Module, info: dict[str, Any]) -> tuple[str, dict[str, Any
             raise ValueError(f"cannot export a {info['task']!r} model: neither a language model nor fine-tuned")
         return info["task"], None
     head = dict(info["head"])
+    pooler = getattr(model.head, "pooler", None)
+    first = pooler or (model.head.qa_outputs if head["kind"] == "span" else model.head.classifier)
+    head["hidden_size"] = first.in_features  # the backbone's output width
     if head["kind"] == "sequence_classification":
-        head["use_pooler"] = model.head.pooler is not None
+        head["use_pooler"] = pooler is not None
     return head["kind"], head
 
 

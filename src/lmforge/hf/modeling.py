@@ -63,7 +63,8 @@ MODEL_CLASS_SUFFIXES = {
 
 
 def build_task_head(head: dict[str, Any], hidden_size: int) -> nn.Module:
-    """The head of a fine-tuned checkpoint's ``"head"`` entry (kind, labels, pooling, dropout, use_pooler)."""
+    """The head of a fine-tuned checkpoint's ``"head"`` entry (kind, labels, pooling, dropout; the export adds
+    ``use_pooler`` and ``hidden_size``, the width of the backbone output it reads)."""
     kind = head["kind"]
     if kind == "sequence_classification":
         return SequenceClassificationHead(
@@ -106,7 +107,9 @@ def _build(config: LmforgeConfig, task: str) -> nn.Module:
     head = config.lmforge_head
     if head is None or head["kind"] != task:
         raise ValueError(f"this config has no {task} head (lmforge_head is {head!r})")
-    return TaskModel(backbone, build_task_head(head, backbone_output_size(backbone)))
+    # the width is stored at export: measuring it runs the backbone, which transformers' meta-device init cannot
+    width = head.get("hidden_size") or backbone_output_size(backbone)
+    return TaskModel(backbone, build_task_head(head, width))
 
 
 class LmforgePreTrainedModel(PreTrainedModel):
