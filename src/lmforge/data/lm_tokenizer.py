@@ -115,10 +115,12 @@ class LMTokenizer:
         self.special_token_ids: dict[str, int] = ids
         # Padding positions are neither attended nor predicted, so any id works; unk before eos because models
         # that make pad their embedding's padding_idx then freeze a rare token, not the document separator.
-        self.pad_token_fallback: str | None = next((r for r in ("unk", "eos") if "pad" not in ids and r in ids), None)
-        if "pad" not in ids and self.pad_token_fallback is None:
-            raise ValueError(f"the {self.source} tokenizer has no pad, unk or eos token to pad with; name a pad_token")
-        self.pad_token_id: int = ids["pad"] if "pad" in ids else ids[self.pad_token_fallback]
+        self.pad_token_fallback: str | None = None  # the role padding uses when there is no pad token
+        if "pad" not in ids:
+            self.pad_token_fallback = next((role for role in ("unk", "eos") if role in ids), None)
+            if self.pad_token_fallback is None:
+                raise ValueError(f"the {self.source} tokenizer has no pad, unk or eos token to pad with; name one")
+        self.pad_token_id: int = ids[self.pad_token_fallback or "pad"]
         self.mask_token_id: int | None = ids.get("mask")
         self.cls_token_id: int | None = ids.get("cls", ids.get("bos"))
         self.sep_token_id: int | None = ids.get("sep", ids.get("eos"))
