@@ -14,7 +14,13 @@ import lmforge
 from lmforge import cli
 from lmforge.generation import generate
 from lmforge.models.gpt.config import PRESETS, GPTConfig
-from lmforge.models.gpt.convert import from_hf_config, from_hf_state_dict, to_hf_config, to_hf_state_dict
+from lmforge.models.gpt.convert import (
+    from_hf_config,
+    from_hf_state_dict,
+    from_llama_state_dict,
+    to_hf_config,
+    to_hf_state_dict,
+)
 from lmforge.models.gpt.model import GPTModel, build_clm
 from lmforge.nn.init import gpt2_residual_std
 from tolerances import TOL
@@ -82,25 +88,6 @@ def test_greedy_generation_matches_hf_generate():
     assert len(set(actual[:, -24:].flatten().tolist())) > 10  # the test has power: not one repeated token
 
 
-def _llama_state_dict_to_ours(sd, cfg):
-    """Test-only key map LlamaForCausalLM -> ours (q/k/v fused into qkv; same 'half' RoPE pairing)."""
-    ours = {
-        "backbone.embeddings.word_embeddings.weight": sd["model.embed_tokens.weight"],
-        "backbone.norm.weight": sd["model.norm.weight"],
-        "head.decoder.weight": sd["lm_head.weight"],
-    }
-    for i in range(cfg.num_hidden_layers):
-        theirs, mine = f"model.layers.{i}.", f"backbone.layers.{i}."
-        qkv = [sd[f"{theirs}self_attn.{p}_proj.weight"] for p in "qkv"]
-        ours[f"{mine}attention.qkv.weight"] = torch.cat(qkv)
-        ours[f"{mine}attention.o_proj.weight"] = sd[f"{theirs}self_attn.o_proj.weight"]
-        ours[f"{mine}attention_norm.weight"] = sd[f"{theirs}input_layernorm.weight"]
-        ours[f"{mine}ffn_norm.weight"] = sd[f"{theirs}post_attention_layernorm.weight"]
-        for p in ("gate", "up", "down"):
-            ours[f"{mine}ffn.{p}.weight"] = sd[f"{theirs}mlp.{p}_proj.weight"]
-    return ours
-
-
 @pytest.mark.hf
 def test_modern_switches_match_hf_llama():
     """RoPE (half pairing) + RMSNorm + SwiGLU + no bias + untied head + GQA is exactly LLaMA."""
@@ -114,7 +101,7 @@ def test_modern_switches_match_hf_llama():
     )  # fmt: skip
     theirs = transformers.LlamaForCausalLM(hf_cfg).eval()
     ours = build_clm(cfg).eval()
-    ours.load_state_dict(_llama_state_dict_to_ours(theirs.state_dict(), cfg), strict=True)
+    ours.load_state_dict(from_llama_state_dict(theirs.state_dict(), cfg), strict=True)  # the production map
     ids, mask = _left_padded(cfg.vocab_size)
     keep = mask.bool()
     with torch.no_grad():

@@ -127,15 +127,11 @@ def from_junnyu_config(hf: Mapping[str, Any], **overrides: Any) -> GAUAlphaConfi
 
 
 def read_state_dict(directory: str | Path) -> dict[str, Tensor]:
-    """Weights of a local HF-style directory: ``model.safetensors`` or ``pytorch_model.bin`` (weights only)."""
-    directory = Path(directory)
-    if (directory / "model.safetensors").is_file():
-        from safetensors.torch import load_file
+    """Weights of a local HF-style directory (``lmforge.models.loading.read_weights``: safetensors, or
+    ``pytorch_model.bin`` with ``weights_only=True``)."""
+    from lmforge.models.loading import read_weights
 
-        return load_file(directory / "model.safetensors")
-    if (directory / "pytorch_model.bin").is_file():
-        return torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise ValueError(f"{directory} has neither model.safetensors nor pytorch_model.bin")
+    return read_weights(directory)
 
 
 def load_junnyu_checkpoint(directory: str | Path, *, task: str = "mlm"):
