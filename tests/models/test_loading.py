@@ -297,6 +297,17 @@ def test_resolution_order_and_the_one_line(tmp_path: Path, capsys, monkeypatch: 
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(ids).logits, model.eval()(ids).logits)
 
+    head = tmp_path / "export-head"  # a fine-tuned model exported in format lmforge: its backbone
+    head.mkdir()
+    backbone = {f"model.backbone.{k}": v.contiguous() for k, v in model.backbone.state_dict().items()}
+    save_file(backbone | {"model.head.classifier.weight": torch.zeros(2, 32)}, str(head / "model.safetensors"))
+    (head / "config.json").write_text(json.dumps(hf_config | {"lmforge_task": "sequence_classification"}))
+    loaded = load_model(head)
+    assert loaded.task == "backbone" and "sequence_classification: backbone only" in loaded.description
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(ids), model.backbone(ids))
+    capsys.readouterr()
+
     with pytest.raises(ValueError, match=r"--model gpt conflicts with .* which holds a bert model"):
         load_model(export, model="gpt")
     with pytest.raises(ValueError, match=r"holds a mlm model .* needs a clm model"):

@@ -270,16 +270,23 @@ def _lmforge_checkpoint(path: Path) -> LoadedModel:
 
 
 def _lmforge_export(path: Path, hf: dict[str, Any]) -> LoadedModel:
+    """Format ``lmforge``: our state dict under ``model.``. A task-head export (``lmforge_head``) gives its backbone,
+    as HF ``*For*`` checkpoints do (``lmforge predict``/``evaluate clue`` read fine-tuned runs)."""
     from lmforge.models.registry import config_from_dict
 
     arch, task = hf["lmforge_model"], hf.get("lmforge_task", "mlm")
-    if not isinstance(arch, str) or not isinstance(hf.get("lmforge_config"), dict) or task not in LM_TASKS:
+    if not (isinstance(arch, str) and isinstance(task, str) and isinstance(hf.get("lmforge_config"), dict)):
         raise ValueError(f"{path / CONFIG_FILE}: lmforge_model, lmforge_task and lmforge_config are malformed")
     config = config_from_dict(arch, hf["lmforge_config"])
     weights = {k.removeprefix("model."): v for k, v in read_weights(path).items()}
+    shown = f"lmforge export {path} (format lmforge: {arch}, {task}"
+    if task not in LM_TASKS:  # a task head (or a bare backbone): keep the backbone
+        if any(k.startswith("backbone.") for k in weights):
+            weights = {k.removeprefix("backbone."): v for k, v in weights.items() if k.startswith("backbone.")}
+        task, shown = "backbone", shown + ": backbone only"
     info = {"model": arch, "task": task, "config": hf["lmforge_config"]}
-    return LoadedModel(str(path), "export", f"lmforge export {path} (format lmforge: {arch}, {task})", arch, task,
-                       config, weights, info=info, path=path, tokenizer_dir=_tokenizer_dir(path))  # fmt: skip
+    return LoadedModel(str(path), "export", shown + ")", arch, task, config, weights, info=info, path=path,
+                       tokenizer_dir=_tokenizer_dir(path))  # fmt: skip
 
 
 def _architecture_name(hf: dict[str, Any]) -> str | None:
