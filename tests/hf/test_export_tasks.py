@@ -53,20 +53,28 @@ def _randomise_head(model: torch.nn.Module) -> None:
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
 
 
-def tiny_checkpoint(root: Path, arch: str, preset: str, task: str, **head_fields) -> tuple[Path, torch.nn.Module]:
-    """``root/run/checkpoint-1`` holding a tiny ``arch`` model for ``task`` ("lm" or a head kind), and the model."""
+def tiny_checkpoint(
+    root: Path, arch: str, preset: str, task: str, *, tokenizer_dir: Path | None = None, lm: str | None = None,
+    overrides: dict | None = None, **head_fields
+) -> tuple[Path, torch.nn.Module]:  # fmt: skip
+    """``root/run/checkpoint-1`` holding a tiny ``arch`` model for ``task`` ("lm": ``lm`` or its MLM, else its CLM;
+    or a head kind) with ``overrides`` of the preset, and the model in eval mode."""
     torch.manual_seed(0)
+    overrides = overrides or {}
     if task == "lm":
-        objective = "mlm" if "mlm" in get_entry(arch).builders else "clm"
-        model = build_model(arch, task=objective, preset=preset)
+        objective = lm or ("mlm" if "mlm" in get_entry(arch).builders else "clm")
+        model = build_model(arch, task=objective, preset=preset, **overrides)
         info = {"model": arch, "task": objective, "config": config_to_dict(model.config)}
     else:
-        backbone = build_model(arch, preset=preset)
+        backbone = build_model(arch, preset=preset, **overrides)
         head = HEADS[task] | head_fields
         model = TaskModel(backbone, build_task_head(head, backbone_output_size(backbone)))
         _randomise_head(model)
         info = {"model": arch, "task": "finetune-x", "config": config_to_dict(backbone.config), "head": head}
-    return save_checkpoint(root / "run", 1, weights=model.state_dict(), model_info=info), model.eval()
+    checkpoint = save_checkpoint(
+        root / "run", 1, weights=model.state_dict(), model_info=info, tokenizer_dir=tokenizer_dir
+    )
+    return checkpoint, model.eval()
 
 
 def assert_same_logits(ours: torch.nn.Module, theirs: torch.nn.Module) -> None:

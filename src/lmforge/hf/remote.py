@@ -95,7 +95,7 @@ def _is_type_checking_block(node: ast.stmt) -> bool:
     return isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
 
 
-def _parse(module: str) -> _Module:
+def _parse(module: str, package: str) -> _Module:
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
         raise ValueError(f"cannot bundle {module}: no source file")
@@ -113,14 +113,16 @@ def _parse(module: str) -> _Module:
         if node in future or _is_type_checking_block(node) or _bound_names(node) == {"__all__"}:
             continue
         for inner in ast.walk(node):
-            if inner is not node and isinstance(inner, ast.Import | ast.ImportFrom) and _is_lmforge(inner):
-                raise ValueError(f"cannot bundle {module}:{inner.lineno}: an lmforge import below the top level")
+            if inner is not node and isinstance(inner, ast.Import | ast.ImportFrom) and _is_in(inner, package):
+                raise ValueError(f"cannot bundle {module}:{inner.lineno}: an import of {package} below the top level")
         first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
         while first > 1 and lines[first - 2].lstrip().startswith("#"):
             first -= 1  # the comment block right above the statement belongs to it
         text = "".join(lines[first - 1 : node.end_lineno])
         mentions = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
-        if isinstance(node, ast.ImportFrom) and _is_lmforge(node):
+        if isinstance(node, ast.Import) and _is_in(node, package):
+            raise ValueError(f"cannot bundle {module}:{node.lineno}: `import {package}...`, import its names instead")
+        if isinstance(node, ast.ImportFrom) and _is_in(node, package):
             imports = {}
             for alias in node.names:
                 if alias.name == "*":
@@ -142,10 +144,11 @@ def _parse(module: str) -> _Module:
     return _Module(module, path, statements, dependencies)
 
 
-def _is_lmforge(node: ast.Import | ast.ImportFrom) -> bool:
-    names = [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
-    names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
-    return any(n == "lmforge" or n.startswith("lmforge.") for n in names)
+def _is_in(node: ast.Import | ast.ImportFrom, package: str) -> bool:
+    if isinstance(node, ast.ImportFrom) and node.level:
+        raise ValueError(f"cannot bundle: relative import `from {'.' * node.level}{node.module or ''} import ...`")
+    names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+    return any(n == package or n.startswith(f"{package}.") for n in names)
 
 
 @dataclass
@@ -153,6 +156,7 @@ class _Bundle:
     """The tree-shaker's state: parsed modules, kept statements, and where each kept global name comes from."""
 
     provided: dict[str, str | None]  # module -> relative module it becomes, or None (the generated table binds it)
+    package: str  # imports from this package are followed and bundled, all others kept as they are
     modules: dict[str, _Module] = field(default_factory=dict)
     kept: set[tuple[str, int]] = field(default_factory=set)
     aliases: dict[tuple[str, int], list[str]] = field(default_factory=dict)  # lmforge import -> "b = a" lines
@@ -161,7 +165,7 @@ class _Bundle:
 
     def module(self, name: str) -> _Module:
         if name not in self.modules:
-            self.modules[name] = _parse(name)
+            self.modules[name] = _parse(name, self.package)
         return self.modules[name]
 
     def need(self, module: str, name: str) -> tuple[str, ...]:
@@ -250,14 +254,17 @@ class _Bundle:
                 if (name, i) in self.kept:
                     body.append(statement.text)
                 body.extend(self.aliases.get((name, i), []))
-            chunks.append(f"# ---- {path}\n" + "\n".join(body))
+            chunks.append(f"# ---- {path}\n" + "\n\n".join(body))
         return "\n\n".join(chunks)
 
 
-def bundle(roots: list[tuple[str, str]], *, provided: dict[str, str | None]) -> tuple[str, dict[str, tuple[str, ...]]]:
+def bundle(
+    roots: list[tuple[str, str]], *, provided: dict[str, str | None], package: str = "lmforge"
+) -> tuple[str, dict[str, tuple[str, ...]]]:
     """Source (without header or future import) binding every ``(module, name)`` of ``roots``, and the source of
-    each kept global name; ``provided`` modules are not bundled (imported relatively, or bound by the caller)."""
-    state = _Bundle(dict(provided))
+    each kept global name; imports from ``package`` are bundled, except from the ``provided`` modules (imported
+    relatively, or, for None, bound by the caller)."""
+    state = _Bundle(dict(provided), package)
     for module, name in roots:
         state.need(module, name)
     state.keep_side_effects()
