@@ -137,3 +137,20 @@ def test_states_match_transformers(name):
     assert len(actual) == len(expected)
     for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
         torch.testing.assert_close(a, e, **TOL["reference_fp32"], msg=f"state {i}")
+
+
+def test_reformer_states_keep_the_reversible_gradients():
+    """With states, the reversible stack runs one layer per call: the same gradients as one call over all layers."""
+    backbone = lmforge.build_model("reformer", preset="tiny", attn_layers=("local", "local"), hidden_dropout_prob=0.0,
+                                   local_attention_probs_dropout_prob=0.0).train()  # fmt: skip
+    assert backbone.config.use_reversible
+    ids = _ids(backbone, 2, 16)
+    grads = []
+    for output_hidden_states in (False, True):
+        backbone.zero_grad()
+        out = backbone(ids, output_hidden_states=output_hidden_states)
+        (out[0] if output_hidden_states else out).square().sum().backward()
+        grads.append({n: p.grad.clone() for n, p in backbone.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, **TOL["batched_fp32"], msg=name)
