@@ -104,6 +104,10 @@ def test_cli_equals_api_and_evaluate_clue(task, runs, tmp_path, capsys):
         for out, record in zip(cli, records, strict=True):
             assert out["answer"] == expected[out["id"]] == record["context"][out["start"] : out["end"]]
             assert 0.0 < out["probability"] <= 1.0
+        # the CMRC2018 (SQuAD-layout) file itself as the input: one output per question
+        document = tmp_path / "cmrc2018_dev.json"
+        document.write_text(json.dumps(cmrc_document(), ensure_ascii=False), encoding="utf-8")
+        assert _predict_cli(str(run_dir), "--input", str(document)) == cli
 
 
 def test_stdin_plain_lines_and_the_text_call(runs, monkeypatch, capsys):

@@ -6,7 +6,8 @@ new text; ``Predictor`` is the Python API the command uses.
     predictor.predict([{"question": "...", "context": "..."}])  # records: the fields below
 
 Input (``--input``, ``-`` = stdin): JSON lines or plain text lines (one text per line; ``--input_format auto``
-reads JSON lines when the first non-blank line starts with ``{``). Fields per head:
+reads JSON lines when the first non-blank line starts with ``{``); for QA also a CMRC2018/SQuAD JSON file (its
+questions). Fields per head:
 
 - sequence classification (the CLUE classification tasks): ``text``, ``text_a``/``text_b``,
   ``sentence1``/``sentence2`` or the task's CLUE fields (``sentence``, ``keyword``/``abst``, WSC ``text`` +
@@ -70,7 +71,8 @@ class PredictArgs:
 
 def read_records(path: str, *, input_format: str = "auto") -> list[tuple[str, dict[str, Any]]]:
     """``(where, record)`` per non-blank line of ``path`` (``-``: stdin); a plain-text line becomes
-    ``{"text": line}``. ``ValueError`` naming the file and line on bad JSON; on no records at all."""
+    ``{"text": line}``, and a CMRC2018/SQuAD JSON file gives one ``{"id", "question", "context"}`` per question.
+    ``ValueError`` naming the file and line on bad JSON; on no records at all."""
     name = "<stdin>" if path == "-" else path
     if path == "-":
         lines = sys.stdin.read().splitlines()
@@ -81,6 +83,10 @@ def read_records(path: str, *, input_format: str = "auto") -> list[tuple[str, di
     numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
     if not numbered:
         raise ValueError(f"{name}: no input lines")
+    if path != "-" and input_format != "text" and _is_squad_document(lines):  # CMRC2018/SQuAD JSON: per question
+        from lmforge.tasks.qa import read_qa
+
+        return [(e.where, {"id": e.id, "question": e.question, "context": e.context}) for e in read_qa(Path(path))]
     if input_format == "auto":
         input_format = "jsonl" if numbered[0][1].lstrip().startswith("{") else "text"
     if input_format == "text":
@@ -96,6 +102,15 @@ def read_records(path: str, *, input_format: str = "auto") -> list[tuple[str, di
             raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
         records.append((where, record))
     return records
+
+
+def _is_squad_document(lines: list[str]) -> bool:
+    """Whether the whole text is one SQuAD-layout JSON object (``{"data": [...]}``), as CMRC2018's files are."""
+    try:
+        document = json.loads("\n".join(lines))
+    except json.JSONDecodeError:
+        return False
+    return isinstance(document, dict) and isinstance(document.get("data"), list)
 
 
 def _string(record: dict[str, Any], key: str, where: str) -> str:
