@@ -5,6 +5,7 @@ with remote code otherwise) -> ``from_pretrained`` -> our logits on real positio
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 from pathlib import Path
 
@@ -184,3 +185,30 @@ def test_auto_model_loads_the_backbone_of_any_export(tmp_path: Path) -> None:
         expected = ours.backbone(inputs.pop("input_ids"), **inputs)
     torch.testing.assert_close(hidden.last_hidden_state, expected, rtol=0, atol=0)
     assert len(hidden.hidden_states) == ours.config.num_hidden_layers + 1
+
+
+def test_a_finetune_run_exports_from_the_cli_and_runs_its_pipeline(tmp_path: Path, capsys) -> None:
+    """``lmforge finetune`` output dir -> ``lmforge export RUN`` -> ``pipeline("text-classification")`` labels."""
+    from lmforge import cli
+    from lmforge.data.tokenizer import build_char_tokenizer
+    from lmforge.tasks.finetune import FinetuneArgs, finetune
+
+    spec = importlib.util.spec_from_file_location("task_data", Path(__file__).parents[1] / "tasks" / "task_data.py")
+    task_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(task_data)
+    tokenizer = tmp_path / "tokenizer"
+    build_char_tokenizer([task_data.POSITIVE + task_data.NEGATIVE], vocab_size=100, min_frequency=1).save(tokenizer)
+    for split, (n, seed) in {"train": (32, 1), "dev": (8, 2)}.items():
+        task_data.write_rows(tmp_path / "data" / f"{split}.json", task_data.synthetic_rows(n, seed=seed))
+    args = FinetuneArgs("classification", model="flash", model_preset="tiny", tokenizer_dir=str(tokenizer),
+                        data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "run"), max_steps=2,
+                        per_device_train_batch_size=8, disable_tqdm=True, report_to="none",
+                        do_predict=False)  # fmt: skip
+    finetune(args)
+    cli.main(["export", str(tmp_path / "run")])
+    assert "exported" in capsys.readouterr().out
+    out = tmp_path / "run" / "hf"
+    assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "neg", "1": "pos"}
+    classify = transformers.pipeline("text-classification", model=str(out), top_k=None)
+    assert {p["label"] for p in classify(["春夏秋冬"])[0]} == {"neg", "pos"}
+    assert "Final metrics" in (out / "README.md").read_text()
