@@ -331,6 +331,12 @@ def test_llama_fields_our_gpt_cannot_represent_are_named(tmp_path: Path, field: 
 
 def test_weights_that_do_not_fit_an_override_are_one_line(tmp_path: Path) -> None:
     checkpoint, _ = _checkpoint(tmp_path / "run")
+    with pytest.raises(ValueError, match=r"unknown config fields for model 'bert': \['hiden_size'\]"):
+        load_model(checkpoint, overrides={"hiden_size": 8})
+    with pytest.raises(ValueError, match="'bert' is an architecture name"):
+        load_model("bert", preset="tiny", task="mlm", with_tokenizer=True)
+    with pytest.raises(ValueError, match="missing 1 required keyword-only argument: 'vocab_size'; pass a"):
+        load_model("bert")
     with pytest.raises(ValueError, match=r"do not fit its config: size mismatch for .*word_embeddings") as error:
         load_model(checkpoint, overrides={"vocab_size": 120}).build()
     assert "\n" not in str(error.value)

@@ -141,6 +141,11 @@ class LoadedModel:
         from lmforge.data.tokenizer import build_codepoint_tokenizer, load_tokenizer
 
         directory = Path(override) if override is not None else self.tokenizer_dir
+        if directory is None and self.kind == "registry":
+            raise ValueError(
+                f"{self.source!r} is an architecture name (random weights, no tokenizer); pass a run, checkpoint, "
+                "export or Hugging Face directory"
+            )
         if directory is not None:
             tokenizer = load_tokenizer(directory)
         elif self.arch == "canine":
@@ -241,7 +246,10 @@ def _registry(name: str, preset: str | None, overrides: dict[str, Any], tokenize
             overrides.setdefault("vocab_size", tokenizer.vocab_size)
         if "pad_token_id" in fields:
             overrides.setdefault("pad_token_id", tokenizer.pad_token_id)
-    config = get_config(name, preset=preset, **overrides)
+    try:
+        config = get_config(name, preset=preset, **overrides)
+    except TypeError as error:  # a required field (vocab_size) that neither preset nor tokenizer gave
+        raise ValueError(f"model {name!r}: {error}; pass a --model_preset or --model_overrides") from None
     shown = f" (preset {preset})" if preset else ""
     return LoadedModel(name, "registry", f"registered architecture {name}{shown}, random init", name, "backbone",
                        config)  # fmt: skip
@@ -458,7 +466,13 @@ def load_model(
     if model is not None and model != loaded.arch:
         raise ValueError(f"--model {model} conflicts with {source}, which holds a {loaded.arch} model; drop --model")
     if loaded.kind != "registry" and overrides and not consumed:
+        known = {f.name for f in dataclasses.fields(loaded.config)}
+        if unknown := sorted(set(overrides) - known):
+            raise ValueError(
+                f"unknown config fields for model {loaded.arch!r}: {unknown}; known fields: {sorted(known)}"
+            )
         loaded.config = dataclasses.replace(loaded.config, **overrides)
+        loaded.info = {**loaded.info, "config": dataclasses.asdict(loaded.config)}
         loaded.description += f", overrides {overrides}"
     if config_only or loaded.kind == "registry":
         loaded.weights, loaded.task = None, task or "backbone"
