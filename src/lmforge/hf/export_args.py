@@ -15,8 +15,9 @@ class ExportArgs:
     output_dir: str | None = None
     """Where to write the Hugging Face directory (default: RUN/hf, or hf-checkpoint-N next to a checkpoint)."""
     format: Literal["auto", "native", "lmforge"] = "auto"
-    """native: the architecture's HF twin (BertForMaskedLM, RoFormerForMaskedLM, ...), loadable without lmforge;
-    lmforge: the generic wrapper (needs `import lmforge.hf`); auto: native when the architecture has one."""
+    """native: a transformers class that computes exactly our model (BertForMaskedLM, BertForTokenClassification,
+    ...); lmforge: our wrapper with its code bundled into the directory (trust_remote_code=True, no lmforge needed);
+    auto: native when one is exact, else lmforge."""
     verify: bool = True
     """Reload the export with transformers and check that its logits match ours."""
     overwrite: bool = False
