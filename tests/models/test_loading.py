@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 import lmforge
 from lmforge import cli
@@ -20,7 +21,8 @@ from lmforge.models.bert.config import PRESETS as BERT_PRESETS
 from lmforge.models.bert.config import BertConfig
 from lmforge.models.canine.config import PRESETS as CANINE_PRESETS
 from lmforge.models.canine.config import CanineConfig
-from lmforge.models.flash.convert import from_junnyu_quad_config
+from lmforge.models.flash.convert import from_junnyu_flash_config, from_junnyu_quad_config
+from lmforge.models.flash.convert import to_junnyu_state_dict as to_junnyu_flash
 from lmforge.models.gau_alpha.convert import to_junnyu_state_dict
 from lmforge.models.gpt.config import PRESETS as GPT_PRESETS
 from lmforge.models.gpt.config import GPTConfig
@@ -221,6 +223,21 @@ def test_junnyu_gau_alpha_and_flash_quad_directories(tmp_path: Path) -> None:
                                    **TOL["batched_fp32_reshaped"])  # fmt: skip
 
 
+def test_junnyu_flash_directory(tmp_path: Path) -> None:
+    junnyu = dict(model_type="flash", vocab_size=40, hidden_size=16, num_hidden_layers=2, group_size=4,
+                  query_key_dim=8, max_position_embeddings=64)  # fmt: skip
+    cfg = from_junnyu_flash_config(junnyu)
+    ours = lmforge.build_model("flash", task="mlm", config=cfg).eval()
+    (tmp_path / "config.json").write_text(json.dumps(junnyu))
+    save_file({k: v.clone() for k, v in to_junnyu_flash(ours.state_dict(), cfg, model="flash").items()},
+              str(tmp_path / "model.safetensors"))  # fmt: skip
+    loaded = load_model(tmp_path)
+    assert (loaded.arch, loaded.task, loaded.kind) == ("flash", "mlm", "junnyu")
+    ids = torch.randint(0, 40, (2, 11))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(ids).logits, ours(ids).logits)
+
+
 def _lucidrains(tied: bool, causal: bool = False):
     flash_pytorch = importlib.import_module("flash_pytorch")
     theirs = flash_pytorch.FLASHTransformer(dim=16, num_tokens=40, depth=2, group_size=4, query_key_dim=8,
@@ -250,8 +267,6 @@ def test_lucidrains_state_dict_file(tmp_path: Path, causal: bool) -> None:
 
 
 def test_untied_lucidrains_file_gives_the_backbone(tmp_path: Path) -> None:
-    from safetensors.torch import save_file
-
     file = tmp_path / "flash.safetensors"
     save_file({k: v.clone() for k, v in _lucidrains(tied=False).state_dict().items()}, str(file))
     loaded = load_model(file, overrides={"group_size": 4, "is_decoder": False, "shift_tokens": True})
@@ -285,7 +300,6 @@ def test_resolution_order_and_the_one_line(tmp_path: Path, capsys, monkeypatch: 
 
     export = tmp_path / "export"  # 3. an lmforge-format export
     export.mkdir()
-    from safetensors.torch import save_file
 
     save_file({f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}, str(export / "model.safetensors"))
     hf_config = {"model_type": "lmforge-bert", "lmforge_model": "bert", "lmforge_task": "mlm",
