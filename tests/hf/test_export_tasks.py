@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from lmforge.heads.classification import TaskModel, backbone_output_size
-from lmforge.hf.export import comparable_logits, export_checkpoint, export_model, probe_inputs
+from lmforge.hf.export import comparable_logits, export_checkpoint, export_model, probe_inputs, verify_export
 from lmforge.hf.modeling import build_task_head
 from lmforge.models.registry import build_model, config_to_dict, get_entry
 from lmforge.train.checkpoint import save_checkpoint
@@ -212,3 +212,14 @@ def test_a_finetune_run_exports_from_the_cli_and_runs_its_pipeline(tmp_path: Pat
     classify = transformers.pipeline("text-classification", model=str(out), top_k=None)
     assert {p["label"] for p in classify(["春夏秋冬"])[0]} == {"neg", "pos"}
     assert "Final metrics" in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize(("arch", "task"), [("gau-alpha", "token_classification"), ("bert", "span")])
+def test_verification_catches_a_model_that_differs(arch: str, task: str, tmp_path: Path) -> None:
+    checkpoint, ours = tiny_checkpoint(tmp_path, arch, "tiny", task)
+    out = export_checkpoint(checkpoint, tmp_path / "hf")
+    layer = ours.head.qa_outputs if task == "span" else ours.head.classifier
+    with torch.no_grad():
+        layer.bias.add_(1e-3)
+    with pytest.raises(ValueError, match="does not reproduce our logits"):
+        verify_export(ours, out, task, remote=arch == "gau-alpha")

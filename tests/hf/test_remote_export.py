@@ -84,6 +84,14 @@ def test_bundler_keeps_what_is_needed_in_dependency_order(tmp_path: Path, monkey
             },
             "_SMALL",
         ),
+        (
+            {
+                "a": "from math import pi, tau\ndef f():\n    return pi\n",
+                "b": "tau = 1\ndef g():\n    return tau\n",
+                "c": "from toy_bad.a import f\nfrom toy_bad.b import g\nBOTH = (f, g)\n",
+            },
+            "tau",
+        ),  # bound on the way
         ({"a": "def len(x):\n    return 0\n", "c": "from toy_bad.a import len\nBOTH = len\n"}, "shadow builtins"),
         ({"c": "def BOTH():\n    from toy_bad.a import f\n    return f\n", "a": "f = 1\n"}, "below the top level"),
         ({"c": "from toy_bad.a import *\nBOTH = 1\n", "a": "f = 1\n"}, "import \\*"),

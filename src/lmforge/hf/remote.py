@@ -196,6 +196,8 @@ class _Bundle:
             return origin
         if (parsed.name, index) not in self.kept:
             self.kept.add((parsed.name, index))
+            for bound in statement.binds:  # everything a kept statement binds lands in the one namespace
+                self.origins.setdefault(bound, set()).add(statement.source.get(bound, ("def", parsed.name, bound)))
             for mention in sorted(statement.mentions):
                 if parsed.binders(mention):
                     self.need(parsed.name, mention)
