@@ -137,7 +137,7 @@ def _parse(module: str, package: str) -> _Module:
                     local = alias.asname or alias.name.split(".")[0]
                     source_of[local] = ("import", alias.name if alias.asname else local)
                 else:
-                    source_of[alias.asname or alias.name] = ("from", "." * node.level + (node.module or ""), alias.name)
+                    source_of[alias.asname or alias.name] = ("from", node.module or "", alias.name)
             statements.append(_Statement(text, set(source_of), set(), source=source_of))
         else:
             statements.append(_Statement(text, _bound_names(node), mentions))
