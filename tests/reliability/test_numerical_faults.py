@@ -15,7 +15,7 @@ from reliability_helpers import run_tiny
 from safetensors.torch import load_file
 from torch import nn
 
-import lmforge.train.pretrain as pretrain_module
+from lmforge.models.loading import LoadedModel
 from lmforge.train.checkpoint import MODEL_FILE, load_training_state
 from lmforge.train.loop import NonFiniteLossError
 
@@ -26,10 +26,10 @@ def _inject(monkeypatch: pytest.MonkeyPatch, *, where: str, steps: set[int], val
     ``grads``: the gradient of the word embeddings becomes ``value``;
     ``overflow``: the nonzero entries of that gradient become inf, the loss stays finite: what an fp16 backward
     that overflows at the current loss scale hands to the GradScaler."""
-    original = pretrain_module.build_model
+    original = LoadedModel.build
 
-    def build(*args, **kwargs):
-        model = original(*args, **kwargs)
+    def build(self):
+        model = original(self)
         embedding = next(m for m in model.modules() if isinstance(m, nn.Embedding))
         counter = {"step": 0}
 
@@ -52,7 +52,7 @@ def _inject(monkeypatch: pytest.MonkeyPatch, *, where: str, steps: set[int], val
             embedding.weight.register_hook(grad_hook)
         return model
 
-    monkeypatch.setattr(pretrain_module, "build_model", build)
+    monkeypatch.setattr(LoadedModel, "build", build)  # what pretrain calls to make its model
 
 
 def _records(run: Path) -> list[dict]:
