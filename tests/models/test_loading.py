@@ -453,6 +453,13 @@ def test_commands_run_on_hf_directories(tmp_path: Path, capsys) -> None:
     report = cli.run(argv)
     assert report["steps"] == 2 and report["arch"] == "bert"
     assert "model: Hugging Face directory" in capsys.readouterr().err
+    # the run keeps the tokenizer alone, not the HF model directory it came from; so the export of the fine-tuned
+    # model is the task model, not the source's config.json and weights copied over it
+    saved = {p.name for p in (tmp_path / "ft" / "checkpoint-2" / "tokenizer").iterdir()}
+    assert "vocab.txt" in saved and not saved & {"config.json", "model.safetensors"}
+    exported = cli.run(["export", str(tmp_path / "ft"), "--output_dir", str(tmp_path / "ft-hf")])
+    hf_config = json.loads((exported / "config.json").read_text(encoding="utf-8"))
+    assert hf_config["architectures"] != ["BertForMaskedLM"] and len(hf_config["id2label"]) == 8
 
     predictions = cli.run(["fill-mask", str(tmp_path / "bert"), "此函数用于计算平[MASK]根。", "--top_k", "3"])
     assert len(predictions) == 1 and len(predictions[0]) == 3

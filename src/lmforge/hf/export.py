@@ -131,7 +131,7 @@ def export_model(
     hf_model.save_pretrained(out)
     if tokenizer_dir is not None:
         for file in Path(tokenizer_dir).iterdir():
-            if file.is_file():
+            if file.is_file() and not (out / file.name).exists():  # never over the model's own config or weights
                 shutil.copy2(file, out / file.name)
         _set_model_max_length(out, model.config)
     card = model_card(arch=arch, task=task, format=format, info=info, checkpoint=checkpoint, hf_model=hf_model)

@@ -315,6 +315,7 @@ def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
     from lmforge.heads.classification import TaskModel
     from lmforge.models.registry import config_to_dict
     from lmforge.train.checkpoint import list_checkpoints, load_weights, restore_rng_state
+    from lmforge.data.tokenizer import META_FILE
     from lmforge.train.distributed import barrier, unwrap, wrap_model
     from lmforge.train.loop import train
     from lmforge.train.metrics import MetricLogger, collect_env, plot_loss, write_yaml
@@ -330,9 +331,12 @@ def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
     run_dir = Path(args.output_dir)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    if tokenizer_dir is None:  # CANINE from a directory without tokenizer files: checkpoints carry the codepoints
+    # CANINE from a directory without tokenizer files, or a Hugging Face directory (its weights beside the tokenizer
+    # files): the run saves the tokenizer alone, and its checkpoints and exports copy that, not the model directory
+    if tokenizer_dir is None or not (Path(tokenizer_dir) / META_FILE).is_file():
         tokenizer_dir = run_dir / "tokenizer"
         if info.is_main:
+            shutil.rmtree(tokenizer_dir, ignore_errors=True)
             tokenizer.save(tokenizer_dir)
     barrier()
     outputs = ("dev_metrics.json", "confusion_matrix.png", f"{args.task}_predict.json", "report.json")
