@@ -312,10 +312,10 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
 def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
     import torch
 
+    from lmforge.data.tokenizer import META_FILE
     from lmforge.heads.classification import TaskModel
     from lmforge.models.registry import config_to_dict
     from lmforge.train.checkpoint import list_checkpoints, load_weights, restore_rng_state
-    from lmforge.data.tokenizer import META_FILE
     from lmforge.train.distributed import barrier, unwrap, wrap_model
     from lmforge.train.loop import train
     from lmforge.train.metrics import MetricLogger, collect_env, plot_loss, write_yaml
