@@ -223,6 +223,34 @@ def test_junnyu_gau_alpha_and_flash_quad_directories(tmp_path: Path) -> None:
                                    **TOL["batched_fp32_reshaped"])  # fmt: skip
 
 
+@pytest.mark.hf
+def test_export_takes_any_trained_source(tmp_path: Path, capsys) -> None:
+    """A JunnYu GAU-alpha directory (weights + vocab.txt) exports self-contained, its tokenizer as tokenizer files
+    only; without --output_dir, or from an untrained source, export stops in one line."""
+    cfg = gau_alpha_config()
+    gau = tmp_path / "gau"
+    _bert_vocab(gau)
+    cfg = dataclasses.replace(cfg, vocab_size=len((gau / "vocab.txt").read_text(encoding="utf-8").splitlines()))
+    ours = lmforge.build_model("gau-alpha", task="mlm", config=cfg).eval()
+    port = dict(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
+                intermediate_size=cfg.intermediate_size, attention_key_size=cfg.attention_key_size,
+                hidden_act="swish", model_type="gau_alpha", architectures=["GAUAlphaForMaskedLM"])  # fmt: skip
+    (gau / "config.json").write_text(json.dumps(port))
+    torch.save(to_junnyu_state_dict(ours.state_dict(), cfg), gau / "pytorch_model.bin")
+    out = cli.run(["export", str(gau), "--output_dir", str(tmp_path / "hf")])
+    files = {p.name for p in out.iterdir()}
+    assert {"modeling_lmforge.py", "model.safetensors", "vocab.txt"} <= files and "pytorch_model.bin" not in files
+    assert "auto_map" in json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert not list(tmp_path.glob(".*-tokenizer"))  # the temporary tokenizer copy is gone
+    capsys.readouterr()
+    for argv, expected in (([str(gau)], "pass --output_dir"), (["bert", "--output_dir", str(tmp_path / "x")],
+                                                                "nothing trained to export")):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["export", *argv])
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and expected in err and len(err.splitlines()) == 1, err
+
+
 def test_junnyu_flash_directory(tmp_path: Path) -> None:
     junnyu = dict(model_type="flash", vocab_size=40, hidden_size=16, num_hidden_layers=2, group_size=4,
                   query_key_dim=8, max_position_embeddings=64)  # fmt: skip

@@ -27,6 +27,7 @@ import transformers
 from torch import nn
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
+from lmforge.data.tokenizer import META_FILE, load_tokenizer
 from lmforge.hf.auto import auto_class_name
 from lmforge.hf.card import model_card
 from lmforge.hf.configuration import config_class_for
@@ -35,24 +36,35 @@ from lmforge.hf.modeling import model_classes_for
 from lmforge.hf.native import to_native
 from lmforge.hf.remote import write_remote_code
 from lmforge.models.loading import LoadedModel, load_model
-from lmforge.models.registry import config_to_dict
+from lmforge.models.registry import config_to_dict, list_models
 
 __all__ = ["ExportArgs", "export", "export_checkpoint", "export_model"]
 
 
 def _load_trained(source: str | Path) -> LoadedModel:
     """Our model (``.model``, eval mode), its config.json entry (``.info``) and where it came from."""
+    if not Path(source).exists() and str(source) in list_models():
+        raise ValueError(f"nothing trained to export: {source!r} is an architecture name; pass a run, checkpoint or "
+                         "model directory")  # fmt: skip
     return load_model(source, quiet=True)
 
 
 def export(args: ExportArgs) -> Path:
-    """CLI entry point: export ``args.run`` to ``args.output_dir`` (default RUN/hf, or RUN/../hf-checkpoint-N for a
-    checkpoint); returns the directory."""
-    run = Path(args.run)
-    is_checkpoint = (run / "config.json").is_file() and (run / "model.safetensors").is_file()
-    default = run.parent / f"hf-{run.name}" if is_checkpoint else run / "hf"  # never inside a checkpoint
-    out = Path(args.output_dir) if args.output_dir else default
-    path = export_checkpoint(args.run, out, format=args.format, verify=args.verify, overwrite=args.overwrite)
+    """CLI entry point: export ``args.run`` (any source the loader resolves) to ``args.output_dir``; returns it.
+
+    The default directory is RUN/hf for a run, hf-checkpoint-N next to a checkpoint (never inside one); any other
+    source (a Hugging Face, JunnYu or lucidrains checkpoint) needs ``--output_dir``."""
+    transformers.utils.logging.disable_progress_bar()  # per-tensor bars of each reload: noise on the console
+    loaded = _load_trained(args.run)
+    if args.output_dir is not None:
+        out = Path(args.output_dir)
+    elif loaded.kind == "run":
+        out = Path(args.run) / "hf"
+    elif loaded.kind == "checkpoint":
+        out = Path(args.run).parent / f"hf-{Path(args.run).name}"
+    else:
+        raise ValueError(f"pass --output_dir: the source is a {loaded.description}, not an lmforge run")
+    path = _export_loaded(loaded, out, format=args.format, verify=args.verify, overwrite=args.overwrite)
     print(f"exported {args.run} -> {path}")
     return path
 
@@ -65,12 +77,28 @@ def export_checkpoint(
     verify: bool = True,
     overwrite: bool = False,
 ) -> Path:
-    """Export the newest complete checkpoint of a run (or a checkpoint directory); see the module docstring."""
+    """Export a run (its newest complete checkpoint), a checkpoint, or any trained model the loader resolves (an
+    lmforge export, a Hugging Face / JunnYu directory, a lucidrains state dict); see the module docstring."""
     loaded = _load_trained(run_or_checkpoint)
-    if loaded.kind not in ("run", "checkpoint"):
-        raise ValueError(f"{run_or_checkpoint} is not an lmforge run or checkpoint ({loaded.description})")
-    return export_model(loaded.model, loaded.info, output_dir, format=format, verify=verify, overwrite=overwrite,
-                        checkpoint=loaded.checkpoint, tokenizer_dir=loaded.tokenizer_dir)  # fmt: skip
+    return _export_loaded(loaded, output_dir, format=format, verify=verify, overwrite=overwrite)
+
+
+def _export_loaded(loaded: LoadedModel, output_dir: str | Path, **options: Any) -> Path:
+    if loaded.weights is None or loaded.fresh_head:
+        raise ValueError(f"nothing trained to export: {loaded.source} is a {loaded.description}")
+    tokenizer_dir = loaded.tokenizer_dir
+    if tokenizer_dir is not None and not (Path(tokenizer_dir) / META_FILE).is_file():
+        # an imported tokenizer (its directory may hold weights too): written as its own files, nothing else
+        saved = Path(output_dir).parent / f".{Path(output_dir).name}-tokenizer"
+        shutil.rmtree(saved, ignore_errors=True)
+        tokenizer_dir = load_tokenizer(tokenizer_dir).save(saved)
+        try:
+            return export_model(loaded.model, loaded.info, output_dir, checkpoint=loaded.checkpoint,
+                                tokenizer_dir=tokenizer_dir, **options)  # fmt: skip
+        finally:
+            shutil.rmtree(saved, ignore_errors=True)
+    return export_model(loaded.model, loaded.info, output_dir, checkpoint=loaded.checkpoint,
+                        tokenizer_dir=tokenizer_dir, **options)  # fmt: skip
 
 
 def _task_of(model: nn.Module, info: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:

@@ -11,9 +11,11 @@ __all__ = ["ExportArgs"]
 @dataclass  # not kw_only: the required field is positional on the command line (lmforge export RUN)
 class ExportArgs:
     run: str
-    """A run directory (its newest complete checkpoint is exported) or a checkpoint-STEP directory."""
+    """A run directory (its newest complete checkpoint is exported), a checkpoint-STEP directory, or any trained model
+    the loader reads: an lmforge export, a Hugging Face or JunnYu GAU-alpha/FLASH directory, a lucidrains state dict."""
     output_dir: str | None = None
-    """Where to write the Hugging Face directory (default: RUN/hf, or hf-checkpoint-N next to a checkpoint)."""
+    """Where to write the Hugging Face directory (default: RUN/hf, or hf-checkpoint-N next to a checkpoint; other
+    sources need it)."""
     format: Literal["auto", "native", "lmforge"] = "auto"
     """native: a transformers class that computes exactly our model (BertForMaskedLM, BertForTokenClassification,
     ...); lmforge: our wrapper with its code bundled into the directory (trust_remote_code=True, no lmforge needed);
