@@ -154,7 +154,7 @@ class Predictor:
     ) -> Predictor:
         """Load a fine-tuning run (or checkpoint): model, ``tokenizer/`` and the run's ``config.yaml`` settings."""
         from lmforge.data.tokenizer import load_tokenizer
-        from lmforge.eval.clue_cli import _run_settings
+        from lmforge.eval.clue_cli import run_settings
         from lmforge.tasks.finetune import FinetuneArgs, load_task_model
         from lmforge.train.checkpoint import TOKENIZER_DIR
         from lmforge.utils import get_device
@@ -162,7 +162,7 @@ class Predictor:
         model, info, checkpoint = load_task_model(path)
         task = str(info["task"]).removeprefix("finetune-")
         known = {f.name for f in fields(FinetuneArgs)} - {"task"}
-        settings = FinetuneArgs(task, **{k: v for k, v in _run_settings(checkpoint).items() if k in known})
+        settings = FinetuneArgs(task, **{k: v for k, v in run_settings(checkpoint).items() if k in known})
         if max_seq_length is not None:
             settings.max_seq_length = max_seq_length
         tokenizer = load_tokenizer(checkpoint / TOKENIZER_DIR)

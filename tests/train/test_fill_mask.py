@@ -75,3 +75,14 @@ def test_user_errors_are_one_line(run: Path, capsys: pytest.CaptureFixture[str])
         with pytest.raises(SystemExit) as exit_info:
             cli.main(argv)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_fill_mask_needs_a_mask_token_and_says_so() -> None:
+    """A tokenizer without a mask token (GPT-2's files, most sentencepiece models) is one clear error, not a None id."""
+    from types import SimpleNamespace
+
+    from lmforge.eval.fill_mask import predict_masks
+
+    tokenizer = SimpleNamespace(mask_token_id=None, source="vocab.json + merges.txt (GPT-2 byte-level BPE)")
+    with pytest.raises(ValueError, match=r"needs a mask token but the tokenizer .*GPT-2.* has none"):
+        predict_masks(None, tokenizer, "今天[MASK]好")

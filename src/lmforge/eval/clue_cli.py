@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["ClueEvalArgs", "evaluate_clue"]
+__all__ = ["ClueEvalArgs", "evaluate_clue", "run_settings"]
 
 
 @dataclass(kw_only=True)
@@ -38,7 +38,7 @@ class ClueEvalArgs:
     """Evaluate on CPU even when CUDA is available."""
 
 
-def _run_settings(checkpoint: Path) -> dict[str, Any]:
+def run_settings(checkpoint: Path) -> dict[str, Any]:
     """The fine-tuning run's ``config.yaml`` (next to the checkpoint), or {} when absent."""
     import yaml
 
@@ -60,7 +60,7 @@ def evaluate_clue(args: ClueEvalArgs) -> dict[str, Any]:
     model, info, checkpoint = loaded.model, loaded.info, loaded.checkpoint
     task = args.task or info["task"].removeprefix("finetune-")
     known = {f.name for f in fields(FinetuneArgs)}
-    settings = {k: v for k, v in _run_settings(checkpoint).items() if k in known and k != "task"}
+    settings = {k: v for k, v in run_settings(checkpoint).items() if k in known and k != "task"}
     settings |= {"do_train": False, "do_eval": args.split == "dev", "do_predict": args.split == "test"}
     if args.data_dir is not None:
         settings["data_dir"] = args.data_dir

@@ -37,19 +37,23 @@ def predict_masks(model: Any, tokenizer: Any, text: str, *, top_k: int = 5) -> l
         raise ValueError(f"the text contains no {MASK}: {text!r}")
     if top_k < 1:
         raise ValueError(f"--top_k must be >= 1, got {top_k}")
-    ids = [tokenizer.cls_token_id]
+    from lmforge.data.lm_tokenizer import require_mask_token_id
+
+    mask_id = require_mask_token_id(tokenizer)  # a one-line error for tokenizers without one (GPT-2, sentencepiece)
+    ids = [tokenizer.cls_token_id] if tokenizer.cls_token_id is not None else []
     for i, piece in enumerate(text.split(MASK)):
         if i:
-            ids.append(tokenizer.mask_token_id)
+            ids.append(mask_id)
         ids.extend(tokenizer.encode(piece))
-    ids.append(tokenizer.sep_token_id)
+    if tokenizer.sep_token_id is not None:
+        ids.append(tokenizer.sep_token_id)
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit is not None and getattr(model.config, "position_embedding_type", None) == "absolute" and len(ids) > limit:
         raise ValueError(f"the text is {len(ids)} tokens long, the model takes at most {limit}")
     input_ids = torch.tensor([ids], device=next(model.parameters()).device)
     with torch.no_grad():
         logits = model(input_ids, attention_mask=torch.ones_like(input_ids)).logits[0]
-    positions = (input_ids[0] == tokenizer.mask_token_id).nonzero().flatten().tolist()
+    positions = (input_ids[0] == mask_id).nonzero().flatten().tolist()
     results = []
     for position in positions:
         probs = torch.softmax(logits[position].float(), dim=-1)
