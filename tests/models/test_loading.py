@@ -491,6 +491,9 @@ def test_commands_run_on_hf_directories(tmp_path: Path, capsys) -> None:
 
     predictions = cli.run(["fill-mask", str(tmp_path / "bert"), "此函数用于计算平[MASK]根。", "--top_k", "3"])
     assert len(predictions) == 1 and len(predictions[0]) == 3
+    report = cli.run(["inspect", str(tmp_path / "bert"), "--text", "此函数用于计算平方根。", "--output_dir",
+                      str(tmp_path / "inspect")])  # fmt: skip
+    assert report["model"] == "bert" and (tmp_path / "inspect" / "inspect.json").is_file()
 
     _bert_vocab(tmp_path / "gpt2")
     gpt = GPTConfig(**(GPT_PRESETS["tiny"] | {"vocab_size": vocab}))

@@ -234,21 +234,21 @@ def _encode(texts: list[str], tokenizer: Any, *, causal: bool, limit: int) -> li
 def inspect_run(args: InspectArgs) -> dict[str, Any]:
     import torch
 
-    from lmforge.data.tokenizer import load_tokenizer
+    from lmforge.models.loading import load_model
     from lmforge.tasks.common import collate
-    from lmforge.train.checkpoint import TOKENIZER_DIR, load_model, load_model_info, resolve_checkpoint
     from lmforge.utils import get_device
 
-    checkpoint = resolve_checkpoint(args.model)
-    info = load_model_info(checkpoint)
+    if not Path(args.model).exists():
+        raise ValueError(f"{args.model!r} is not a trained model: pass a run, checkpoint or model directory")
+    loaded = load_model(args.model, with_tokenizer=True)  # a run, checkpoint, export, HF or JunnYu directory
+    checkpoint, info, tokenizer = loaded.path, loaded.info, loaded.tokenizer
     texts = _texts(args)
     if not texts:
         raise ValueError("no texts: pass --text or --input (no bundled corpus was found either)")
     device = torch.device("cpu") if args.use_cpu else get_device()
-    model = load_model(checkpoint, device=device)
+    model = loaded.model.to(device)
     backbone = getattr(model, "backbone", model)
     config = backbone.config
-    tokenizer = load_tokenizer(checkpoint / TOKENIZER_DIR)
     limit = min(args.max_seq_length, getattr(config, "max_position_embeddings", args.max_seq_length))
     causal = getattr(model, "objective", None) == "clm"
     features = _encode(texts, tokenizer, causal=causal, limit=limit)
