@@ -371,13 +371,21 @@ _META_TYPES: dict[str, type] = {
 }
 
 
-def _read_meta(meta_path: Path) -> dict:
+def read_json_object(path: Path) -> dict:
+    """The JSON object in ``path`` ({} when there is no such file); anything else is a one-line ``ValueError``."""
+    if not path.is_file():
+        return {}
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{meta_path} is not valid UTF-8 JSON: {error}") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{meta_path} must hold a JSON object, got {type(meta).__name__}")
+        raise ValueError(f"{path} is not valid UTF-8 JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _read_meta(meta_path: Path) -> dict:
+    meta = read_json_object(meta_path)
     unknown = sorted(set(meta) - set(_META_TYPES))
     if unknown:
         raise ValueError(f"{meta_path} has unexpected fields {unknown}; expected only {sorted(_META_TYPES)}")

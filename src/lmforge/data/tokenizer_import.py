@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmforge.data.lm_tokenizer import LMTokenizer
+from lmforge.data.lm_tokenizer import LMTokenizer, read_json_object
 from lmforge.data.tokenizer_spec import codepoints
 
 ROLES: tuple[str, ...] = ("pad", "unk", "cls", "sep", "mask", "bos", "eos")
@@ -127,8 +127,8 @@ def import_tokenizer(directory: str | Path, *, file_format: str | None = None) -
             f"no tokenizer files in {str(directory)!r}: expected tokenizer.json, vocab.txt, vocab.json + merges.txt "
             f"or a sentencepiece .model{'' if file_format is None else f' (unknown format {file_format!r})'}"
         )
-    config = _read_json_object(directory / "tokenizer_config.json")
-    special_map = _read_json_object(directory / "special_tokens_map.json")
+    config = read_json_object(directory / "tokenizer_config.json")
+    special_map = read_json_object(directory / "special_tokens_map.json")
     files = {name: (directory / name).read_bytes() for name in COPIED_FILES if (directory / name).is_file()}
     build = {
         "tokenizer.json": _from_tokenizer_json,
@@ -349,7 +349,7 @@ def _add_listed_tokens(backend, config: dict, directory: Path) -> None:
         if not (isinstance(entry, dict) and isinstance(entry.get("content"), str) and str(index).isdigit()):
             raise ValueError(f"{directory}/tokenizer_config.json: bad added_tokens_decoder entry {index!r}: {entry!r}")
         entries.append((int(index), entry))
-    legacy = _read_json_object(directory / "added_tokens.json")
+    legacy = read_json_object(directory / "added_tokens.json")
     for content, index in legacy.items():
         if not isinstance(index, int):
             raise ValueError(f"{directory}/added_tokens.json: the id of {content!r} must be an int, got {index!r}")
@@ -371,18 +371,6 @@ def _add_listed_tokens(backend, config: dict, directory: Path) -> None:
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------
-
-
-def _read_json_object(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} is not valid UTF-8 JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(value).__name__}")
-    return value
 
 
 def _option(config: dict, key: str, default, directory: Path):
