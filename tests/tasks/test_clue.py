@@ -127,6 +127,10 @@ def test_pair_encoding_truncates_longest_first():
     assert single == {"input_ids": [2, 10, 3], "token_type_ids": [0] * 3}
     with pytest.raises(ValueError, match="leaves no room"):
         encode_pair([1], [2], cls_id=2, sep_id=3, max_length=3)
+    # an imported tokenizer without [CLS]/BOS (sentencepiece with EOS only): that token is left out, never None
+    no_cls = encode_pair([10, 11, 12], [20, 21], cls_id=None, sep_id=1, max_length=5)
+    assert no_cls == {"input_ids": [10, 11, 1, 20, 1], "token_type_ids": [0, 0, 0, 1, 1]}
+    assert encode_pair([10, 11], None, cls_id=None, sep_id=None, max_length=2)["input_ids"] == [10, 11]
 
 
 def test_collate_pads_inputs_and_token_labels():

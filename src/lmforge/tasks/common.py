@@ -72,17 +72,22 @@ def truncate_pair(a: list[int], b: list[int] | None, budget: int) -> tuple[list[
     return a, b
 
 
-def encode_pair(a: list[int], b: list[int] | None, *, cls_id: int, sep_id: int, max_length: int) -> dict[str, list]:
-    """``[CLS] a [SEP]`` or ``[CLS] a [SEP] b [SEP]``, token types 0 then 1, within ``max_length`` tokens."""
-    specials = 3 if b is not None else 2
+def encode_pair(
+    a: list[int], b: list[int] | None, *, cls_id: int | None, sep_id: int | None, max_length: int
+) -> dict[str, list]:
+    """``[CLS] a [SEP]`` or ``[CLS] a [SEP] b [SEP]``, token types 0 then 1, within ``max_length`` tokens. A tokenizer
+    without a [CLS] (or BOS) or a [SEP] (or EOS), e.g. an imported sentencepiece model, leaves that token out."""
+    head = [] if cls_id is None else [cls_id]
+    tail = [] if sep_id is None else [sep_id]
+    specials = len(head) + len(tail) * (2 if b is not None else 1)
     if max_length <= specials:
         raise ValueError(f"--max_seq_length {max_length} leaves no room for text")
     a, b = truncate_pair(a, b, max_length - specials)
-    ids = [cls_id, *a, sep_id]
+    ids = [*head, *a, *tail]
     types = [0] * len(ids)
     if b is not None:
-        ids += [*b, sep_id]
-        types += [1] * (len(b) + 1)
+        ids += [*b, *tail]
+        types += [1] * (len(b) + len(tail))
     return {"input_ids": ids, "token_type_ids": types}
 
 
