@@ -133,6 +133,17 @@ def test_pair_encoding_truncates_longest_first():
     assert encode_pair([10, 11], None, cls_id=None, sep_id=None, max_length=2)["input_ids"] == [10, 11]
 
 
+def test_tagging_and_qa_need_cls_and_sep_and_say_which():
+    from types import SimpleNamespace
+
+    from lmforge.tasks.common import require_cls_sep
+
+    require_cls_sep(SimpleNamespace(cls_token_id=2, sep_token_id=3), "extractive QA")
+    eos_only = SimpleNamespace(cls_token_id=None, sep_token_id=1, source="sentencepiece model")
+    with pytest.raises(ValueError, match=r"extractive QA needs a \[CLS\]/BOS token, and the tokenizer \(sentencepiece"):
+        require_cls_sep(eos_only, "extractive QA")
+
+
 def test_collate_pads_inputs_and_token_labels():
     batch = collate([{"input_ids": [5, 6, 7], "labels": [1, 2, 0]}, {"input_ids": [5], "labels": [1]}], pad_id=0)
     assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]

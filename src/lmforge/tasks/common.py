@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from lmforge.data.loader import derive_seed
 from lmforge.heads.lm import IGNORE_INDEX
 
-__all__ = ["TARGET_KEYS", "FeatureLoader", "TaskBundle", "collate", "encode_pair", "encode_texts", "truncate_pair"]
+__all__ = ["TARGET_KEYS", "FeatureLoader", "TaskBundle", "collate", "encode_pair", "encode_texts", "require_cls_sep",
+           "truncate_pair"]  # fmt: skip
 
 TARGET_KEYS = ("labels", "start_positions", "end_positions")
 
@@ -70,6 +71,16 @@ def truncate_pair(a: list[int], b: list[int] | None, budget: int) -> tuple[list[
         else:
             a.pop()
     return a, b
+
+
+def require_cls_sep(tokenizer: Any, task: str) -> None:
+    """Token tagging and span QA place [CLS] first (the no-answer position, the tag offset) and [SEP] between the
+    parts: a tokenizer with neither [CLS]/BOS nor [SEP]/EOS (an imported sentencepiece model) is a one-line error."""
+    missing = [name for name, i in (("[CLS]/BOS", tokenizer.cls_token_id), ("[SEP]/EOS", tokenizer.sep_token_id))
+               if i is None]  # fmt: skip
+    if missing:
+        source = getattr(tokenizer, "source", None) or getattr(tokenizer, "kind", "this")
+        raise ValueError(f"{task} needs a {' and a '.join(missing)} token, and the tokenizer ({source}) has none")
 
 
 def encode_pair(

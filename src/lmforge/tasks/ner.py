@@ -100,7 +100,7 @@ def build_ner_task(args: Any, *, tokenizer: Any, hidden_size: int, splits: tuple
     from lmforge.eval.metrics import entity_f1
     from lmforge.heads.token_classification import TokenClassificationHead
     from lmforge.tasks.clue import find_split
-    from lmforge.tasks.common import TaskBundle, encode_texts
+    from lmforge.tasks.common import TaskBundle, encode_texts, require_cls_sep
 
     data_dir = Path(args.data_dir)
     if not data_dir.is_dir():
@@ -117,6 +117,7 @@ def build_ner_task(args: Any, *, tokenizer: Any, hidden_size: int, splits: tuple
                 raise ValueError(f"{data_dir} has no train.json or train.jsonl")
             continue
         rows, stats = read_cluener(path, labelled=split != "test")
+        require_cls_sep(tokenizer, "token classification")
         encoded = encode_texts(tokenizer, [r["text"] for r in rows], with_offsets=True)
         stats["truncated"] = 0
         out = []

@@ -172,7 +172,7 @@ def build_qa_task(args: Any, *, tokenizer: Any, hidden_size: int, splits: tuple[
     """Read, window and wrap a QA task for ``finetune.py`` (``args`` is its ``FinetuneArgs``)."""
     from lmforge.eval.metrics import cmrc2018_scores, squad_scores
     from lmforge.heads.qa import SpanHead, SpanWindow, decode_spans, split_span_logits
-    from lmforge.tasks.common import TaskBundle, encode_texts
+    from lmforge.tasks.common import TaskBundle, encode_texts, require_cls_sep
 
     data_dir = Path(args.data_dir)
     if not data_dir.is_dir():
@@ -192,6 +192,7 @@ def build_qa_task(args: Any, *, tokenizer: Any, hidden_size: int, splits: tuple[
             if unanswered:
                 raise ValueError(f"{unanswered[0]}: a dev question without answers ({len(unanswered)} in all); "
                                  "unanswerable questions (SQuAD 2.0) are not supported")  # fmt: skip
+        require_cls_sep(tokenizer, "extractive QA")
         questions = encode_texts(tokenizer, [e.question for e in split_examples], with_offsets=False)
         contexts = encode_texts(tokenizer, [e.context for e in split_examples], with_offsets=True)
         rows, stats = [], {"questions": len(split_examples), "answer_start_repaired": 0, "answer_not_in_context": 0}
