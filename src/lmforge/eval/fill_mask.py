@@ -14,7 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MASK", "FillMaskArgs", "fill_mask", "format_predictions", "predict_masks"]
+__all__ = [
+    "MASK",
+    "FillMaskArgs",
+    "encode_masked",
+    "fill_mask",
+    "format_predictions",
+    "position_limit",
+    "predict_masks",
+]
 
 MASK = "[MASK]"
 
@@ -29,6 +37,25 @@ class FillMaskArgs:
     """Predictions to show for each mask."""
 
 
+def encode_masked(tokenizer: Any, text: str, *, mask_id: int) -> list[int]:
+    """``[CLS] text [SEP]`` ids with ``mask_id`` at every literal ``[MASK]`` (either special token is left out when
+    the tokenizer has none)."""
+    ids = [tokenizer.cls_token_id] if tokenizer.cls_token_id is not None else []
+    for i, piece in enumerate(text.split(MASK)):
+        if i:
+            ids.append(mask_id)
+        ids.extend(tokenizer.encode(piece))
+    if tokenizer.sep_token_id is not None:
+        ids.append(tokenizer.sep_token_id)
+    return ids
+
+
+def position_limit(config: Any) -> int | None:
+    """The longest input a model takes: ``max_position_embeddings`` for absolute positions, else None (RoPE)."""
+    limit = getattr(config, "max_position_embeddings", None)
+    return limit if getattr(config, "position_embedding_type", None) == "absolute" else None
+
+
 def predict_masks(model: Any, tokenizer: Any, text: str, *, top_k: int = 5) -> list[list[tuple[str, float]]]:
     """For each ``[MASK]`` in ``text`` (left to right): ``[(token, probability), ...]`` best first."""
     import torch
@@ -40,15 +67,9 @@ def predict_masks(model: Any, tokenizer: Any, text: str, *, top_k: int = 5) -> l
     from lmforge.data.lm_tokenizer import require_mask_token_id
 
     mask_id = require_mask_token_id(tokenizer)  # a one-line error for tokenizers without one (GPT-2, sentencepiece)
-    ids = [tokenizer.cls_token_id] if tokenizer.cls_token_id is not None else []
-    for i, piece in enumerate(text.split(MASK)):
-        if i:
-            ids.append(mask_id)
-        ids.extend(tokenizer.encode(piece))
-    if tokenizer.sep_token_id is not None:
-        ids.append(tokenizer.sep_token_id)
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if limit is not None and getattr(model.config, "position_embedding_type", None) == "absolute" and len(ids) > limit:
+    ids = encode_masked(tokenizer, text, mask_id=mask_id)
+    limit = position_limit(model.config)
+    if limit is not None and len(ids) > limit:
         raise ValueError(f"the text is {len(ids)} tokens long, the model takes at most {limit}")
     input_ids = torch.tensor([ids], device=next(model.parameters()).device)
     with torch.no_grad():
