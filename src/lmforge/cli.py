@@ -75,13 +75,19 @@ STAGES: dict[str, Stage | dict[str, Stage]] = {
         "lm": Stage(
             "lmforge.eval.lm_cli:LMEvalArgs",
             "lmforge.eval.lm_cli:evaluate_lm_run",
-            "Held-out masked-LM accuracy / loss / perplexity (or CLM perplexity) of a run.",
+            "Held-out masked-LM accuracy / loss / perplexity, or CLM perplexity and degeneration of continuations.",
         ),
         "length": Stage(
             "lmforge.eval.length:LengthArgs",
             "lmforge.eval.length:evaluate_length",
             "MLM accuracy (or perplexity) per evaluation length: table, length.json and length.png.",
             precheck="lmforge.eval.length:check_argv",
+        ),
+        "probe": Stage(
+            "lmforge.eval.probe:ProbeArgs",
+            "lmforge.eval.probe:evaluate_probe",
+            "Did a masked LM learn? Top-1/top-5 accuracy on bundled cloze sentences with known answers.",
+            positional=True,
         ),
         "clue": Stage(
             "lmforge.eval.clue_cli:ClueEvalArgs",

@@ -5,17 +5,19 @@
 2. pretrain a GAU-alpha encoder (``--model gau-alpha``: post-norm gated attention units with softmax_plus and RoPE;
    any registered masked LM via ``--model``/``--model_preset``) with whole-word masking (AdamW, warm-up + cosine),
    logging to the run directory (config.yaml, env.json, metrics.jsonl, TensorBoard, loss.png, checkpoints);
-3. print the top-k fill-mask predictions for a sentence with two [MASK]s, with their probabilities;
+3. print the top-k fill-mask predictions for a sentence with two [MASK]s, with their probabilities, and the
+   cloze probe's top-1/top-5 (``lmforge.eval.probe``: 64 bundled sentences with known answers) of the trained
+   model next to those of the same model before training (the seeded random init pretraining started from);
 4. check that the training loss fell (mean of the last logged window vs the first) and say so; if it did not,
    the demo fails with a ``ValueError``;
 5. fine-tune the pretrained encoder on the bundled labelled split ``data/clue/lo_topic`` (help sentence ->
    LibreOffice module, 8 classes, TNEWS format; ``lmforge finetune``) and print its dev accuracy next to the
    majority-class baseline (``--finetune_task none`` skips it).
 
-Size: GAU-alpha ``--model_preset demo`` (``DEMO_PRESETS``: the small preset at hidden 128, 4 GAU layers, e=256,
-s=64, no dropout), 250 steps of 32 x 128 tokens on one thread: a few minutes on a 2-core machine shared with other
-jobs (measured in ``docs/architectures/gau-alpha.md``). ``--max_steps`` and the model/batch options shrink it (the
-test suite runs it in seconds). Nothing is downloaded.
+Size: GAU-alpha ``--model_preset demo`` (a registered preset, ``lmforge models``: the small preset's recipe at
+hidden 128, 4 GAU layers, e=256, s=64, no dropout), 250 steps of 32 x 128 tokens on one thread: a few minutes on a
+2-core machine shared with other jobs (measured in ``docs/architectures/gau-alpha.md``). ``--max_steps`` and the
+model/batch options shrink it (the test suite runs it in seconds). Nothing is downloaded.
 
 One thread by default: on a 2-core machine that other jobs also use, two OpenMP threads spin-wait for each other
 and a training step took 3.3x longer than on one thread (9.5 s vs 2.9 s, measured with GAU-alpha small); on an
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_TEXT", "DEMO_PRESETS", "OPTIMIZER_RECIPE", "DemoArgs", "find_corpus", "run_demo"]
+__all__ = ["DEFAULT_TEXT", "OPTIMIZER_RECIPE", "DemoArgs", "find_corpus", "run_demo"]
 
 # AdamW recipe of the demo-scale runs (also used by benchmarks/length_generalisation.py): warm-up 10%, cosine to 10%.
 OPTIMIZER_RECIPE: dict[str, Any] = dict(
@@ -43,24 +45,6 @@ OPTIMIZER_RECIPE: dict[str, Any] = dict(
 )
 
 DEFAULT_TEXT = "天气预报说今天的天[MASK]很好，那么我[MASK]一起去公园玩吧！"
-
-# ``--model_preset demo``: a registered preset plus overrides, sized for the time budget. GAU-alpha's is the small
-# preset's layer recipe at about a quarter of its compute per token (hidden 128, 4 GAU layers, e=256, s=64), so 250
-# steps fit on one core; a run shorter than one epoch gains nothing from dropout.
-DEMO_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
-    "gau-alpha": (
-        "small",
-        dict(
-            hidden_size=128,
-            num_hidden_layers=4,
-            intermediate_size=256,
-            attention_key_size=64,
-            hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0,
-        ),
-    )
-}
-
 
 @dataclass(kw_only=True)
 class DemoArgs:
@@ -134,9 +118,8 @@ def _first_documents(files: list[Path], count: int, out: Path) -> list[Path]:
 
 def run_demo(args: DemoArgs) -> dict[str, Any]:
     """Run the four steps above; returns timings, the loss curve ends and the predictions."""
-    import torch
-
     from lmforge.models.registry import get_entry
+    from lmforge.utils import torch_threads
 
     if args.max_steps < 2:
         raise ValueError(f"--max_steps must be >= 2 to see the loss move, got {args.max_steps}")
@@ -144,25 +127,13 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
     if "mlm" not in entry.builders:
         tasks = sorted(entry.builders)
         raise ValueError(f"the demo trains a masked LM; {args.model!r} has no mlm head (tasks: {tasks})")
-    presets = sorted(entry.presets) + (["demo"] if args.model in DEMO_PRESETS else [])
-    if args.model_preset not in presets:
-        raise ValueError(f"{args.model!r} has no preset {args.model_preset!r}; choose from {presets}")
-    if args.num_threads is not None and args.num_threads < 1:
-        raise ValueError(f"--num_threads must be >= 1, got {args.num_threads}")
-    preset, overrides = args.model_preset, dict(args.model_overrides)
-    if preset == "demo":
-        preset, demo_overrides = DEMO_PRESETS[args.model]
-        overrides = {**demo_overrides, **overrides}
-    threads = torch.get_num_threads()
-    if args.num_threads is not None:
-        torch.set_num_threads(args.num_threads)
-    try:
-        return _run(args, preset, overrides)
-    finally:
-        torch.set_num_threads(threads)
+    if args.model_preset not in entry.presets:
+        raise ValueError(f"{args.model!r} has no preset {args.model_preset!r}; choose from {sorted(entry.presets)}")
+    with torch_threads(args.num_threads, flag="--num_threads"):
+        return _run(args)
 
 
-def _run(args: DemoArgs, preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
+def _run(args: DemoArgs) -> dict[str, Any]:
     from lmforge.data.prepare import PrepareAllArgs, prepare_all
     from lmforge.data.tokenizer import load_tokenizer
     from lmforge.eval.fill_mask import format_predictions, predict_masks
@@ -203,8 +174,8 @@ def _run(args: DemoArgs, preset: str, overrides: dict[str, Any]) -> dict[str, An
             output_dir=str(out),
             overwrite_output_dir=True,
             model=args.model,
-            model_preset=preset,
-            model_overrides=overrides,
+            model_preset=args.model_preset,
+            model_overrides=dict(args.model_overrides),
             objective="mlm",
             wwm_mode="word",
             max_seq_length=args.max_seq_length,
@@ -229,6 +200,7 @@ def _run(args: DemoArgs, preset: str, overrides: dict[str, Any]) -> dict[str, An
     model = load_model(checkpoint)
     predictions = predict_masks(model, load_tokenizer(checkpoint / TOKENIZER_DIR), args.text, top_k=args.top_k)
     print(format_predictions(args.text, predictions), flush=True)
+    probe = _probe_step(args, checkpoint, model)
 
     print("== 4/5 did the loss fall?", flush=True)
     losses = [r["train_loss"] for r in read_metrics(out) if isinstance(r.get("train_loss"), float)]
@@ -253,7 +225,34 @@ def _run(args: DemoArgs, preset: str, overrides: dict[str, Any]) -> dict[str, An
         flush=True,
     )
     return {"timings": timings, "first_loss": first, "last_loss": last, "predictions": predictions,
-            "finetune": finetuned, **results}  # fmt: skip
+            "probe": probe, "finetune": finetuned, **results}  # fmt: skip
+
+
+def _probe_step(args: DemoArgs, checkpoint: Path, model: Any) -> dict[str, dict[str, Any]]:
+    """The cloze probe of the trained model and of the same model before training: the seeded random init that
+    pretraining started from (``pretrain`` seeds with ``--seed`` right before building it)."""
+    import torch
+
+    from lmforge.eval.probe import format_probe, load_probe, score_probe
+    from lmforge.models.loading import load_model as resolve
+    from lmforge.models.registry import build_model
+
+    loaded = resolve(str(checkpoint), task="mlm", with_tokenizer=True, quiet=True)
+    items = load_probe()
+    with torch.random.fork_rng(devices=[]):  # the global RNG is untouched: fine-tuning below sees the same state
+        torch.manual_seed(args.seed)
+        untrained = build_model(loaded.arch, task="mlm", config=loaded.config).eval()
+    trained_result = score_probe(model, loaded.tokenizer, items)
+    untrained_result = score_probe(untrained, loaded.tokenizer, items)
+    print(
+        f"cloze probe ({len(items)} sentences with known answers, lmforge evaluate probe {args.output_dir}):\n"
+        f"  after {args.max_steps} steps:  {format_probe(trained_result)}\n"
+        f"  before training: {format_probe(untrained_result)}\n"
+        f"  (chance is about 5 / {len(loaded.tokenizer)} for top-5; a model this small and this briefly trained "
+        "knows the corpus's frequent words at best, not Chinese)",
+        flush=True,
+    )
+    return {"trained": trained_result, "random_init": untrained_result}
 
 
 def _finetune_step(args: DemoArgs, out: Path, corpus_files: list[Path]) -> dict[str, Any] | None:

@@ -1,9 +1,11 @@
-"""Small shared helpers: seeding, devices, rank-0 printing. Kept small on purpose."""
+"""Small shared helpers: seeding, devices, CPU threads, rank-0 printing. Kept small on purpose."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -32,3 +34,17 @@ def print0(*args, **kwargs) -> None:
     """Print on rank 0 only."""
     if rank() == 0:
         print(*args, **kwargs, flush=True)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None, *, flag: str = "--threads") -> Iterator[None]:
+    """``torch.set_num_threads(threads)`` for the block, restored afterwards; None leaves torch's default."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"{flag} must be >= 1, got {threads}")
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

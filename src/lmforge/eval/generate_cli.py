@@ -77,4 +77,9 @@ def generate(args: GenerateArgs) -> list[str]:
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in continuations]
     for i, text in enumerate(texts):
         print(f"[{i}] {text}" if len(texts) > 1 else text)
+    if len(texts) > 1:  # how degenerate are they (repetition, blank outputs)? one line, lmforge.eval.degeneration
+        from lmforge.eval.degeneration import degeneration_metrics, format_degeneration
+
+        new_ids = [ids[:-1] if ids and ids[-1] == separator else ids for ids in continuations]
+        print(f"degeneration over {format_degeneration(degeneration_metrics(new_ids, texts))}")
     return texts

@@ -133,6 +133,8 @@ class FinetuneArgs:
     """Train on the first N training features only."""
     seed: int = 42
     use_cpu: bool = False
+    threads: int | None = None
+    """torch CPU threads (torch.set_num_threads) for the run; default: torch's (one per core)."""
     bf16: bool = False
     """bfloat16 autocast for training and evaluation (no loss scaling)."""
     fp16: bool = False
@@ -151,7 +153,7 @@ class FinetuneArgs:
                      "save_steps", "max_nonfinite_steps"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("eval_steps", "save_total_limit"):
+        for name in ("eval_steps", "save_total_limit", "threads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps == 0 or self.max_steps < -1 or (self.max_steps == -1 and self.num_train_epochs <= 0):
@@ -301,12 +303,14 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
     """Train on train, keep the best checkpoint by dev metric, report dev metrics, predict test; returns the report
     (rank 0's is complete; under torchrun the other ranks train and return early)."""
     from lmforge.train.distributed import destroy_distributed, init_distributed
+    from lmforge.utils import torch_threads
 
-    info = init_distributed(use_cpu=args.use_cpu, backend=args.ddp_backend)
-    try:
-        return _finetune(args, info)
-    finally:
-        destroy_distributed()
+    with torch_threads(args.threads):
+        info = init_distributed(use_cpu=args.use_cpu, backend=args.ddp_backend)
+        try:
+            return _finetune(args, info)
+        finally:
+            destroy_distributed()
 
 
 def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:

@@ -198,6 +198,9 @@ class PretrainArgs:
     """torch.use_deterministic_algorithms(True) (CPU runs are already deterministic for the ops we use)."""
     use_cpu: bool = False
     """Train on CPU even when CUDA is available."""
+    threads: int | None = None
+    """torch CPU threads (torch.set_num_threads) for the run; default: torch's (one per core). On a machine shared
+    with other jobs, fewer threads than cores avoid OpenMP spin-waiting (lmforge demo uses 1)."""
     torch_compile: bool = False
     """Compile the model with torch.compile."""
     ddp_backend: Literal["gloo", "nccl"] | None = None
@@ -212,6 +215,8 @@ class PretrainArgs:
         for name in (*positive, "max_seq_length", "logging_steps", "save_steps", "max_nonfinite_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {self.threads}")
         if self.eval_steps is not None and self.eval_steps < 1:
             raise ValueError(f"--eval_steps must be >= 1, got {self.eval_steps}")
         if self.save_total_limit is not None and self.save_total_limit < 1:

@@ -31,8 +31,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from lmforge.eval.degeneration import continuation_quality
 from lmforge.eval.lm import count_output_predictions, evaluate_lm
-from lmforge.generation import generate_ids
+from lmforge.eval.probe import ClozeItem, score_probe
 from lmforge.train.checkpoint import (
     capture_rng_state,
     find_latest_checkpoint,
@@ -121,8 +122,10 @@ class TrainingJob:
     tokenizer_dir: Path | None = None
     logger: MetricLogger | None = None  # rank 0 only
     sample_prompts: list[list[int]] = field(default_factory=list)  # CLM: prompts for sampled continuations
-    decode: Callable[[list[int]], str] | None = None
+    decode: Callable[..., str] | None = None  # tokenizer.decode (takes skip_special_tokens)
     eos_token_id: int | None = None
+    tokenizer: Any = None  # MLM: scores the cloze probe at every evaluation (None: no probe)
+    probe_items: list[ClozeItem] | None = None  # None: the bundled set
     evaluate: Callable[[], dict[str, Any]] | None = None  # replaces eval_batches: eval_-prefixed metrics
     metric_for_best_model: str | None = None  # a key of the evaluation: save when it improves
     greater_is_better: bool = True  # direction of metric_for_best_model (HF TrainingArguments' name)
@@ -302,7 +305,9 @@ def _extra_metrics(out: Any) -> dict[str, float]:
 
 
 def run_evaluation(job: TrainingJob) -> dict[str, Any]:
-    """Held-out metrics (all ranks take part), logged by rank 0; CLM also logs a few sampled continuations."""
+    """Held-out metrics (all ranks take part), logged by rank 0. MLM adds the cloze probe's top-1/top-5
+    (``lmforge.eval.probe``); CLM adds a few sampled continuations and their degeneration measures
+    (``lmforge.eval.degeneration``: distinct-1/2, longest repeated span, share of blank outputs)."""
     if job.evaluate is not None:
         result = job.evaluate()
     else:
@@ -310,18 +315,25 @@ def run_evaluation(job: TrainingJob) -> dict[str, Any]:
         result = evaluate_lm(
             job.model, job.eval_batches(), objective=job.objective, device=job.info.device, autocast=job.autocast
         )
+    model = unwrap(job.model)  # past DDP / torch.compile wrappers: the LanguageModel itself
+    if job.objective == "mlm" and job.tokenizer is not None:
+        # Every rank scores (FSDP forwards are collectives); deterministic and RNG-free, so resume stays exact.
+        probe = score_probe(model, job.tokenizer, job.probe_items, autocast=job.autocast)
+        result |= {f"eval_{k}": v for k, v in probe.items() if k.startswith("probe_")}
     if job.objective == "clm" and job.sample_prompts and job.decode is not None:
         # Own generator (the global RNG is untouched); the cached sampler of lmforge.generation on the bare model.
         generator = torch.Generator(device=job.info.device).manual_seed(job.args.seed)
-        model = unwrap(job.model)  # past DDP / torch.compile wrappers: generation needs the LanguageModel
         max_new = job.args.generation_max_new_tokens
         keep = max(1, job.args.max_seq_length - max_new)  # prompt + continuation within the training length
-        for i, prompt in enumerate(job.sample_prompts):
-            (new,) = generate_ids(
-                model, [prompt[-keep:]], max_new_tokens=max_new, do_sample=True, top_k=50, generator=generator,
-                eos_token_id=job.eos_token_id, device=job.info.device,
-            )  # fmt: skip
-            text = f"{job.decode(prompt)} || {job.decode(new)}"
+        prompts = [prompt[-keep:] for prompt in job.sample_prompts]
+        decode = job.decode
+        continuations, quality = continuation_quality(
+            model, prompts, decode=lambda ids: decode(ids, skip_special_tokens=True), max_new_tokens=max_new,
+            generator=generator, eos_token_id=job.eos_token_id, device=job.info.device,
+        )  # fmt: skip
+        result |= {f"eval_{k}": v for k, v in quality.items() if k != "samples"}
+        for i, (prompt, new) in enumerate(zip(prompts, continuations, strict=True)):
+            text = f"{decode(prompt)} || {decode(new)}"
             result[f"eval_sample_{i}"] = text
             if job.logger is not None:
                 job.logger.log_text(job.state.step, f"samples/{i}", text)

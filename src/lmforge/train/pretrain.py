@@ -35,6 +35,7 @@ from lmforge.data.shards import INDEX_FILE, check_fingerprint, open_shards
 from lmforge.data.tokenizer import LMTokenizer, load_tokenizer
 from lmforge.data.tokenizer_import import resolve_tokenizer_name
 from lmforge.data.tokenizer_spec import META_FILE
+from lmforge.eval.probe import load_probe
 from lmforge.models.loading import LoadedModel, check_source, load_model, load_weights
 from lmforge.models.registry import config_to_dict
 from lmforge.train.checkpoint import (
@@ -57,7 +58,7 @@ from lmforge.train.distributed import (
 from lmforge.train.loop import TrainingJob, TrainState, run_evaluation, train
 from lmforge.train.metrics import MetricLogger, collect_env, plot_loss, write_yaml
 from lmforge.train.optim import build_optimizer, make_schedule, warmup_steps_for
-from lmforge.utils import seed_everything
+from lmforge.utils import seed_everything, torch_threads
 
 __all__ = [
     "DataPaths",
@@ -81,6 +82,11 @@ class DataPaths:
 
 def pretrain(args: PretrainArgs) -> dict[str, Any]:
     """Train (and/or evaluate) as ``args`` say; returns the final metrics (also in OUTPUT_DIR/all_results.json)."""
+    with torch_threads(args.threads):
+        return _pretrain(args)
+
+
+def _pretrain(args: PretrainArgs) -> dict[str, Any]:
     info = init_distributed(use_cpu=args.use_cpu, backend=args.ddp_backend)
     try:
         job = build_job(args, info)
@@ -387,6 +393,8 @@ def build_job(args: PretrainArgs, info: DistInfo) -> TrainingJob:
         decode=tokenizer.decode,
         eos_token_id=tokenizer.eos_token_id,
     )
+    if objective == "mlm" and eval_batches is not None:
+        job.tokenizer, job.probe_items = tokenizer, load_probe()  # the cloze probe at every evaluation
     if objective == "clm" and eval_batches is not None and args.num_generation_samples:
         job.sample_prompts = _sample_prompts(paths.validation, args.num_generation_samples)
     if resume is not None:

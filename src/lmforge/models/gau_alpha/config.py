@@ -10,6 +10,9 @@ Presets and their sources:
 - ``tiny``: test size (style guide: hidden <= 64, 2 layers, vocab ~100).
 - ``small``: our CPU/demo size: d=256, 8 GAU layers (two GAU layers cost about one Transformer block, so this is
   BERT-Mini's L4 H256 budget), e=2d, s=128; vocab 12000 as the GAU-alpha char vocabulary.
+- ``demo``: ``lmforge demo``'s model, sized for its time budget: the small preset's layer recipe at about a quarter
+  of its compute per token (d=128, 4 GAU layers, e=256, s=64), so 250 steps fit on one core; no dropout (a run
+  shorter than one epoch gains nothing from it).
 - ``base``: ``chinese_GAU-alpha-char_L-24_H-768`` (GAU-alpha README / JunnYu ``config.json``): vocab 12000, d=768,
   24 layers, e=1536, s=128.
 """
@@ -82,6 +85,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(vocab_size=128, hidden_size=32, num_hidden_layers=2, intermediate_size=64, attention_key_size=16),
     "small": dict(
         vocab_size=12000, hidden_size=256, num_hidden_layers=8, intermediate_size=512, attention_key_size=128
+    ),
+    "demo": dict(
+        vocab_size=12000,
+        hidden_size=128,
+        num_hidden_layers=4,
+        intermediate_size=256,
+        attention_key_size=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
     ),
     "base": dict(
         vocab_size=12000, hidden_size=768, num_hidden_layers=24, intermediate_size=1536, attention_key_size=128
