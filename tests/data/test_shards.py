@@ -64,14 +64,21 @@ def test_mlm_write_read_equality(tmp_path, tokens_per_file):
     rng = np.random.default_rng(0)
     docs, flags = random_documents(rng, 60, vocab_size=1000)
     shards = write(
-        tmp_path, docs, flags, objective="mlm", max_seq_length=12, vocab_size=1000, tokens_per_file=tokens_per_file
+        tmp_path,
+        docs,
+        flags,
+        objective="mlm",
+        max_seq_length=12,
+        vocab_size=1000,
+        tokens_per_file=tokens_per_file,
+        layout="document",
     )
     nonempty = [i for i, d in enumerate(docs) if d.size]
     assert shards.num_documents == len(nonempty) and shards.index["num_empty_documents"] == len(docs) - len(nonempty)
     assert (len(shards.files) > 1) == (tokens_per_file == 7)
     for k, i in enumerate(nonempty):
         np.testing.assert_array_equal(shards.document(k), docs[i])
-    # sequences: [CLS] + consecutive tokens of one document + [SEP], <= max_seq_length, cut only at word starts,
+    # document layout: [CLS] + consecutive tokens of one document + [SEP], <= max_seq_length, cut only at word starts,
     # and together they give back every document exactly
     rebuilt, rebuilt_flags = [], []
     for example in shards.read(range(len(shards))):
@@ -88,9 +95,9 @@ def test_mlm_window_cuts_at_last_word_start(tmp_path):
     ids = np.arange(5, 25)
     flags = np.zeros(20, dtype=bool)
     flags[[0, 3, 7, 12, 19]] = True
-    shards = write(tmp_path, [ids], [flags], batches=1, objective="mlm", max_seq_length=10)  # 8 tokens per window
+    shards = write(tmp_path, [ids], [flags], batches=1, objective="mlm", max_seq_length=10, layout="document")
     lengths = [example["input_ids"].size - 2 for example in shards.read(range(len(shards)))]
-    assert lengths == [7, 5, 8]  # cut at 7 and 12; the last 8 tokens fit
+    assert lengths == [7, 5, 8]  # 8 tokens per window: cut at 7 and 12; the last 8 tokens fit
     one_word = write(tmp_path / "one", [ids], [np.arange(20) == 0], batches=1, objective="mlm", max_seq_length=10)
     assert [example["input_ids"].size - 2 for example in one_word.read(range(3))] == [8, 8, 4]  # cut hard
 

@@ -229,9 +229,12 @@ class PrepareAllArgs:
     cjk_continuations: bool = True
     """char: also add '##X' entries for CJK characters (bert-base-chinese layout); false nearly halves the vocab."""
     objective: Literal["mlm", "clm"] = "mlm"
-    """Sequences for masked LM (one document, [CLS]/[SEP]) or causal LM (concatenated blocks)."""
+    """Sequences for masked LM (packed documents, [CLS]/[SEP]) or causal LM (concatenated blocks)."""
     max_seq_length: int = 512
     """mlm: longest sequence including [CLS] and [SEP]."""
+    line_by_line: bool = False
+    """mlm: one document per sequence, short ones padded by the collator (HF run_mlm.py --line_by_line; the only
+    layout before shard format v2). Default: documents packed into full sequences with [SEP] between them."""
     block_size: int = 1024
     """clm: tokens per block."""
     validation_split_percentage: float = 5.0
@@ -246,6 +249,10 @@ def prepare_all(args: PrepareAllArgs) -> Path:
     """corpus -> tokenizer -> shards under ``output_dir``; returns ``output_dir``."""
     out = Path(args.output_dir)
     started = time.perf_counter()
+    if args.objective == "clm" and args.line_by_line:  # before ingest, not after
+        from lmforge.data.errors import PrepareError
+
+        raise PrepareError("--line_by_line is for mlm; clm blocks always pack documents (HF run_clm.py)")
     if args.tokenizer_name is not None:  # a wrong name or a tokenizer unfit for the objective fails before ingest
         from lmforge.data.lm_tokenizer import require_mask_token_id
         from lmforge.data.tokenizer_import import load_named_tokenizer
@@ -290,6 +297,7 @@ def prepare_all(args: PrepareAllArgs) -> Path:
             objective=args.objective,
             max_seq_length=args.max_seq_length,
             block_size=args.block_size,
+            line_by_line=args.line_by_line,
             segmenter=args.segmenter,
             validation_split_percentage=args.validation_split_percentage,
             seed=args.seed,

@@ -32,9 +32,12 @@ class ShardsArgs:
     output_dir: str
     """Directory that receives train/ and validation/ (bin files + index.json)."""
     objective: Literal["mlm", "clm"] = "mlm"
-    """mlm: one document per sequence, cut at word starts, with [CLS]/[SEP]; clm: documents + EOS in blocks."""
+    """mlm: documents packed into [CLS] ... [SEP] sequences, cut at word starts; clm: documents + EOS in blocks."""
     max_seq_length: int = 512
     """mlm: longest sequence including [CLS] and [SEP]."""
+    line_by_line: bool = False
+    """mlm: one document per sequence, short ones padded by the collator (HF run_mlm.py --line_by_line; the only
+    layout before shard format v2). Default: documents packed into full sequences with [SEP] between them."""
     block_size: int = 1024
     """clm: tokens per block."""
     segmenter: Literal["rjieba", "jieba", "none"] = "rjieba"
@@ -171,6 +174,8 @@ def prepare_shards(args: ShardsArgs) -> Path:
         raise PrepareError(f"validation_split_percentage must be in [0, 100), got {args.validation_split_percentage}")
     if args.objective == "mlm" and args.max_seq_length < 3:
         raise PrepareError(f"max_seq_length must be >= 3, got {args.max_seq_length}")
+    if args.objective == "clm" and args.line_by_line:
+        raise PrepareError("--line_by_line is for mlm; clm blocks always pack documents (HF run_clm.py)")
     if args.objective == "clm" and args.block_size < 2:
         raise PrepareError(f"block_size must be >= 2, got {args.block_size}")
     tokenizer_path = _tokenizer_path(args)
@@ -212,6 +217,7 @@ def prepare_shards(args: ShardsArgs) -> Path:
                 max_seq_length=args.max_seq_length,
                 block_size=args.block_size,
                 tokens_per_file=args.tokens_per_file,
+                layout="document" if args.line_by_line else "packed",
             )
         return _write_shards(args, files, writers, tokenizer=tokenizer, segmenter=segmenter, init=init, started=started)
     except OutputWriteError:
@@ -293,7 +299,8 @@ def _write_shards(args: ShardsArgs, files: list[Path], writers: dict, *, tokeniz
     indexes = {split: writer.close(extra={"split": split, "build": build}) for split, writer in writers.items()}
     print(
         f"shards: {counts['documents']} documents -> train {indexes['train']['num_sequences']} / validation "
-        f"{indexes['validation']['num_sequences']} {args.objective} sequences, {indexes['train']['dtype']}, "
+        f"{indexes['validation']['num_sequences']} {args.objective} sequences ({indexes['train']['layout']}), "
+        f"{indexes['train']['dtype']}, "
         f"tokenizer {tokenizer.fingerprint} ({seconds:.1f} s) -> {output_dir}"
     )
     return output_dir

@@ -11,10 +11,20 @@ Layout of a split directory (``D/shards/train``)::
 Token dtype: uint16 while the vocabulary has at most 65,536 ids, else uint32 (nanoGPT's uint16 bins; PaddleNLP
 switches at 65,535). A token id outside the vocabulary is a ``ValueError`` at write time, never a silent wrap.
 
-Sequences: MLM takes consecutive tokens of *one* document, at most ``max_seq_length - 2`` of them (room for
-[CLS] and [SEP], added at read time), cutting long documents at a word start so no word is split across two
-sequences. CLM concatenates documents, each followed by EOS (or [SEP] when the tokenizer has no EOS), and cuts the
-stream into ``block_size`` blocks (HF ``run_clm.py`` ``group_texts``); a CLM file always holds whole blocks and the
+Sequences, MLM (``layout`` in the index): ``"packed"`` (the default, HF ``run_mlm.py``'s ``group_texts`` and
+RoBERTa's FULL-SENTENCES) fills every sequence: documents follow one another with a [SEP] between two of them, and
+a document that does not fit is cut at its last word start that fits and continues in the next sequence, so a
+sequence reads ``[CLS] end of doc 1 [SEP] doc 2 [SEP] start of doc 3 [SEP]``. ``"document"`` (``--line_by_line``,
+the only layout of format v1) takes consecutive tokens of *one* document. Either way a sequence is a token range
+[start, end) of one file holding at most ``max_seq_length - 2`` tokens and separators; [CLS], [SEP] and the
+separators between documents are added at read time (at the document offsets inside the range), so the token
+stream is the same for both layouts, and long documents are cut at a word start so no word is split across two
+sequences (a word longer than a sequence is cut hard). Attention crosses documents in packed sequences, as in
+``group_texts``; a block-diagonal document mask is not implemented (it needs a 3-D mask through every
+architecture's kernel).
+
+CLM concatenates documents, each followed by EOS (or [SEP] when the tokenizer has no EOS), and cuts the stream
+into ``block_size`` blocks (HF ``run_clm.py`` ``group_texts``); a CLM file always holds whole blocks and the
 final partial block is dropped (counted in ``dropped_tokens``). The model shifts labels itself.
 
 Reading re-opens the memmaps on every ``read`` call instead of holding them: a long-lived ``np.memmap`` makes the
@@ -42,7 +52,9 @@ from lmforge.data.errors import OutputWriteError, os_error_text
 Objective = Literal["mlm", "clm"]
 INDEX_FILE = "index.json"
 FORMAT = "lmforge.shards"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # v2 adds "layout"; v1 indexes (MLM: one document per sequence) are still read
+READABLE_VERSIONS = (1, 2)
+LAYOUTS: tuple[str, ...] = ("packed", "document")
 UINT16_MAX_VOCAB = 65536  # ids 0..65535 fit in uint16
 SHARD_FILES = "*-[0-9][0-9][0-9][0-9][0-9].*"  # tokens-00000.bin, docs-00000.npy, ...
 
@@ -82,9 +94,14 @@ class ShardWriter:
         max_seq_length: int | None = None,
         block_size: int | None = None,
         tokens_per_file: int = 1 << 25,
+        layout: str = "packed",
     ) -> None:
         if objective not in ("mlm", "clm"):
             raise ValueError(f"unknown objective {objective!r}; choose from ('mlm', 'clm')")
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown shard layout {layout!r}; choose from {LAYOUTS}")
+        if objective == "clm" and layout != "packed":
+            raise ValueError("clm blocks always pack documents; layout='document' (--line_by_line) is for mlm")
         if objective == "mlm" and (max_seq_length is None or max_seq_length < 3):
             raise ValueError(f"max_seq_length must be >= 3 for MLM ([CLS] x [SEP]), got {max_seq_length}")
         if objective == "clm" and (block_size is None or block_size < 2):
@@ -104,6 +121,7 @@ class ShardWriter:
         self.tokenizer_info = dict(tokenizer_info)
         self.max_seq_length = max_seq_length
         self.block_size = block_size
+        self.layout = layout
         if objective == "clm":  # CLM files hold whole blocks
             tokens_per_file = max(block_size, tokens_per_file // block_size * block_size)
         self.tokens_per_file = tokens_per_file
@@ -165,6 +183,7 @@ class ShardWriter:
         self._num_tokens = 0
         self._doc_starts: list[np.ndarray] = []
         self._sequences: list[np.ndarray] = []
+        self._open_sequence = (0, 0)  # packed MLM: (start, tokens + separators) of the sequence being filled
 
     def _write(self, ids: np.ndarray, flags: np.ndarray) -> None:
         self._target = self.directory / self._names["tokens"]
@@ -184,6 +203,10 @@ class ShardWriter:
         self._target = self.directory / self._names["tokens"]
         self._tokens.close()
         num_tokens = self._num_tokens if keep_tokens is None else keep_tokens
+        start, used = self._open_sequence
+        if used:  # a packed sequence never spans two files: the last one of a file may be short
+            self._sequences.append(np.array([[start, self._num_tokens]], dtype=np.int64))
+            self._open_sequence = (0, 0)
         if keep_tokens is not None:  # the last CLM file drops its partial block
             os.truncate(self.directory / self._names["tokens"], num_tokens * self.dtype.itemsize)
             os.truncate(self.directory / self._names["words"], (num_tokens + 7) // 8)
@@ -238,7 +261,10 @@ class ShardWriter:
         np.cumsum(lengths[:-1], out=local[1:])
         starts = local + self._num_tokens
         self._doc_starts.append(starts)
-        self._sequences.append(self._windows(flags, local, lengths) + self._num_tokens)
+        if self.layout == "packed":
+            self._sequences.append(self._pack(flags, starts, lengths))
+        else:
+            self._sequences.append(self._windows(flags, local, lengths) + self._num_tokens)
         self._write(ids, flags)
         if self._num_tokens >= self.tokens_per_file:
             self._close_file()
@@ -261,6 +287,52 @@ class ShardWriter:
             out.append(np.array([[position, end]], dtype=np.int64))
         windows = np.concatenate(out)
         return windows[np.argsort(windows[:, 0], kind="stable")]
+
+    def _pack(self, flags: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """[start, end) (file positions) of the packed MLM sequences closed by this batch of documents.
+
+        A sequence holds at most ``max_seq_length - 2`` tokens plus separators (one before every document but
+        its first). Whole documents are added while they fit (one ``searchsorted``); the next one is cut at its
+        last word start that fits and continues in the next sequence. If no word start fits, the sequence is
+        closed a few tokens short, unless it is empty (a word longer than a sequence): then the cut is hard. The
+        last sequence stays open (``_open_sequence``) for the next batch or ``_close_file``.
+        """
+        width = self.max_seq_length - 2
+        base = self._num_tokens  # flags[k] is the flag of file position base + k
+        cost = np.zeros(lengths.size + 1, dtype=np.int64)  # cost[j] - cost[i]: docs i..j-1, a separator before each
+        np.cumsum(lengths + 1, out=cost[1:])
+        ends = starts + lengths
+        out = []
+        start, used = self._open_sequence
+        i, position = 0, int(starts[0])
+        while i < lengths.size:
+            if used == 0:
+                start = position
+            if position == starts[i]:  # at a document start: take every whole document that fits
+                budget = width - used + (used == 0)  # the first document of a sequence needs no separator
+                j = int(np.searchsorted(cost, cost[i] + budget, side="right")) - 1
+                if j > i:
+                    used += int(cost[j] - cost[i]) - (used == 0)
+                    i, position = j, int(ends[j - 1])
+                    continue
+            room = width - used - (used > 0)
+            if ends[i] - position <= room:  # the rest of a document cut by the previous sequence
+                used += int(ends[i] - position) + (used > 0)
+                i, position = i + 1, int(ends[i])
+                continue
+            cut = None
+            if room > 0:
+                heads = np.flatnonzero(flags[position + 1 - base : position + room + 1 - base])
+                if heads.size:
+                    cut = position + 1 + int(heads[-1])
+                elif used == 0:
+                    cut = position + room  # one word longer than a sequence: cut hard, as the document layout does
+            if cut is not None:
+                position = cut
+            out.append((start, position))
+            used = 0
+        self._open_sequence = (start, used)
+        return np.array(out, dtype=np.int64).reshape(-1, 2)
 
     def _add_clm(self, ids: np.ndarray, flags: np.ndarray, lengths: np.ndarray) -> None:
         # insert the separator after every document
@@ -303,6 +375,7 @@ class ShardWriter:
             "objective": self.objective,
             "dtype": self.dtype.name,
             "vocab_size": self.vocab_size,
+            "layout": self.layout,
             "max_seq_length": self.max_seq_length if self.objective == "mlm" else None,
             "block_size": self.block_size if self.objective == "clm" else None,
             "tokenizer": self.tokenizer_info,
@@ -333,13 +406,15 @@ class ShardSet:
             hint = f"; did you mean {hints[0]!r}?" if hints else ""
             raise ValueError(f"no shards at {str(self.path)!r}: {INDEX_FILE} is missing{hint}")
         index = json.loads(index_path.read_text(encoding="utf-8"))
-        if index.get("format") != FORMAT or index.get("version") != FORMAT_VERSION:
+        if index.get("format") != FORMAT or index.get("version") not in READABLE_VERSIONS:
             raise ValueError(
                 f"{index_path}: unsupported shard format {index.get('format')!r} v{index.get('version')} "
-                f"(expected {FORMAT!r} v{FORMAT_VERSION})"
+                f"(expected {FORMAT!r} v{' or v'.join(map(str, READABLE_VERSIONS))})"
             )
         self.index = index
         self.objective: str = index["objective"]
+        # v1 had no layout: MLM one document per sequence, CLM blocks (always packed)
+        self.layout: str = index.get("layout", "document" if self.objective == "mlm" else "packed")
         self.dtype = np.dtype(index["dtype"])
         self.vocab_size: int = index["vocab_size"]
         self.tokenizer_info: dict = index["tokenizer"]
@@ -362,8 +437,9 @@ class ShardSet:
 
     def __repr__(self) -> str:
         return (
-            f"ShardSet({str(self.path)!r}, objective={self.objective!r}, sequences={self.num_sequences}, "
-            f"tokens={self.num_tokens}, dtype={self.dtype.name}, fingerprint={self.fingerprint!r})"
+            f"ShardSet({str(self.path)!r}, objective={self.objective!r}, layout={self.layout!r}, "
+            f"sequences={self.num_sequences}, tokens={self.num_tokens}, dtype={self.dtype.name}, "
+            f"fingerprint={self.fingerprint!r})"
         )
 
     @property
@@ -397,18 +473,23 @@ class ShardSet:
             file = self.files[f]
             tokens, words = self._open(file, "tokens"), self._open(file, "words")
             seqs = self._open(file, "sequences") if self.objective == "mlm" else None
+            docs = self._open(file, "documents") if seqs is not None and self.layout == "packed" else None
             for k in np.flatnonzero(file_of == f).tolist():
                 local = int(indices[k] - self._seq_offsets[f])
                 if seqs is not None:
                     start, end = (int(x) for x in seqs[local])
                     ids, bits = self._slice(tokens, words, start, end)
+                    if docs is not None:  # [SEP] before every document that starts inside the sequence
+                        inner = docs[np.searchsorted(docs, start, "right") : np.searchsorted(docs, end, "left")]
+                        ids = np.insert(ids, inner - start, self.sep_token_id)
+                        bits = np.insert(bits, inner - start, True)
                     ids = np.concatenate([[self.cls_token_id], ids, [self.sep_token_id]])
                     bits = np.concatenate([[True], bits, [True]])
                 else:
                     start = local * self.block_size
                     ids, bits = self._slice(tokens, words, start, start + self.block_size)
                 out[k] = {"input_ids": ids, "word_starts": bits}
-            del tokens, words, seqs  # re-opened next call: RSS does not grow with pages touched (nanoGPT#287)
+            del tokens, words, seqs, docs  # re-opened next call: RSS does not grow with pages touched (nanoGPT#287)
         return out
 
     def _read_global(self, key: str, start: int, end: int) -> np.ndarray:
