@@ -44,7 +44,7 @@ def test_bare_boolean_flags_are_normalised_in_place() -> None:
     assert argv == ["--fp16", "true", "--do_eval", "false", "--bf16=false", "--disable_tqdm", "true"]
 
 
-@pytest.mark.parametrize("flag", ["--deepspeed", "--push_to_hub", "--dataset_name=wikitext", "--line_by_line"])
+@pytest.mark.parametrize("flag", ["--deepspeed", "--push_to_hub", "--dataset_name=wikitext", "--pad_to_max_length"])
 def test_unsupported_hf_flags_say_why(flag: str) -> None:
     name = flag[2:].split("=")[0]
     with pytest.raises(ValueError, match=f"--{name} is not supported") as error:

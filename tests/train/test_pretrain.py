@@ -124,6 +124,8 @@ def test_user_errors(mlm_data: Path, tmp_path: Path) -> None:
         _run(mlm_data, tmp_path / "w", model_overrides={"max_position_embeddings": 8})
     with pytest.raises(ValueError, match="prepared for mlm"):
         _run(mlm_data, tmp_path / "v", objective="clm")
+    with pytest.raises(ValueError, match="holds packed sequences"):  # the flag cannot unpack prepared shards
+        _run(mlm_data, tmp_path / "u", line_by_line=True)
 
 
 def test_moe_router_metrics_are_logged(clm_data: Path, tmp_path: Path) -> None:

@@ -35,7 +35,6 @@ UNSUPPORTED_HF_FLAGS: dict[str, str] = {
     "validation_file": "the held-out split comes from the prepared data (prepare all writes shards/validation)",
     "train_ref_file": "whole-word boundaries are stored in the shards by `lmforge prepare`, no chinese_ref file",
     "validation_ref_file": "whole-word boundaries are stored in the shards by `lmforge prepare`",
-    "line_by_line": "documents are always packed into --max_seq_length windows by the loader",
     "pad_to_max_length": "batches are padded by the collator; packing makes them full-length anyway",
     "config_overrides": "use --model_overrides '{\"hidden_size\": 256}' (JSON)",
     "model_type": "use --model (a registered architecture: `lmforge models`)",
@@ -85,6 +84,9 @@ class PretrainArgs:
     """mlm (whole-word masking) or clm. Default: the objective the shards were prepared for, else mlm."""
     max_seq_length: int = 512
     """Tokens per training sequence (including [CLS]/[SEP])."""
+    line_by_line: bool = False
+    """mlm: one document per sequence instead of documents packed into full sequences (HF run_mlm.py). Used when a
+    raw --train_file is prepared here; prepared shards keep their layout (true on packed shards is an error)."""
     mlm_probability: float = 0.15
     """Share of words (wwm_mode=word) or tokens (wwm_mode=token) selected for prediction; 80/10/10 replacement."""
     wwm_mode: Literal["word", "token"] = "word"

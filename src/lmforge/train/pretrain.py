@@ -9,7 +9,8 @@ Data: ``--train_dir`` (or HF's ``--train_file``) is a ``lmforge prepare all`` di
 ``shards/{train,validation}``), a ``shards/`` directory or one split directory. A raw text/jsonl file is first
 prepared into ``OUTPUT_DIR/data`` (rank 0, others wait). The tokenizer's fingerprint must match the shards'.
 
-Deviations from HF ``run_mlm.py``: sequence length and packing are fixed when the shards are prepared;
+Deviations from HF ``run_mlm.py``: sequence length and packing are fixed when the shards are prepared (MLM
+shards pack documents into full sequences unless prepared with ``--line_by_line true``, ``docs/pipeline/shards.md``);
 ``--max_seq_length`` can only shorten them (the collator cuts, keeping [SEP]). ``--dataloader_num_workers`` is
 accepted and ignored (batches come from memory-mapped shards in-process).
 """
@@ -122,6 +123,7 @@ def _prepare_raw_file(path: Path, args: PretrainArgs, run_dir: Path, info: DistI
             output_dir=str(out),
             objective=args.objective or "mlm",
             max_seq_length=args.max_seq_length,
+            line_by_line=args.line_by_line,
             block_size=args.max_seq_length,
             validation_split_percentage=args.validation_split_percentage,
             num_proc=args.preprocessing_num_workers or 1,
@@ -287,6 +289,13 @@ def build_job(args: PretrainArgs, info: DistInfo) -> TrainingJob:
     objective = args.objective or train_shards.objective
     if objective != train_shards.objective:
         raise ValueError(f"--objective {objective} but {paths.train} was prepared for {train_shards.objective}")
+    if args.line_by_line and objective == "clm":
+        raise ValueError("--line_by_line is for mlm; clm blocks always pack documents (HF run_clm.py)")
+    if args.line_by_line and train_shards.layout != "document":
+        raise ValueError(
+            f"--line_by_line true but {paths.train} holds packed sequences; prepare the data with "
+            "`lmforge prepare all --line_by_line true` (or drop the flag)"
+        )
     sequence_length = min(args.max_seq_length, train_shards.sequence_length)
     if objective == "mlm":
         collator = MLMCollator(
