@@ -69,6 +69,8 @@ def test_models_lists_registered_architectures(capsys: pytest.CaptureFixture[str
     cli.main(["models"])
     out = capsys.readouterr().out
     assert "bert" in out and "tiny" in out
+    gau_alpha = next(line for line in out.splitlines() if line.startswith("gau-alpha"))
+    assert "demo" in gau_alpha.split("presets:")[1]  # the demo's model shape is a registered preset
 
 
 def test_config_file_and_flags(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -168,6 +168,8 @@ def test_generate_cli_end_to_end_with_chinese_bpe(tmp_path, capsys):
     sampled = cli.run(["generate", str(run), "今天", "--do_sample", "true", "--top_p", "0.9", "--seed", "1",
                        "--num_return_sequences", "2", "--max_new_tokens", "8"])  # fmt: skip
     assert len(sampled) == 2
+    summary = capsys.readouterr().out.strip().splitlines()[-1]  # several samples: a one-line degeneration summary
+    assert summary.startswith("degeneration over 2 samples: distinct-1 ") and "longest repeat" in summary
     with pytest.raises(SystemExit):  # a user error is one line, not a traceback
         cli.run(["generate", str(run), "今天", "--temperature", "0", "--do_sample", "true"])
 
