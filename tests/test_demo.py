@@ -38,7 +38,7 @@ def test_demo_pipeline_with_tiny_settings(tmp_path: Path, capsys: pytest.Capture
     assert "pretrain gau-alpha/tiny" in out and "yes: the training loss fell" in out and "[MASK] #2" in out
     assert result["last_loss"] < 0.9 * result["first_loss"]
     # the cloze probe of the trained model next to the same model before training
-    assert "cloze probe (64 sentences" in out and "before training: top-1" in out
+    assert "cloze probe: 64 sentences" in out and "before training: top-1" in out
     trained, untrained = result["probe"]["trained"], result["probe"]["random_init"]
     assert trained["probe_items"] == untrained["probe_items"] == 64
     assert trained["probe_scored"] == untrained["probe_scored"] > 0 and "eval_probe_top5" in result

@@ -46,6 +46,7 @@ OPTIMIZER_RECIPE: dict[str, Any] = dict(
 
 DEFAULT_TEXT = "天气预报说今天的天[MASK]很好，那么我[MASK]一起去公园玩吧！"
 
+
 @dataclass(kw_only=True)
 class DemoArgs:
     output_dir: str = "runs/demo"
@@ -244,12 +245,22 @@ def _probe_step(args: DemoArgs, checkpoint: Path, model: Any) -> dict[str, dict[
         untrained = build_model(loaded.arch, task="mlm", config=loaded.config).eval()
     trained_result = score_probe(model, loaded.tokenizer, items)
     untrained_result = score_probe(untrained, loaded.tokenizer, items)
+    masks = trained_result["probe_masks"]
+    hits = {name: round(r.get("probe_top5", 0.0) * masks) for name, r in (("after", trained_result),
+                                                                           ("before", untrained_result))}  # fmt: skip
+    if hits["after"] >= hits["before"] + 3 and trained_result.get("probe_top1", 0.0) > 0:
+        verdict = "pretraining taught it some words the probe checks"
+    else:
+        verdict = (
+            "no real gain yet: it has not learned the words the probe checks (the loss fell mostly by learning which "
+            "characters are frequent, punctuation first); more steps or a larger model are needed"
+        )
     print(
-        f"cloze probe ({len(items)} sentences with known answers, lmforge evaluate probe {args.output_dir}):\n"
+        f"cloze probe: {len(items)} sentences with known answers, top-5 = the answer among the 5 best guesses "
+        f"(chance about {5 / len(loaded.tokenizer):.4f}); lmforge evaluate probe {args.output_dir} shows them\n"
         f"  after {args.max_steps} steps:  {format_probe(trained_result)}\n"
         f"  before training: {format_probe(untrained_result)}\n"
-        f"  (chance is about 5 / {len(loaded.tokenizer)} for top-5; a model this small and this briefly trained "
-        "knows the corpus's frequent words at best, not Chinese)",
+        f"  top-5 hits {hits['after']}/{masks} vs {hits['before']}/{masks} before training: {verdict}.",
         flush=True,
     )
     return {"trained": trained_result, "random_init": untrained_result}

@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from lmforge import cli
 from lmforge.tasks.finetune import FinetuneArgs
 from lmforge.train.config import PretrainArgs
 from lmforge.train.pretrain import pretrain
@@ -27,7 +28,9 @@ def _records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_mlm_logs_the_probe_at_every_evaluation(mlm_data: Path, tmp_path: Path) -> None:
+def test_mlm_logs_the_probe_at_every_evaluation(
+    mlm_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tmp_path / "mlm"
     result = pretrain(PretrainArgs(train_dir=str(mlm_data), output_dir=str(run), model="bert", **TINY))
     evals = [r for r in _records(run) if "eval_loss" in r]
@@ -38,6 +41,12 @@ def test_mlm_logs_the_probe_at_every_evaluation(mlm_data: Path, tmp_path: Path) 
     assert saved["eval_probe_skipped"] > 0  # the tiny data's 40-character vocabulary lacks most answers
     assert 0.0 <= saved["eval_probe_top1"] <= saved["eval_probe_top5"] <= 1.0
     assert not CLM_KEYS & set(saved)
+    # lmforge evaluate probe on the run: the same numbers as the last evaluation, printed and written
+    probed = cli.run(["evaluate", "probe", str(run), "--show", "3"])
+    out = capsys.readouterr().out
+    assert probed["probe_top5"] == saved["eval_probe_top5"] and probed["probe_skipped"] == saved["eval_probe_skipped"]
+    assert "skipped classics-" in out and f"over {probed['probe_masks']} masks (64 items" in out
+    assert json.loads((run / "probe_results.json").read_text())["probe_items"] == 64
 
 
 def test_clm_logs_degeneration_at_every_evaluation(clm_data: Path, tmp_path: Path) -> None:
