@@ -251,10 +251,9 @@ def _probe_step(args: DemoArgs, checkpoint: Path, model: Any) -> dict[str, dict[
     if hits["after"] >= hits["before"] + 3 and trained_result.get("probe_top1", 0.0) > 0:
         verdict = "pretraining taught it some words the probe checks"
     else:
-        verdict = (
-            "no real gain yet: it has not learned the words the probe checks (the loss fell mostly by learning which "
-            "characters are frequent, punctuation first); more steps or a larger model are needed"
-        )
+        verdict = "no real gain yet: it has not learned the words the probe checks"
+        if trained_result.get("probe_punctuation", 0.0) > 0.5:
+            verdict += " (most guesses are punctuation: the loss fell mostly by learning which characters are frequent)"
     print(
         f"cloze probe: {len(items)} sentences with known answers, top-5 = the answer among the 5 best guesses "
         f"(chance about {5 / len(loaded.tokenizer):.4f}); lmforge evaluate probe {args.output_dir} shows them\n"

@@ -77,7 +77,8 @@ def format_degeneration(metrics: dict[str, float]) -> str:
     blank = round(metrics["blank_fraction"] * count)
     return (
         f"{count} samples: distinct-1 {metrics['distinct_1']:.2f}, distinct-2 {metrics['distinct_2']:.2f}, "
-        f"longest repeat {metrics['longest_repeat']} tokens, blank {blank}/{count}"
+        f"longest repeat {metrics['longest_repeat']} token{'' if metrics['longest_repeat'] == 1 else 's'}, "
+        f"blank {blank}/{count}"
     )
 
 
