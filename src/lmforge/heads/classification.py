@@ -10,8 +10,11 @@ HF ``BertForSequenceClassification`` (pooler = dense + tanh over [CLS]); HF ``GP
 last non-padding token, since a causal model has seen the whole text only there). JunnYu's GAU-alpha CLUE
 scripts use [CLS] without a pooler, as bert4keras RoFormerV2 does.
 
-Choices: ``pooling="auto"`` is ``"last"`` for causal backbones and ``"cls"`` otherwise (``default_pooling``); the
-tanh pooler is optional (``use_pooler``), off by default since none of our pretraining objectives trains one.
+Choices: ``pooling="auto"`` is ``"last"`` for causal backbones and ``"mean"`` otherwise (``default_pooling``):
+masked-LM pretraining never trains the ``[CLS]`` vector, and with 200 labels mean pooling of our pretrained
+GAU-alpha scored 7 points above ``[CLS]`` (``benchmarks/quality.md``); the tanh pooler is optional
+(``use_pooler``), off by default since none of our pretraining objectives trains one. ``"cls"`` stays available
+for checkpoints trained with a sentence-level objective (JunnYu's GAU-alpha CLUE scripts, bert4keras RoFormerV2).
 Losses are fp32 cross-entropy (R6).
 
 Legend: B batch, T tokens, D hidden width, C classes.
@@ -78,8 +81,11 @@ def backbone_output_size(backbone: nn.Module) -> int:
 
 
 def default_pooling(config: Any, *, builders: dict[str, Any] | None = None) -> str:
-    """``"last"`` for a causal backbone (only the last token has seen the text), ``"cls"`` for an encoder."""
-    return "last" if is_causal_backbone(config, builders=builders) else "cls"
+    """``"last"`` for a causal backbone (only the last token has seen the text), ``"mean"`` over the real tokens for
+    an encoder: MLM pretraining gives every token a trained vector except ``[CLS]``, which it never predicts, so a
+    pretrained ``[CLS]`` is a poor summary until fine-tuning has rewritten it (``benchmarks/quality.md``: 200 labels,
+    pretrained GAU-alpha, mean 0.402 vs ``[CLS]`` 0.327 dev accuracy; equal with a few thousand labels)."""
+    return "last" if is_causal_backbone(config, builders=builders) else "mean"
 
 
 def pool_hidden(hidden_BTD: Tensor, attention_mask_BT: Tensor | None, pooling: str) -> Tensor:
