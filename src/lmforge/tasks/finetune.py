@@ -84,7 +84,8 @@ class FinetuneArgs:
     max_answer_length: int = 30
     """QA: longest answer in tokens."""
     pooling: Literal["auto", "cls", "mean", "last"] = "auto"
-    """Sequence classification: auto = last token for causal backbones, [CLS] otherwise."""
+    """Sequence classification: auto = last token for causal backbones, the mean over real tokens otherwise (MLM
+    pretraining never trains [CLS]: benchmarks/quality.md); cls = BERT's [CLS]."""
     classifier_dropout: float = 0.1
     """Dropout before the task head."""
 
