@@ -254,6 +254,10 @@ def _probe_step(args: DemoArgs, checkpoint: Path, model: Any) -> dict[str, dict[
         verdict = "no real gain yet: it has not learned the words the probe checks"
         if trained_result.get("probe_punctuation", 0.0) > 0.5:
             verdict += " (most guesses are punctuation: the loss fell mostly by learning which characters are frequent)"
+        verdict += (
+            ". The demo's budget is too small to show what pretraining buys: benchmarks/quality.md measures 3,000 "
+            "steps (17 min on one thread) against random init: +7.5 points on poem_genre, +4.4 on lo_topic"
+        )
     print(
         f"cloze probe: {len(items)} sentences with known answers, top-5 = the answer among the 5 best guesses "
         f"(chance about {5 / len(loaded.tokenizer):.4f}); lmforge evaluate probe {args.output_dir} shows them\n"
