@@ -91,16 +91,12 @@ def read_records(path: str, *, input_format: str = "auto") -> list[tuple[str, di
         input_format = "jsonl" if numbered[0][1].lstrip().startswith("{") else "text"
     if input_format == "text":
         return [(f"{name}:{number}", {"text": line}) for number, line in numbered]
+    from lmforge.tasks.common import json_object
+
     records = []
     for number, line in numbered:
         where = f"{name}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{where}: not valid JSON ({error.msg})") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
-        records.append((where, record))
+        records.append((where, json_object(line, where)))
     return records
 
 

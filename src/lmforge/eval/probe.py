@@ -51,14 +51,13 @@ def load_probe(path: str | Path | None = None) -> list[ClozeItem]:
         if not Path(path).is_file():
             raise ValueError(f"probe file {str(path)!r} does not exist")
         text, where = Path(path).read_text(encoding="utf-8"), str(path)
+    from lmforge.tasks.common import json_object
+
     items, seen = [], set()
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{where}:{number}: not JSON ({error.msg})") from None
+        record = json_object(line, f"{where}:{number}")
         item_id, body, answers = record.get("id", f"line-{number}"), record.get("text"), record.get("answers")
         if not isinstance(body, str) or MASK not in body:
             raise ValueError(f"{where}:{number}: 'text' must be a string with at least one {MASK}")

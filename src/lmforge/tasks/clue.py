@@ -89,17 +89,14 @@ class ClassificationData:
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """``(1-based line, record)`` of a JSON-lines file; blank lines are skipped. ``ValueError`` on bad JSON or an
     empty file."""
+    from lmforge.tasks.common import json_object
+
     seen = False
     with open(path, encoding="utf-8-sig") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            record = json_object(line, f"{path}:{number}")
             seen = True
             yield number, record
     if not seen:

@@ -9,6 +9,7 @@ tensors, so a batch is padded to its own longest row (``collate``); ``FeatureLoa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +21,8 @@ from torch import Tensor, nn
 from lmforge.data.loader import derive_seed
 from lmforge.heads.lm import IGNORE_INDEX
 
-__all__ = ["TARGET_KEYS", "FeatureLoader", "TaskBundle", "collate", "encode_pair", "encode_texts", "require_cls_sep",
-           "truncate_pair"]  # fmt: skip
+__all__ = ["TARGET_KEYS", "FeatureLoader", "TaskBundle", "collate", "encode_pair", "encode_texts", "json_object",
+           "require_cls_sep", "truncate_pair"]  # fmt: skip
 
 TARGET_KEYS = ("labels", "start_positions", "end_positions")
 
@@ -71,6 +72,18 @@ def truncate_pair(a: list[int], b: list[int] | None, budget: int) -> tuple[list[
         else:
             a.pop()
     return a, b
+
+
+def json_object(line: str, where: str) -> dict:
+    """One JSON-lines record; a line that is not JSON or not an object is a ``ValueError`` naming ``where``
+    (``file:line``)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where}: not valid JSON ({error.msg})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    return record
 
 
 def require_cls_sep(tokenizer: Any, task: str) -> None:
