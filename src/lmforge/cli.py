@@ -7,14 +7,26 @@ every stage accepts ``--config run.yaml`` plus dotted overrides for nested field
 The library never imports this module.
 
 A ``ValueError`` raised by a stage is a user error: it is printed as one line (``lmforge STAGE: error: ...``)
-and the exit status is 2, never a traceback.
+and the exit status is 2, never a traceback. Parsing errors are the same one line: an unknown or misspelled flag
+names the closest valid ones ("did you mean --learning_rate?"), and abbreviations are off (``--learning_rat`` is an
+error, not ``--learning_rate``). List options take the bracket form (``--lengths '[128,512]'``), space-separated
+values (``--input a.zip b.zip``: up to the next flag) and comma-separated ones (``--lengths 128,512``).
+
+Ctrl-C is exit status 130 with one line: for a training stage, the step, the last valid checkpoint and the exact
+command that resumes (``lmforge.train.loop.TrainingInterrupted``).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import difflib
 import importlib
+import json
+import shlex
 import sys
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -180,10 +192,93 @@ def _stage_parser(name: str, stage: Stage) -> ArgumentParser:
     # The dataclass attribute docstrings are the --help text (off by default in jsonargparse >= 4.40).
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
     args_class = stage.load(stage.args)
-    parser = ArgumentParser(prog=f"lmforge {name}", description=stage.help)
+    parser = ArgumentParser(prog=f"lmforge {name}", description=stage.help, exit_on_error=False, allow_abbrev=False)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below.")
     parser.add_class_arguments(args_class, nested_key=None, as_group=False, as_positional=stage.positional)
     return parser
+
+
+def _is_list(hint: Any) -> bool:
+    """Whether a field annotation accepts a list (``list[int]``, ``list[str] | str | None``)."""
+    if typing.get_origin(hint) is list:
+        return True
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_is_list(arg) for arg in typing.get_args(hint))
+    return False
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def normalize_lists(argv: list[str], args_class: type) -> list[str]:
+    """``--lengths 128 512``, ``--lengths 128,512`` and ``--input a.zip`` as the JSON list jsonargparse reads
+    (``--lengths '["128","512"]'``; it converts the items to the field's type). A list option takes every value up
+    to the next flag; a value in brackets (``'[128,512]'``) passes unchanged."""
+    hints = typing.get_type_hints(args_class)
+    lists = {name for name, hint in hints.items() if _is_list(hint)}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        name, has_value, value = token[2:].partition("=") if token.startswith("--") else ("", False, "")
+        if name.replace("-", "_") not in lists:
+            out.append(token)
+            i += 1
+            continue
+        values = [value] if has_value else []
+        i += 1
+        while not has_value and i < len(argv) and (not argv[i].startswith("-") or _is_number(argv[i])):
+            values.append(argv[i])
+            i += 1
+        if len(values) == 1 and values[0].lstrip().startswith("["):
+            out += [f"--{name}", values[0]]
+        elif values:
+            items = [item.strip() for v in values for item in v.split(",") if item.strip()]
+            out += [f"--{name}", json.dumps(items, ensure_ascii=False)]
+        else:
+            out.append(f"--{name}")  # no value: jsonargparse says so
+    return out
+
+
+def _flag_error(parser: ArgumentParser, error: argparse.ArgumentError, argv: list[str]) -> str:
+    """One line for a parsing error; an unknown flag names the closest valid ones."""
+    message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    if "unrecognized arguments" not in message:
+        return message
+    valid = sorted(option for option in parser._option_string_actions if option.startswith("--"))
+    unknown = [token.split("=", 1)[0] for token in argv if token.startswith("--")]
+    unknown = [token for token in unknown if token not in valid]
+    if not unknown:
+        return message
+    parts = []
+    for token in unknown:
+        close = difflib.get_close_matches(token.replace("-", "_").replace("__", "--", 1), valid, n=3, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        parts.append(f"unknown option {token}{hint}")
+    return ", ".join(parts) + "; --help lists the options"
+
+
+def resume_command(argv: Sequence[str]) -> str:
+    """The command line that continues an interrupted run: ``argv`` with ``--resume_from_checkpoint auto`` and
+    without ``--overwrite_output_dir``."""
+    out: list[str] = []
+    skip = False
+    for i, token in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        name = token.split("=", 1)[0].replace("-", "_")
+        if name in ("__resume_from_checkpoint", "__overwrite_output_dir"):
+            following = argv[i + 1] if i + 1 < len(argv) else None
+            skip = "=" not in token and following is not None and not following.startswith("--")
+            continue
+        out.append(token)
+    return shlex.join(["lmforge", *out, "--resume_from_checkpoint", "auto"])
 
 
 def _leaves(stages: dict[str, Stage | dict[str, Stage]]) -> dict[tuple[str, ...], Stage]:
@@ -227,6 +322,11 @@ def run(argv: Sequence[str] | None = None) -> Any:
     if not argv or argv[0] in ("-h", "--help"):
         print(_top_help())
         return None
+    if argv[0] in ("-V", "--version"):
+        from lmforge import __version__
+
+        print(f"lmforge {__version__}")
+        return None
     leaves = _leaves(STAGES)
     key = tuple(argv[:2]) if tuple(argv[:2]) in leaves else tuple(argv[:1])
     if key not in leaves:
@@ -244,15 +344,29 @@ def run(argv: Sequence[str] | None = None) -> Any:
         if stage.precheck is not None:
             stage.load(stage.precheck)(rest)
         parser = _stage_parser(name, stage)
-        namespace: Namespace = parser.parse_args(rest)
+        args_class = stage.load(stage.args)
+        parsed = normalize_lists(rest, args_class)
+        try:
+            namespace: Namespace = parser.parse_args(parsed)
+        except argparse.ArgumentError as error:
+            raise ValueError(_flag_error(parser, error, parsed)) from None
         values = namespace.as_dict()
         values.pop("config", None)
-        args = _to_dataclass(stage.load(stage.args), values)
+        args = _to_dataclass(args_class, values)
         return stage.load(stage.run)(args)
     except ValueError as error:  # a user error: one line, no traceback
         message = str(error).strip().splitlines() or [type(error).__name__]
         print(f"lmforge {name}: error: {' '.join(line.strip() for line in message)}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: one line, status 130 (128 + SIGINT)
+        step, checkpoint = getattr(interrupt, "step", None), getattr(interrupt, "checkpoint", None)
+        if step is None:
+            print(f"lmforge {name}: interrupted", file=sys.stderr)
+        else:
+            saved = f"last valid checkpoint {checkpoint}" if checkpoint else "no checkpoint saved yet"
+            print(f"lmforge {name}: interrupted at step {step}; {saved}; resume with: {resume_command(argv)}",
+                  file=sys.stderr)  # fmt: skip
+        raise SystemExit(130) from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -311,6 +311,9 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
         try:
             return _finetune(args, info)
         finally:
+            from lmforge.train.checkpoint import release_run_lock
+
+            release_run_lock(args.output_dir)  # taken by prepare_output_dir; only this process's lock is removed
             destroy_distributed()
 
 

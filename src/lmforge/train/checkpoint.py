@@ -37,6 +37,7 @@ import pickle
 import random
 import re
 import shutil
+import socket
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,6 +45,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
@@ -53,6 +55,9 @@ __all__ = [
     "MODEL_FILE",
     "STATE_FILE",
     "TOKENIZER_DIR",
+    "CheckpointWriteError",
+    "RunLockedError",
+    "acquire_run_lock",
     "capture_rng_state",
     "check_checkpoint",
     "find_latest_checkpoint",
@@ -61,6 +66,7 @@ __all__ = [
     "load_model_info",
     "load_training_state",
     "load_weights",
+    "release_run_lock",
     "resolve_checkpoint",
     "restore_rng_state",
     "rotate_checkpoints",
@@ -73,7 +79,75 @@ CONFIG_FILE = "config.json"
 STATE_FILE = "training_state.pt"
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_DIR = "tokenizer"
+LOCK_FILE = ".lmforge.lock"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+class CheckpointWriteError(ValueError):
+    """A checkpoint could not be written (disk full, ...): a ``ValueError``, so the CLI prints it as one line."""
+
+
+class RunLockedError(ValueError):
+    """Another live process writes this run directory."""
+
+
+# ----------------------------------------------------------------------------- run directory lock
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def acquire_run_lock(run_dir: str | Path) -> Path:
+    """Make this process the only writer of ``run_dir``: ``run_dir/.lmforge.lock`` holds ``{"pid", "host"}``.
+
+    Created with ``O_EXCL``; an existing lock of a live process on this host is a ``RunLockedError`` naming its pid,
+    one of a dead process (killed, SIGKILL leaves its lock behind) is taken over. Holding it already is fine.
+    A lock written on another host cannot be checked and counts as held (delete it by hand if that host is gone).
+    """
+    path = Path(run_dir) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mine = {"pid": os.getpid(), "host": socket.gethostname()}
+    for _ in range(3):  # a stale lock removed by two processes at once: one of them retries and finds the other's
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text(encoding="utf-8"))
+                pid, host = int(holder["pid"]), str(holder["host"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pid, host = None, mine["host"]  # unreadable (torn write): stale
+            if pid == mine["pid"] and host == mine["host"]:
+                return path
+            if pid is not None and (host != mine["host"] or _pid_alive(pid)):
+                where = "" if host == mine["host"] else f" on {host}"
+                raise RunLockedError(
+                    f"{run_dir} is in use by process {pid}{where} (lock file {path}); wait for it to finish, stop it, "
+                    "or pass another --output_dir"
+                ) from None
+            path.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(mine) + "\n")
+        return path
+    raise RunLockedError(f"{run_dir}: could not take the lock {path}; another process is starting there")
+
+
+def release_run_lock(run_dir: str | Path) -> None:
+    """Remove ``run_dir``'s lock if this process holds it."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(holder, dict) and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+        path.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- RNG
@@ -154,6 +228,44 @@ def _unshared(weights: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+def _write_files(
+    tmp: Path,
+    step: int,
+    writing: list[Path],
+    weights: Mapping[str, Tensor],
+    model_info: Mapping[str, Any],
+    training_state: Mapping[str, Any] | None,
+    tokenizer_dir: str | Path | None,
+) -> None:
+    """The files of a checkpoint into ``tmp``, each fsynced, the manifest last; appends each file to ``writing``."""
+    save_file(_unshared(weights), str(tmp / MODEL_FILE), metadata={"format": "pt"})
+    _fsync_path(tmp / MODEL_FILE)
+    writing.append(tmp / CONFIG_FILE)
+    _fsync_write(tmp / CONFIG_FILE, (json.dumps(dict(model_info), indent=2, sort_keys=True) + "\n").encode())
+    if training_state is not None:
+        writing.append(tmp / STATE_FILE)
+        with open(tmp / STATE_FILE, "wb") as f:
+            torch.save(dict(training_state), f)
+            f.flush()
+            os.fsync(f.fileno())
+    if tokenizer_dir is not None:
+        writing.append(tmp / TOKENIZER_DIR)
+        shutil.copytree(tokenizer_dir, tmp / TOKENIZER_DIR)
+        for path in (tmp / TOKENIZER_DIR).rglob("*"):
+            if path.is_file():
+                _fsync_path(path)
+
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    manifest = {
+        "format": 1,
+        "step": step,
+        "files": {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files},
+    }
+    writing.append(tmp / MANIFEST_FILE)
+    _fsync_write(tmp / MANIFEST_FILE, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    _fsync_path(tmp)
+
+
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
@@ -175,28 +287,18 @@ def save_checkpoint(
         shutil.rmtree(tmp)
     tmp.mkdir()
 
-    save_file(_unshared(weights), str(tmp / MODEL_FILE), metadata={"format": "pt"})
-    _fsync_path(tmp / MODEL_FILE)
-    _fsync_write(tmp / CONFIG_FILE, (json.dumps(dict(model_info), indent=2, sort_keys=True) + "\n").encode())
-    if training_state is not None:
-        with open(tmp / STATE_FILE, "wb") as f:
-            torch.save(dict(training_state), f)
-            f.flush()
-            os.fsync(f.fileno())
-    if tokenizer_dir is not None:
-        shutil.copytree(tokenizer_dir, tmp / TOKENIZER_DIR)
-        for path in (tmp / TOKENIZER_DIR).rglob("*"):
-            if path.is_file():
-                _fsync_path(path)
-
-    files = sorted(p for p in tmp.rglob("*") if p.is_file())
-    manifest = {
-        "format": 1,
-        "step": step,
-        "files": {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files},
-    }
-    _fsync_write(tmp / MANIFEST_FILE, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
-    _fsync_path(tmp)
+    writing = [tmp / MODEL_FILE]  # the file being written, for the error message
+    try:
+        _write_files(tmp, step, writing, weights, model_info, training_state, tokenizer_dir)
+    except (OSError, SafetensorError) as error:  # disk full, quota, I/O error: one line, the old state untouched
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = find_latest_checkpoint(run_dir, deep=False, quiet=True)
+        reason = os.strerror(error.errno) if getattr(error, "errno", None) else str(error).strip()
+        intact = f"{previous} is intact" if previous else "no earlier checkpoint exists"
+        raise CheckpointWriteError(
+            f"cannot write {final / writing[-1].relative_to(tmp)}: {reason}; checkpoint-{step} was not saved (its "
+            f"partial files are removed) and {intact}; free space and resume with --resume_from_checkpoint auto"
+        ) from None
 
     if final.exists():  # re-saving a step (e.g. a run restarted without resume): swap, then delete the old one
         old = run_dir / f".old-checkpoint-{step}-{os.getpid()}"

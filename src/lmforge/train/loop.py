@@ -54,7 +54,15 @@ from lmforge.train.distributed import (
 from lmforge.train.metrics import MetricLogger, plot_loss
 from lmforge.train.optim import set_learning_rate
 
-__all__ = ["MODEL_INPUTS", "NonFiniteLossError", "TrainState", "TrainingJob", "save_training_checkpoint", "train"]
+__all__ = [
+    "MODEL_INPUTS",
+    "NonFiniteLossError",
+    "TrainState",
+    "TrainingInterrupted",
+    "TrainingJob",
+    "save_training_checkpoint",
+    "train",
+]
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels", "start_positions", "end_positions")
 LM_OBJECTIVES = ("mlm", "clm")
@@ -71,6 +79,15 @@ def _empty_window(elapsed_s: float) -> dict[str, float]:
         "tokens": 0.0,
         "elapsed_at_start": elapsed_s,
     }
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``train``: carries the step reached and the newest valid checkpoint (None if none), so the CLI
+    can say where the run stands and how to resume it in one line (exit status 130)."""
+
+    def __init__(self, step: int, checkpoint: Path | None):
+        super().__init__(f"interrupted at step {step}")
+        self.step, self.checkpoint = step, checkpoint
 
 
 class NonFiniteLossError(ValueError):
@@ -132,7 +149,16 @@ class TrainingJob:
 
 
 def train(job: TrainingJob) -> dict[str, Any]:
-    """Run from ``job.state.step`` to ``job.max_steps``; returns the final metrics."""
+    """Run from ``job.state.step`` to ``job.max_steps``; returns the final metrics. Ctrl-C raises
+    ``TrainingInterrupted`` (the step and the newest valid checkpoint)."""
+    try:
+        return _train(job)
+    except KeyboardInterrupt:
+        checkpoint = find_latest_checkpoint(job.run_dir, deep=False, quiet=True) if job.info.is_main else None
+        raise TrainingInterrupted(job.state.step, checkpoint) from None
+
+
+def _train(job: TrainingJob) -> dict[str, Any]:
     args, model, optimizer, state, info = job.args, job.model, job.optimizer, job.state, job.info
     accum = args.gradient_accumulation_steps
     max_norm = args.max_grad_norm if args.max_grad_norm > 0 else math.inf

@@ -40,9 +40,11 @@ from lmforge.eval.probe import load_probe
 from lmforge.models.loading import LoadedModel, check_source, load_model, load_weights
 from lmforge.models.registry import config_to_dict
 from lmforge.train.checkpoint import (
+    acquire_run_lock,
     find_latest_checkpoint,
     list_checkpoints,
     load_training_state,
+    release_run_lock,
     restore_rng_state,
     verify_checkpoint,
 )
@@ -64,6 +66,7 @@ from lmforge.utils import seed_everything, torch_threads
 __all__ = [
     "DataPaths",
     "build_job",
+    "format_summary",
     "model_source",
     "prepare_output_dir",
     "pretrain",
@@ -102,11 +105,19 @@ def _pretrain(args: PretrainArgs) -> dict[str, Any]:
             plot_loss(job.run_dir)
             if job.logger is not None:
                 job.logger.close()
-            summary = {k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()}
-            print(f"pretrain finished: {summary}", flush=True)
+            print(f"pretrain finished: {format_summary(results)}", flush=True)
         return results
     finally:
+        if info.is_main:
+            release_run_lock(args.output_dir)
         destroy_distributed()
+
+
+def format_summary(results: dict[str, Any]) -> str:
+    """``{'step': 6, 'learning_rate': 1e-05, ...}`` with 4 significant digits (rounding to 4 decimals printed a
+    learning rate of 1e-05 as 0.0)."""
+    shown = (f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in results.items())
+    return "{" + ", ".join(shown) + "}"
 
 
 # ----------------------------------------------------------------------------- data
@@ -236,6 +247,9 @@ def prepare_output_dir(
 ) -> Path | None:
     """Decide between resume and a fresh start; returns the checkpoint to resume from (or None). ``run_files``:
     what a run writes besides checkpoints (deleted by a fresh start; ``tasks/finetune.py`` adds its reports)."""
+    if info.is_main:  # one writer per run directory: a second one fails here, naming the first one's pid
+        acquire_run_lock(run_dir)
+    barrier()
     resume = None
     if args.resume_from_checkpoint == "auto":
         resume = find_latest_checkpoint(run_dir)  # skips (and reports) damaged ones: falls back to an older one
@@ -244,6 +258,9 @@ def prepare_output_dir(
                 f"--resume_from_checkpoint auto: no checkpoint in {str(run_dir)!r} is valid (reasons above); "
                 "pass --overwrite_output_dir true to start over"
             )
+        if resume is None and info.is_main:
+            print(f"--resume_from_checkpoint auto: no checkpoint in {run_dir} to resume from, starting from scratch",
+                  flush=True)  # fmt: skip
     elif args.resume_from_checkpoint is not None:
         resume = Path(args.resume_from_checkpoint)
         # a run directory: its newest valid checkpoint (verified by find_latest_checkpoint, not hashed again)
