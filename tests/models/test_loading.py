@@ -538,3 +538,21 @@ def test_finetune_a_canine_directory_without_tokenizer_files(tmp_path: Path) -> 
     assert report["arch"] == "canine" and report["steps"] == 1
     meta = json.loads((tmp_path / "ft" / "checkpoint-1" / "tokenizer" / "lmforge_tokenizer.json").read_text())
     assert meta["kind"] == "codepoint"
+
+
+@pytest.mark.hf
+def test_an_hf_trainer_checkpoint_directory_is_read_as_hugging_face(tmp_path: Path, capsys) -> None:
+    """``Trainer`` names its checkpoints ``checkpoint-N`` as lmforge does; one with an HF config.json must load as
+    the HF model it is, not be refused as a damaged lmforge checkpoint; a bare ``checkpoint-N`` still is."""
+    fields, architecture, _ = CASES["bert-mlm"]
+    theirs = _hf_model(fields, architecture)
+    _save(theirs, tmp_path / "run" / "checkpoint-500")
+    capsys.readouterr()
+    loaded = load_model(tmp_path / "run" / "checkpoint-500")
+    assert loaded.kind == "hf" and loaded.arch == "bert"
+    batch = _ids(fields["vocab_size"])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(**batch).logits, theirs(**batch).logits)
+    (tmp_path / "run" / "checkpoint-7").mkdir()
+    with pytest.raises(ValueError, match="checkpoint-7 is damaged"):
+        load_model(tmp_path / "run" / "checkpoint-7")

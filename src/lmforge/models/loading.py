@@ -23,6 +23,7 @@ never imported: an HF directory is config.json + tensors + our converters. Every
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -226,7 +227,17 @@ def load_model_info(path: str | Path) -> dict[str, Any]:
 
 
 def _is_checkpoint_dir(path: Path) -> bool:
-    return (path / "manifest.json").is_file() or re.fullmatch(r"checkpoint-\d+", path.name) is not None
+    """An lmforge checkpoint: it has a manifest, or is named ``checkpoint-N`` (a damaged one: a clear error) and is
+    not a Hugging Face Trainer checkpoint (same name pattern, a ``config.json`` with a ``model_type``)."""
+    if (path / "manifest.json").is_file():
+        return True
+    if re.fullmatch(r"checkpoint-\d+", path.name) is None:
+        return False
+    with contextlib.suppress(OSError, ValueError):
+        config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+        if isinstance(config, dict) and "model_type" in config:
+            return False
+    return True
 
 
 def _tokenizer_dir(directory: Path) -> Path | None:
