@@ -112,8 +112,11 @@ class LoadedModel:
 
     def build(self) -> nn.Module:
         """A new model of ``task`` with the weights loaded (train mode; seed first for a random init or head)."""
+        from lmforge.models.footprint import check_memory
         from lmforge.models.registry import build_model
 
+        # a config that cannot fit (num_hidden_layers 1e9, vocab_size 1e12) is one line, not an out-of-memory crash
+        check_memory(self.arch, self.config, "backbone" if self.task.startswith("finetune-") else self.task)
         if self.task.startswith("finetune-"):
             from lmforge.heads.classification import TaskModel, backbone_output_size
             from lmforge.tasks.finetune import build_head
@@ -197,8 +200,11 @@ def read_weights(path: str | Path) -> dict[str, Tensor]:
         if path.suffix == ".safetensors":
             return load_file(str(path))
         weights = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, SafetensorError) as error:
-        raise ValueError(f"cannot read the weights {path}: {error}") from None
+    except (OSError, SafetensorError) as error:  # truncated or damaged: nothing was loaded, nothing changed
+        raise ValueError(
+            f"cannot read the weights {path} (damaged or truncated?): {error}; nothing was loaded and the other files "
+            f"in {path.parent} are untouched: restore this one (re-export, re-download or an earlier checkpoint)"
+        ) from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"{path} is not a plain tensor file (loaded with weights_only=True): {first}") from None

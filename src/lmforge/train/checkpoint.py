@@ -39,7 +39,7 @@ import re
 import shutil
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -385,10 +385,13 @@ def find_latest_checkpoint(run_dir: str | Path, *, deep: bool = True, quiet: boo
     return None
 
 
-def rotate_checkpoints(run_dir: str | Path, keep: int | None, *, protect: int | None = None) -> list[Path]:
-    """Delete all but the newest ``keep`` checkpoints (never the one of step ``protect``, e.g. the best so far), and
-    stale temporary directories. Returns what was deleted."""
+def rotate_checkpoints(
+    run_dir: str | Path, keep: int | None, *, protect: int | Iterable[int] | None = None
+) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints (never those of the steps in ``protect``, e.g. the best so far
+    and the newest healthy one), and stale temporary directories. Returns what was deleted."""
     run_dir = Path(run_dir)
+    protect = {protect} if isinstance(protect, int) else set(protect or ())
     deleted = []
     for child in run_dir.glob(".tmp-checkpoint-*"):
         if child.name.rsplit("-", 1)[-1] != str(os.getpid()):
@@ -396,7 +399,7 @@ def rotate_checkpoints(run_dir: str | Path, keep: int | None, *, protect: int | 
             deleted.append(child)
     if keep is not None:
         for step, path in list_checkpoints(run_dir)[:-keep]:
-            if step != protect:
+            if step not in protect:
                 shutil.rmtree(path)
                 deleted.append(path)
     return deleted

@@ -39,6 +39,7 @@ from lmforge.train.checkpoint import (
     find_latest_checkpoint,
     rotate_checkpoints,
     save_checkpoint,
+    verify_checkpoint,
 )
 from lmforge.train.config import PretrainArgs
 from lmforge.train.distributed import (
@@ -69,11 +70,13 @@ LM_OBJECTIVES = ("mlm", "clm")
 
 
 def _empty_window(elapsed_s: float) -> dict[str, float]:
-    # steps: finite-loss steps (the loss mean); all_steps: every step (the means of model-reported extras)
+    # steps: finite-loss steps (the loss mean); all_steps: every step (the means of model-reported extras);
+    # skipped: steps not applied (non-finite loss or gradient), logged with the last one's reason, never as a loss
     return {
         "loss": 0.0,
         "steps": 0,
         "all_steps": 0,
+        "skipped": 0,
         "correct": 0.0,
         "n": 0.0,
         "tokens": 0.0,
@@ -88,6 +91,18 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, step: int, checkpoint: Path | None):
         super().__init__(f"interrupted at step {step}")
         self.step, self.checkpoint = step, checkpoint
+
+
+# A checkpoint is healthy when its weights are finite and, since the previous save, no step was skipped for a
+# non-finite loss or gradient (fp16 overflows at the current loss scale excepted: the scaler handles them) and no
+# step's loss spiked: above LOSS_SPIKE_FACTOR times the running mean of the earlier losses *and* LOSS_SPIKE_NATS
+# above it (the margin keeps a fine-tuning loss of 0.01 -> 0.05 from counting). The newest healthy checkpoint is
+# never rotated away and is the one the stop message after repeated non-finite steps recommends: the newest
+# checkpoint can hold weights that already diverged (issue 18: max |w| 2.8e7, non-finite again two steps after
+# resuming).
+LOSS_SPIKE_FACTOR = 2.0
+LOSS_SPIKE_NATS = 1.0
+LOSS_MEAN_DECAY = 0.9  # running mean of step losses (exponential); spiking steps are left out of it
 
 
 class NonFiniteLossError(ValueError):
@@ -109,6 +124,9 @@ class TrainState:
     window: dict[str, float] = field(default_factory=lambda: _empty_window(0.0))
     last_eval: dict[str, float] = field(default_factory=dict)
     best: dict[str, float] = field(default_factory=dict)  # {"step", "value"} of job.metric_for_best_model
+    loss_mean: float | None = None  # running mean of finite, non-spiking step losses (LOSS_MEAN_DECAY)
+    troubled_since_save: str = ""  # why the next checkpoint is not healthy ("" = nothing went wrong yet)
+    healthy_step: int | None = None  # step of the newest healthy checkpoint
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -207,6 +225,7 @@ def _train(job: TrainingJob) -> dict[str, Any]:
         if math.isfinite(step_loss) and math.isfinite(grad_norm):
             job.scaler.step(optimizer)
             state.nonfinite_in_a_row = 0
+            _track_loss(state, step_loss)
         else:
             state.nonfinite_steps += 1
             state.nonfinite_in_a_row += 1
@@ -214,16 +233,24 @@ def _train(job: TrainingJob) -> dict[str, Any]:
             if job.scaler.is_enabled() and math.isfinite(step_loss):  # fp16: overflow at this loss scale
                 state.overflow_steps += 1
                 cause = f"gradient overflow at loss scale {job.scaler.get_scale():g} (the scale backs off)"
+            else:
+                state.troubled_since_save = f"step {state.step + 1}: {cause}"
+            state.window["skipped"] = state.window.get("skipped", 0) + 1
+            state.window["skip_reason"] = cause
             if info.is_main:
                 progress.write(f"step {state.step + 1}: {cause}, skipped")
             if state.nonfinite_in_a_row >= args.max_nonfinite_steps:
                 progress.close()
-                last_good = find_latest_checkpoint(job.run_dir, quiet=True)
+                healthy = _healthy_checkpoint(job)
+                advice = (
+                    f"resume from the newest healthy checkpoint with --resume_from_checkpoint {healthy}"
+                    if healthy is not None
+                    else "start again (no healthy checkpoint was saved)"
+                )
                 raise NonFiniteLossError(
                     f"stopping at step {state.step + 1}: {state.nonfinite_in_a_row} consecutive steps skipped "
                     f"(--max_nonfinite_steps), with a non-finite loss or gradient (last: {cause}). Lower "
-                    "--learning_rate or raise --warmup_steps, use --bf16 instead of --fp16, then resume from the last "
-                    f"good checkpoint ({last_good or 'none saved yet'}) with --resume_from_checkpoint auto"
+                    f"--learning_rate or raise --warmup_steps, use --bf16 instead of --fp16, then {advice}"
                 )
         job.scaler.update()
         optimizer.zero_grad(set_to_none=True)
@@ -250,11 +277,15 @@ def _train(job: TrainingJob) -> dict[str, Any]:
             or state.step == job.max_steps
             or (args.logging_first_step and state.step == 1)
         ):
-            mean_loss = window["loss"] / max(window["steps"], 1)
-            metrics = {"train_loss": mean_loss, "learning_rate": lr, "grad_norm": grad_norm}
+            # no finite loss in the window: no train_loss at all (a 0.0 would read as a perfect model)
+            mean_loss = window["loss"] / window["steps"] if window["steps"] else None
+            metrics = {} if mean_loss is None else {"train_loss": mean_loss}
+            metrics |= {"learning_rate": lr, "grad_norm": grad_norm}
+            if window.get("skipped"):
+                metrics |= {"skipped_steps": int(window["skipped"]), "skip_reason": window["skip_reason"]}
             if job.objective == "mlm":
                 metrics["train_accuracy"] = window["correct"] / max(window["n"], 1)
-            elif job.objective == "clm":
+            elif job.objective == "clm" and mean_loss is not None:
                 metrics["train_perplexity"] = math.exp(min(mean_loss, 700.0))
             window_time = state.elapsed_s - window["elapsed_at_start"]
             metrics["tokens_per_s"] = window["tokens"] / max(window_time, 1e-9)
@@ -264,7 +295,8 @@ def _train(job: TrainingJob) -> dict[str, Any]:
             metrics |= {k[6:]: v / window["all_steps"] for k, v in window.items() if k.startswith("extra/")}
             if job.logger is not None:
                 job.logger.log(state.step, metrics)
-            progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+            shown = "skipped" if mean_loss is None else f"{mean_loss:.4f}"
+            progress.set_postfix(loss=shown, lr=f"{lr:.2e}", refresh=False)
             state.window = _empty_window(state.elapsed_s)
 
         # ---- evaluate and save
@@ -292,6 +324,23 @@ def _train(job: TrainingJob) -> dict[str, Any]:
         **metrics,
         **state.last_eval,
     }
+
+
+def _track_loss(state: TrainState, loss: float) -> None:
+    """Fold an applied step's loss into the running mean, or mark the next checkpoint unhealthy if it spiked."""
+    mean = state.loss_mean
+    if mean is not None and loss > LOSS_SPIKE_FACTOR * mean and loss - mean > LOSS_SPIKE_NATS:
+        state.troubled_since_save = f"step {state.step + 1}: loss {loss:.4g} spiked (running mean {mean:.4g})"
+        return
+    state.loss_mean = loss if mean is None else LOSS_MEAN_DECAY * mean + (1 - LOSS_MEAN_DECAY) * loss
+
+
+def _healthy_checkpoint(job: TrainingJob) -> Path | None:
+    """The newest healthy checkpoint if it is still on disk and valid, else None."""
+    if job.state.healthy_step is None:
+        return None
+    path = job.run_dir / f"checkpoint-{job.state.healthy_step}"
+    return path if verify_checkpoint(path, deep=False) is None else None
 
 
 def _track_best(job: TrainingJob) -> bool:
@@ -372,6 +421,14 @@ def save_training_checkpoint(job: TrainingJob) -> Path | None:
     """Write ``checkpoint-STEP`` (collective: every rank contributes its loader and RNG state); rank 0 writes."""
     weights = model_state_for_save(job.model)
     optimizer_state = optimizer_state_for_save(job.model, job.optimizer)
+    if job.info.is_main:  # rank 0 holds the full weights (FSDP gathers them there)
+        finite = all(bool(torch.isfinite(t).all()) for t in weights.values() if t.is_floating_point())
+        if finite and not job.state.troubled_since_save:
+            job.state.healthy_step = job.state.step
+        elif job.logger is not None:
+            reason = job.state.troubled_since_save or "non-finite weights"
+            job.logger.log(job.state.step, {"unhealthy_checkpoint": job.state.step, "unhealthy_reason": reason})
+        job.state.troubled_since_save = ""
     per_rank = gather_objects({"loader": job.train_batches.state_dict(), "rng": capture_rng_state()}, job.info)
     path = None
     if job.info.is_main:
@@ -391,7 +448,9 @@ def save_training_checkpoint(job: TrainingJob) -> Path | None:
             tokenizer_dir=job.tokenizer_dir,
         )
         # keep the best checkpoint by --metric_for_best_model besides the newest save_total_limit
-        rotate_checkpoints(job.run_dir, job.args.save_total_limit, protect=job.state.best.get("step"))
+        # and the newest healthy one (the one to go back to if the run diverges)
+        protect = {job.state.best.get("step"), job.state.healthy_step} - {None}
+        rotate_checkpoints(job.run_dir, job.args.save_total_limit, protect=protect)
         if job.logger is not None:
             job.logger.flush()
         plot_loss(job.run_dir)

@@ -37,6 +37,7 @@ from lmforge.data.tokenizer import LMTokenizer, load_tokenizer
 from lmforge.data.tokenizer_import import resolve_tokenizer_name
 from lmforge.data.tokenizer_spec import META_FILE
 from lmforge.eval.probe import load_probe
+from lmforge.models.footprint import TRAINING_BYTES_PER_PARAMETER, check_memory
 from lmforge.models.loading import LoadedModel, check_source, load_model, load_weights
 from lmforge.models.registry import config_to_dict
 from lmforge.train.checkpoint import (
@@ -337,6 +338,8 @@ def build_job(args: PretrainArgs, info: DistInfo) -> TrainingJob:
     initial = _initial_model(args, tokenizer, task, info)
     arch, config = initial.arch, initial.config
     _check_length(config, sequence_length)
+    check_memory(arch, config, task, bytes_per_parameter=TRAINING_BYTES_PER_PARAMETER, device=info.device,
+                 purpose="training with AdamW (weights, gradients, two moments)")  # fmt: skip
     torch.manual_seed(args.seed)
     model = initial.build()  # the seeded random init, or the source's weights (and a seeded new head if needed)
     if resume is not None:
