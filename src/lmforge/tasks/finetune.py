@@ -52,6 +52,7 @@ __all__ = [
 
 QA_TASKS = ("cmrc2018", "squad")
 NER_TASKS = ("cluener",)
+SFT_TASKS = ("sft",)  # a causal LM on conversations: tasks/sft.py
 
 
 @dataclass
@@ -219,7 +220,7 @@ def _build_bundle(
     from lmforge.tasks.clue import CLUE_TASKS, build_classification_task
 
     if args.task not in CLUE_TASKS:
-        choices = sorted([*CLUE_TASKS, *QA_TASKS, *NER_TASKS])
+        choices = sorted([*CLUE_TASKS, *QA_TASKS, *NER_TASKS, *SFT_TASKS])
         raise ValueError(f"unknown task {args.task!r}; choose from {choices}")
     pooling = args.pooling if args.pooling != "auto" else default_pooling(config, builders=get_entry(arch).builders)
     return build_classification_task(
@@ -318,6 +319,10 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
 
 
 def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
+    if args.task in SFT_TASKS:  # trains the causal LM itself, not a task head: its own job (same loop)
+        from lmforge.tasks.sft import finetune_sft
+
+        return finetune_sft(args, info)
     import torch
 
     from lmforge.data.tokenizer import META_FILE

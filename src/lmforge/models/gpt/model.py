@@ -18,6 +18,10 @@ Deviations (also in ``docs/architectures/gpt.md``):
   check is one ``all()`` per forward.
 - Left-padded generation passes ``position_ids = cumsum(attention_mask) - 1`` (as HF ``generate``), for learned
   positions and RoPE alike.
+- ``attention_mask`` may also be the attention pattern itself, bool ``(B, 1, T, S)`` with True = attend (HF's custom
+  4-D masks, huggingface/transformers#27539): several examples packed in one row attend within their own block
+  only (block-diagonal), with ``position_ids`` restarting at each example (``tasks/sft.py``). The causal mask is
+  still applied on top.
 
 Legend: B batch, T new tokens, S keys (cached + new), D hidden, V vocabulary, L layers.
 """
@@ -153,7 +157,15 @@ class GPTModel(nn.Module):
         if self.config.position_embedding_type == "absolute" and past_len + new_len > limit:
             raise ValueError(f"{past_len} cached + {new_len} new tokens exceed max_position_embeddings={limit}")
         keep_B11S = keep_BT = None
-        if attention_mask is not None:
+        if attention_mask is not None and attention_mask.ndim == 4:  # the pattern itself: packed examples
+            if attention_mask.shape != (input_ids.shape[0], 1, new_len, past_len + new_len):
+                raise ValueError(
+                    f"a 4-D attention_mask must be (batch, 1, new, cached + new) = "
+                    f"{(input_ids.shape[0], 1, new_len, past_len + new_len)}, got {tuple(attention_mask.shape)}"
+                )
+            keep_B11S = attention_mask.bool()  # (B, 1, T, S); the layers still AND the causal mask
+            keep_BT = keep_B11S[:, 0].diagonal(offset=past_len, dim1=-2, dim2=-1)  # a real token sees itself
+        elif attention_mask is not None:
             if attention_mask.shape != (input_ids.shape[0], past_len + new_len):
                 raise ValueError(
                     f"attention_mask must be (batch, cached + new) = {(input_ids.shape[0], past_len + new_len)}, "
