@@ -155,7 +155,8 @@ def test_bad_inputs_are_counted_never_fatal(tmp_path):
     assert report["skipped"]["line_too_long"] == 1
     assert report["skipped"]["malformed_json"] == 2  # a cut line, 100k nested arrays
     assert report["skipped"]["missing_text_field"] == 3  # wrong field, not a string, not an object
-    assert report["skipped"]["truncated"] == 1  # the document cut by the truncated gzip stream
+    assert report["skipped"]["damaged_file"] == 1  # the document of the truncated gzip, skipped with its file
+    assert report["files"][str(tmp_path / "in" / "truncated.txt.gz")]["verdict"] == "skipped"
     files = report["files_skipped"]
     for reason in ["binary_file", "empty_file", "bad_archive", "bad_compression", "unsupported", "hidden_file"]:
         assert files.get(reason, 0) >= 1, reason

@@ -25,10 +25,17 @@ which holds the whole file):
 
 Bad input never crashes the run and is never dropped silently: every skipped document is counted under a reason
 (``too_short``, ``duplicate``, ``invalid_utf8``, ``line_too_long``, ``malformed_json``, ``missing_text_field``,
-``truncated``) and every unusable file too (``binary_file``, ``empty_file``, ``unreadable``, ``bad_archive``,
+``damaged_file``) and every unusable file too (``binary_file``, ``empty_file``, ``unreadable``, ``bad_archive``,
 ``bad_compression``, ``not_a_regular_file``, ``hidden_file``, ``unsupported``, ``duplicate_input``,
-``json_array_too_large``), with a few ``path:line`` examples; ``documents_in == documents_out + sum(skipped)``.
-A bad path or option is a ``PrepareError`` (a ``ValueError``: one line on the command line).
+``json_array_too_large``, ``symlink_loop``, ``symlinked_directory``), with a few ``path:line`` examples.
+
+Nothing partial: a compressed file or zip member is committed only after it has been read to the end and its CRC
+checked (``ingest_source``); one that fails is skipped whole, its documents counted as ``damaged_file``, or with
+``keep_partial`` kept with the document the failure cut counted in ``documents_lost``. ``report["files"]`` gives
+the verdict of every source not read in full (``skipped`` or ``kept_partial``, reason, error, counts), so
+"skipped" is never said of a file with documents in the output. ``documents_in == documents_out + sum(skipped) +
+documents_lost`` is asserted at the end of every run. A bad path or option is a ``PrepareError`` (a
+``ValueError``: one line on the command line).
 
 Modules: ``readers.py`` (sources and parsers), ``documents.py`` (filters, dedup, shuffle buffer, parts),
 ``stage.py`` (bounded parallel map, progress bar); this one drives them (``ingest``) and reads a corpus back
@@ -46,6 +53,7 @@ import json
 import os
 import random
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
@@ -117,6 +125,9 @@ __all__ = [
 ]
 
 
+SPOOL_MEMORY_BYTES = 16 << 20  # a compressed source's pending documents beyond this spill to a temporary file
+
+
 def ingest_source(
     source_index: int,
     *,
@@ -124,8 +135,17 @@ def ingest_source(
     options: IngestOptions,
     write: Callable[[bytes], Any],
     progress: Callable[[int], None] = lambda n: None,
+    spool_dir: str | None = None,
 ) -> tuple[IngestStats, tuple[np.ndarray, np.ndarray]]:
     """Parse one source, passing ``hash \\t json`` lines to ``write``; never raises on bad content.
+
+    A compressed file or zip member is a transaction: its lines wait in a spool (memory up to
+    ``SPOOL_MEMORY_BYTES``, then a temporary file in ``spool_dir``) until it has been read to the end and its CRC
+    checked. If reading fails, the spool is dropped and every document the source gave is counted as
+    ``damaged_file`` (the file verdict is ``skipped``), or with ``options.keep_partial`` the spool is written and
+    the document the failure cut is counted in ``documents_lost`` (verdict ``kept_partial``). An uncompressed file
+    is written as it is read (a 10 GB text file is not copied aside), so a read error in the middle of one keeps
+    what came before: ``kept_partial`` whatever ``keep_partial`` says.
 
     Returns the counts and the codepoint histogram (sparse) of the documents it kept."""
     stats = IngestStats()
@@ -135,11 +155,19 @@ def ingest_source(
         stats.bytes_read += n
         progress(n)
 
-    sink = _DocumentSink(write, source_index, options, stats)
+    spool = None  # closed below, after the commit
+    if source.is_transactional:
+        spool = tempfile.SpooledTemporaryFile(SPOOL_MEMORY_BYTES, dir=spool_dir)  # noqa: SIM115
+    sink = _DocumentSink(write if spool is None else spool.write, source_index, options, stats)
+    failure: BaseException | None = None
+    parsed = False
     try:
         reader = _open_source(source, stack)
         head = reader.peek(BINARY_SNIFF_BYTES)[:BINARY_SNIFF_BYTES]
-        if not head:
+        failure = reader.raw.error
+        if failure is not None:
+            pass
+        elif not head:
             stats.skip_file("empty_file", source.name)
         elif b"\x00" in head:
             stats.skip_file("binary_file", source.name)
@@ -149,22 +177,70 @@ def ingest_source(
                 _parse_json(reader, lines, source.name, sink, options)
             else:
                 _parse_text(lines, source.name, sink, options)
-            stats.files_read += 1
+            parsed = source.name not in stats.files  # not skipped inside the parser (json_array_too_large)
+            failure = reader.raw.error
         _check_unchanged(source)
-    except READ_ERRORS as error:
+    except READ_ERRORS as error:  # opening failed: missing, permissions, not a zip, bad member header
         _check_unchanged(source)  # vanished or rewritten: an error, not a skipped file
-        stats.skip_file(_read_error_reason(source, error), f"{source.name}: {type(error).__name__}: {error}")
+        failure = error
     finally:
         for closable in reversed(stack):
             with contextlib.suppress(READ_ERRORS):  # closing a truncated stream may raise again
                 closable.close()
+    try:
+        if failure is None:
+            stats.files_read += parsed
+            _commit(spool, write)
+        elif stats.documents_out and (options.keep_partial or spool is None):
+            stats.files_read += 1
+            _commit(spool, write)
+            stats.keep_partial_file(
+                _read_error_reason(source, failure),
+                source.name,
+                f"{type(failure).__name__}: {failure}",
+                documents_kept=stats.documents_out,
+                documents_lost=stats.documents_lost,
+            )
+        else:  # nothing of it reaches the output: whatever passed the filters, or was cut, is skipped with it
+            damaged = stats.documents_out + stats.documents_lost
+            if damaged:
+                stats.skipped["damaged_file"] += damaged
+                stats._example("damaged_file", source.name)
+            stats.examples.pop("lost", None)
+            stats.documents_out = stats.documents_lost = stats.chars_out = 0
+            sink.counter = CodepointCounter()
+            stats.skip_file(
+                _read_error_reason(source, failure),
+                source.name,
+                f"{type(failure).__name__}: {failure}",
+                documents_skipped=damaged,
+            )
+    finally:
+        if spool is not None:
+            spool.close()
     return stats, sink.counter.sparse()
+
+
+def _commit(spool, write: Callable[[bytes], Any]) -> None:
+    """Pass a source's spooled lines on, in order (they are ``hash \\t json\\n`` lines: JSON escapes newlines)."""
+    if spool is None:
+        return
+    spool.seek(0)
+    for line in spool:
+        write(line)
 
 
 def _ingest_task(task: tuple[int, Source, IngestOptions, str]) -> tuple[IngestStats, tuple, str]:
     index, source, options, out_path = task
     with open(out_path, "wb") as out:
-        result = ingest_source(index, source=source, options=options, write=out.write, progress=_worker_progress)
+        result = ingest_source(
+            index,
+            source=source,
+            options=options,
+            write=out.write,
+            progress=_worker_progress,
+            spool_dir=os.path.dirname(out_path),
+        )
     return (*result, out_path)
 
 
@@ -240,7 +316,7 @@ def _ingest(
             raise PrepareError(f"output_dir {str(output_dir)!r} is also an input; choose another directory")
     started = time.perf_counter()
     stats = IngestStats()
-    sources = discover_sources(inputs, stats=stats)
+    sources = _apply_symlink_policy(discover_sources(inputs, stats=stats), stats, options.follow_symlinks)
     order = list(range(len(sources)))
     if shuffle:
         random.Random(f"{seed}/sources").shuffle(order)
@@ -250,16 +326,18 @@ def _ingest(
     writer = JsonlPartWriter(output_dir, int(shard_size_mb * (1 << 20)))
     merger = _Merger(writer, stats, dedup=dedup, shuffle=shuffle, shuffle_buffer=shuffle_buffer, seed=seed)
     bar = _progress_bar(sum(s.size for s in sources), "ingest", progress)
-    if num_proc == 1:
-        for i in order:
-            merger.add_source(
-                ingest_source(i, source=sources[i], options=options, write=merger.add, progress=bar.update)
-            )
-    else:
-        tmp = output_dir / ".ingest-tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
+    tmp = output_dir / ".ingest-tmp"  # spools of compressed sources that outgrow memory; worker outputs
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        if num_proc == 1:
+            for i in order:
+                merger.add_source(
+                    ingest_source(
+                        i, source=sources[i], options=options, write=merger.add, progress=bar.update, spool_dir=str(tmp)
+                    )
+                )
+        else:
             tasks = [(i, sources[i], options, str(tmp / f"source-{i:07d}.txt")) for i in order]
             counter = mp_context().Value("q", 0)
             shown = 0
@@ -273,8 +351,8 @@ def _ingest(
                 os.unlink(part)
                 bar.update(counter.value - shown)
                 shown = counter.value
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     outputs = merger.finish()
     bar.close()
     nonzero = np.flatnonzero(merger.counts)
@@ -283,9 +361,12 @@ def _ingest(
     report = {
         "documents_in": stats.documents_in,
         "documents_out": stats.documents_out,
+        "documents_lost": stats.documents_lost,
         "skipped": dict(sorted(stats.skipped.items())),
         "files_read": stats.files_read,
         "files_skipped": dict(sorted(stats.files_skipped.items())),
+        "files_partial": dict(sorted(stats.files_partial.items())),
+        "files": dict(sorted(stats.files.items())),
         "examples": dict(sorted(stats.examples.items())),
         "bytes_read": stats.bytes_read,
         "chars_out": stats.chars_out,
@@ -305,9 +386,19 @@ def _ingest(
             "shard_size_mb": shard_size_mb,
         },
     }
-    assert report["documents_in"] == report["documents_out"] + sum(report["skipped"].values()), report
+    accounted = report["documents_out"] + sum(report["skipped"].values()) + report["documents_lost"]
+    assert report["documents_in"] == accounted, report
     (output_dir / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def _apply_symlink_policy(sources: list[Source], stats: IngestStats, follow: bool) -> list[Source]:
+    """``follow_symlinks=False``: drop the sources found through a symlinked directory, one skip per directory."""
+    if follow:
+        return sources
+    for link in sorted({s.link for s in sources if s.link is not None}):
+        stats.skip_file("symlinked_directory", link, f"-> {os.path.realpath(link)} (--follow_symlinks false)")
+    return [s for s in sources if s.link is None]
 
 
 def corpus_codepoint_counts(directory: str | Path) -> np.ndarray | None:

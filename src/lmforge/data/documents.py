@@ -1,7 +1,8 @@
 """Documents between reading and writing: the filters, exact de-duplication, the shuffle buffer and the parts.
 
 ``IngestOptions`` are the options of ``lmforge prepare corpus``; ``IngestStats`` counts every document and file by
-reason (``documents_in == documents_out + sum(skipped)``, checked at the end of ingest). ``_DocumentSink`` applies
+reason (``documents_in == documents_out + sum(skipped) + documents_lost``, checked at the end of ingest) and keeps
+the verdict of every source that was not read in full (``files``: skipped, or kept partial). ``_DocumentSink`` applies
 the filters to each parsed document (Unicode NFC, ``min_doc_length`` on the stripped text, no lone surrogates) and
 writes survivors as ``blake2b-64 hash \t json`` lines. ``_Merger`` (main process) drops hashes it has seen (8 bytes
 per distinct document: a sorted numpy array plus a small set; two different documents collide with probability
@@ -36,7 +37,7 @@ DOCUMENT_REASONS = (
     "line_too_long",
     "malformed_json",
     "missing_text_field",
-    "truncated",
+    "damaged_file",  # in a compressed file or zip member that failed (bad CRC, broken stream): skipped whole
 )
 FILE_REASONS = (
     "binary_file",
@@ -49,7 +50,10 @@ FILE_REASONS = (
     "unsupported",
     "duplicate_input",
     "json_array_too_large",
+    "symlink_loop",
+    "symlinked_directory",
 )
+VERDICTS = ("read", "skipped", "kept_partial")
 MAX_EXAMPLES = 5
 
 SHUFFLE_BUFFER_BYTES = 256 << 20  # the shuffle buffer also stops at this many bytes (documents can be ~4 MB each)
@@ -64,6 +68,8 @@ class IngestOptions:
     normalize: bool = True
     max_line_bytes: int = 4 << 20
     max_doc_chars: int = 1_000_000
+    keep_partial: bool = False
+    follow_symlinks: bool = True
 
     def __post_init__(self) -> None:
         if self.min_doc_length < 0:
@@ -78,13 +84,19 @@ class IngestOptions:
 
 @dataclass
 class IngestStats:
-    """Counts by reason; merged across sources. ``documents_out`` counts documents that passed every filter."""
+    """Counts by reason; merged across sources. ``documents_out`` counts documents that passed every filter;
+    ``documents_lost`` those cut by a read error in a file whose other documents were kept (``--keep_partial``,
+    or an uncompressed file, which is not buffered). ``files`` holds the verdict of every source not read in
+    full, by name: ``{"verdict": "skipped" | "kept_partial", "reason": ..., "error": ..., counts}``."""
 
     documents_in: int = 0
     documents_out: int = 0
+    documents_lost: int = 0
     skipped: collections.Counter = field(default_factory=collections.Counter)
     files_read: int = 0
     files_skipped: collections.Counter = field(default_factory=collections.Counter)
+    files_partial: collections.Counter = field(default_factory=collections.Counter)
+    files: dict[str, dict] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
     bytes_read: int = 0
     chars_out: int = 0
@@ -93,9 +105,15 @@ class IngestStats:
         self.skipped[reason] += 1
         self._example(reason, where)
 
-    def skip_file(self, reason: str, where: str) -> None:
+    def skip_file(self, reason: str, name: str, error: str | None = None, **counts: int) -> None:
         self.files_skipped[reason] += 1
-        self._example(reason, where)
+        self._example(reason, name if error is None else f"{name}: {error}")
+        self.files[name] = {"verdict": "skipped", "reason": reason, **({"error": error} if error else {}), **counts}
+
+    def keep_partial_file(self, reason: str, name: str, error: str, **counts: int) -> None:
+        self.files_partial[reason] += 1
+        self._example(f"kept_partial/{reason}", f"{name}: {error}")
+        self.files[name] = {"verdict": "kept_partial", "reason": reason, "error": error, **counts}
 
     def _example(self, reason: str, where: str) -> None:
         examples = self.examples.setdefault(reason, [])
@@ -105,9 +123,12 @@ class IngestStats:
     def merge(self, other: IngestStats) -> None:
         self.documents_in += other.documents_in
         self.documents_out += other.documents_out
+        self.documents_lost += other.documents_lost
         self.skipped.update(other.skipped)
         self.files_read += other.files_read
         self.files_skipped.update(other.files_skipped)
+        self.files_partial.update(other.files_partial)
+        self.files.update(other.files)
         self.bytes_read += other.bytes_read
         self.chars_out += other.chars_out
         for reason, examples in other.examples.items():
@@ -157,6 +178,12 @@ class _DocumentSink:
         self.stats = stats
         self.counter = CodepointCounter()
         self.count = 0
+
+    def lose(self, where: str) -> None:
+        """A document cut by a read error: seen, never written (``ingest_source`` decides how it is counted)."""
+        self.stats.documents_in += 1
+        self.stats.documents_lost += 1
+        self.stats._example("lost", where)
 
     def emit(self, text: str | None, where: str, bad: str | None = None) -> None:
         self.stats.documents_in += 1

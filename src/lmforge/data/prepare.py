@@ -66,6 +66,13 @@ class CorpusArgs:
     """Longer lines are skipped (counted as line_too_long) without ever being held in memory."""
     max_doc_chars: int = 1_000_000
     """Longer text documents are cut at a line boundary into several documents."""
+    keep_partial: bool = False
+    """A compressed file or zip member that fails to read (bad CRC, truncated or corrupt stream): false skips it
+    whole, its documents counted as damaged_file; true keeps the documents read before the failure and counts the
+    one it cut in documents_lost. report.json 'files' gives each such file's verdict (skipped or kept_partial)."""
+    follow_symlinks: bool = True
+    """Walk into symlinked directories inside input directories (each directory once: a link back to an ancestor is
+    reported as symlink_loop, never followed); false skips them, reported as symlinked_directory."""
     progress: bool = True
     """Show a progress bar with MB/s (only when stderr is a terminal)."""
 
@@ -82,6 +89,8 @@ def prepare_corpus(args: CorpusArgs) -> dict:
         normalize=args.normalize,
         max_line_bytes=args.max_line_bytes,
         max_doc_chars=args.max_doc_chars,
+        keep_partial=args.keep_partial,
+        follow_symlinks=args.follow_symlinks,
     )
     report = ingest(
         _as_list(args.input),
@@ -95,14 +104,29 @@ def prepare_corpus(args: CorpusArgs) -> dict:
         shard_size_mb=args.shard_size_mb,
         progress=args.progress,
     )
+    print(corpus_summary(report, args.output_dir))
+    return report
+
+
+def corpus_summary(report: dict, output_dir: str) -> str:
+    """The one-line console summary of an ingest report: what was kept, skipped (whole) and kept partially."""
     skipped = ", ".join(f"{k} {v}" for k, v in report["skipped"].items()) or "none"
     files = ", ".join(f"{k} {v}" for k, v in report["files_skipped"].items()) or "none"
-    print(
+    partial = ""
+    if report["files_partial"]:
+        kept = sum(f.get("documents_kept", 0) for f in report["files"].values() if f["verdict"] == "kept_partial")
+        reasons = ", ".join(f"{k} {v}" for k, v in report["files_partial"].items())
+        partial = (
+            f"; kept partially: {sum(report['files_partial'].values())} files ({reasons}) with {kept} documents kept "
+            f"(before de-duplication), {report['documents_lost']} documents lost"
+        )
+    damaged = report["skipped"].get("damaged_file", 0)
+    whole = f" ({damaged} documents of damaged files skipped whole: none of them is in the output)" if damaged else ""
+    return (
         f"corpus: {report['documents_out']}/{report['documents_in']} documents kept from {report['files_read']} files "
         f"({report['bytes_read'] / 1e6:.1f} MB, {report['mb_per_s']:.1f} MB/s); skipped documents: {skipped}; "
-        f"skipped files: {files} -> {args.output_dir}"
+        f"skipped files: {files}{whole}{partial} -> {output_dir}"
     )
-    return report
 
 
 @dataclass(kw_only=True)
@@ -216,6 +240,11 @@ class PrepareAllArgs:
     """Unicode NFC normalisation."""
     dedup: bool = True
     """Drop exact duplicate documents."""
+    keep_partial: bool = False
+    """A compressed file or zip member that fails to read: false skips it whole (its documents counted as
+    damaged_file); true keeps the documents read before the failure (the cut one counted in documents_lost)."""
+    follow_symlinks: bool = True
+    """Walk into symlinked directories (each once, loops reported as symlink_loop); false skips them."""
     segmenter: Literal["rjieba", "jieba", "none"] = "rjieba"
     """Word segmentation for whole-word masking."""
     tokenizer: Literal["char", "bpe", "codepoint"] = "char"
@@ -269,6 +298,8 @@ def prepare_all(args: PrepareAllArgs) -> Path:
             one_doc_per_line=args.one_doc_per_line,
             normalize=args.normalize,
             dedup=args.dedup,
+            keep_partial=args.keep_partial,
+            follow_symlinks=args.follow_symlinks,
             seed=args.seed,
             num_proc=args.num_proc,
             progress=args.progress,

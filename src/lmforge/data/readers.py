@@ -10,9 +10,17 @@ passed to a sink (``documents._DocumentSink``, which filters and hashes them):
   (``one_doc_per_line``); a document is cut at a line boundary before it exceeds ``max_doc_chars``;
 * json: one object per line with a string ``text_field``, or a top-level array of at most 64 MB.
 
-A read error is the reason of a skipped file (``_read_error_reason``); an input whose size or mtime changed since
-discovery is an ``InputChangedError`` (``_check_unchanged``). Deviation from trans_to_json.py: a UTF-8 BOM is
-dropped from the first line.
+Directories are walked following symlinked directories, each directory at most once (by device and inode), so a
+``loop -> ..`` link is reported as ``symlink_loop`` instead of recursing; a source remembers the symlinked
+directory it was reached through (``Source.link``) so that ``follow_symlinks=False`` can skip those by name.
+
+A read error never escapes mid-parse: ``_RawAdapter`` stores it and ends the stream, so every byte decoded before
+the failure reaches the parser, the line it cut is marked (``_read_lines`` yields ``CUT_LINE``), and the caller
+decides what happens to the source's documents (``corpus.ingest_source``: commit, skip whole or keep partial).
+Zip members are CRC-checked here (``_CrcCheckedMember``) after their last byte, not by ``zipfile``, which raises
+inside the read that returns the last chunk and so loses it. A read error is the reason of a skipped file
+(``_read_error_reason``); an input whose size or mtime changed since discovery is an ``InputChangedError``
+(``_check_unchanged``). Deviation from trans_to_json.py: a UTF-8 BOM is dropped from the first line.
 """
 
 from __future__ import annotations
@@ -44,7 +52,8 @@ COMPRESSIONS: dict[str, Callable] = {
     ".bz2": bz2.BZ2File,
     ".xz": lzma.LZMAFile,
 }
-READ_ERRORS = (OSError, EOFError, zlib.error, zipfile.BadZipFile, lzma.LZMAError)
+READ_ERRORS = (OSError, EOFError, zlib.error, zipfile.BadZipFile, lzma.LZMAError, NotImplementedError)
+CUT_LINE = b""  # _read_lines: the last line of a failed stream (a real line is never empty: it ends in \n or EOF)
 BINARY_SNIFF_BYTES = 8192  # git's heuristic: a NUL byte in the first 8 KB means binary
 MAX_JSON_ARRAY_BYTES = 64 << 20
 
@@ -57,6 +66,12 @@ class Source:
     member: str | None = None
     size: int = 0  # uncompressed size when known (progress bar)
     stamp: tuple[int, int] | None = None  # (bytes, mtime_ns) of the file on disk at discovery (the archive for members)
+    link: str | None = None  # the symlinked directory this source was found through, if any
+
+    @property
+    def is_transactional(self) -> bool:
+        """Compressed or archived: its documents are committed only once it has been read to the end and checked."""
+        return self.member is not None or self.compression is not None
 
     @property
     def name(self) -> str:
@@ -87,7 +102,7 @@ def discover_sources(inputs: Iterable[str | os.PathLike], *, stats: IngestStats)
     sources: list[Source] = []
     seen: set[str] = set()
 
-    def add_file(path: Path) -> None:
+    def add_file(path: Path, link: str | None = None) -> None:
         key = os.path.realpath(path)
         if key in seen:
             stats.skip_file("duplicate_input", str(path))
@@ -103,25 +118,60 @@ def discover_sources(inputs: Iterable[str | os.PathLike], *, stats: IngestStats)
             return
         stamp = (info.st_size, info.st_mtime_ns)
         if path.name.lower().endswith(".zip"):
-            sources.extend(dataclasses.replace(member, stamp=stamp) for member in _zip_members(path, stats))
+            members = _zip_members(path, stats)
+            sources.extend(dataclasses.replace(member, stamp=stamp, link=link) for member in members)
         else:
-            sources.append(Source(str(path), size=info.st_size, stamp=stamp))
+            sources.append(Source(str(path), size=info.st_size, stamp=stamp, link=link))
 
     for item in inputs:
         path = Path(item)
         if not path.exists() and not path.is_symlink():
             raise PrepareError(f"input path does not exist: {str(path)!r}")
         if path.is_dir():
-            for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(files):
-                    if name.startswith("."):
-                        stats.skip_file("hidden_file", os.path.join(root, name))
-                    else:
-                        add_file(Path(root) / name)
+            _walk_directory(path, add_file, stats)
         else:
             add_file(path)
     return sources
+
+
+def _walk_directory(top: Path, add_file: Callable[[Path, str | None], None], stats: IngestStats) -> None:
+    """Sorted walk that follows symlinked directories but enters each directory (device, inode) once: a link to an
+    ancestor of where it lies (``loop -> ..``) is a ``symlink_loop``, a second way into a directory already walked
+    a ``duplicate_input``; neither is entered."""
+
+    def identity(path: str) -> tuple[int, int]:
+        info = os.stat(path)
+        return info.st_dev, info.st_ino
+
+    walked = {identity(str(top))}
+    links: dict[str, str] = {}  # walked directory -> the symlinked directory it lies under
+    for root, dirs, files in os.walk(top, followlinks=True):
+        link = links.get(root)
+        kept = []
+        for name in sorted(d for d in dirs if not d.startswith(".")):
+            path = os.path.join(root, name)
+            try:
+                key = identity(path)
+            except OSError:
+                stats.skip_file("unreadable", path)
+                continue
+            target, here = os.path.realpath(path), os.path.realpath(root)
+            if here == target or here.startswith(target.rstrip(os.sep) + os.sep):  # an ancestor: walking it loops
+                stats.skip_file("symlink_loop", path, f"-> {target}")
+                continue
+            if key in walked:
+                stats.skip_file("duplicate_input", path, f"-> {target} (already walked)")
+                continue
+            walked.add(key)
+            kept.append(name)
+            if os.path.islink(path) or link is not None:
+                links[path] = link or path
+        dirs[:] = kept
+        for name in sorted(files):
+            if name.startswith("."):
+                stats.skip_file("hidden_file", os.path.join(root, name))
+            else:
+                add_file(Path(root) / name, link)
 
 
 def _zip_members(path: Path, stats: IngestStats) -> list[Source]:
@@ -149,27 +199,70 @@ def _zip_members(path: Path, stats: IngestStats) -> list[Source]:
 
 
 class _RawAdapter(io.RawIOBase):
-    """Lets io.BufferedReader (peek, readline with a limit) sit on any stream with ``read``."""
+    """Lets io.BufferedReader (peek, readline with a limit) sit on any stream with ``read1``/``read``.
+
+    A read error is kept in ``error`` and ends the stream instead of propagating: ``BufferedReader.readline`` would
+    otherwise drop the bytes it had gathered for the line, and the parser could not tell a cut line from a whole
+    one. ``read1`` (one underlying read) rather than ``read``: ``GzipFile.read(n)`` loops and loses what it had
+    decompressed when the CRC trailer check raises on the way."""
 
     def __init__(self, stream) -> None:
         self.stream = stream
+        self.read_some = getattr(stream, "read1", stream.read)
+        self.error: BaseException | None = None
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        data = self.stream.read(len(buffer))
+        if self.error is not None:
+            return 0
+        try:
+            data = self.read_some(len(buffer))
+        except READ_ERRORS as error:
+            self.error = error
+            return 0
         buffer[: len(data)] = data
         return len(data)
 
 
+class _CrcCheckedMember:
+    """A zip member whose CRC-32 is checked after its last byte has been delivered (``zipfile`` checks it inside
+    the read of the last chunk and raises, losing that chunk). Encrypted members are refused (no password)."""
+
+    def __init__(self, archive: zipfile.ZipFile, member: str) -> None:
+        info = archive.getinfo(member)
+        if info.flag_bits & 0x1:
+            raise zipfile.BadZipFile(f"{member!r} is encrypted (no password support)")
+        self.stream = archive.open(info)
+        assert hasattr(self.stream, "_expected_crc"), "zipfile.ZipExtFile changed: update _CrcCheckedMember"
+        self.stream._expected_crc = None  # zipfile's own check off: ours below runs after the data is out
+        self.expected = info.CRC
+        self.crc = 0
+        self.name = member
+
+    def read1(self, size: int) -> bytes:
+        data = self.stream.read1(size)
+        if data:
+            self.crc = zlib.crc32(data, self.crc)
+        elif self.crc != self.expected:
+            raise zipfile.BadZipFile(f"Bad CRC-32 for file {self.name!r}")
+        return data
+
+    read = read1  # for gzip/bz2/lzma readers stacked on a member: a short read is fine, b"" only at the end
+
+    def close(self) -> None:
+        self.stream.close()
+
+
 def _open_source(source: Source, stack: list) -> io.BufferedReader:
+    """The source as a buffered byte stream; ``reader.raw.error`` holds the read error that ended it, if any."""
     if source.member is None:
         stream = open(source.path, "rb")  # noqa: SIM115 - closed by the caller through ``stack``
     else:
         archive = zipfile.ZipFile(source.path)
         stack.append(archive)
-        stream = archive.open(source.member)
+        stream = _CrcCheckedMember(archive, source.member)
     stack.append(stream)
     if source.compression:
         stream = COMPRESSIONS[source.compression](stream)
@@ -180,7 +273,8 @@ def _open_source(source: Source, stack: list) -> io.BufferedReader:
 
 
 def _read_lines(reader: io.BufferedReader, limit: int, on_bytes: Callable[[int], None]) -> Iterator[bytes | None]:
-    """Lines as bytes, or None for a line longer than ``limit`` bytes (consumed in pieces, never held)."""
+    """Lines as bytes, None for a line longer than ``limit`` bytes (consumed in pieces, never held), and
+    ``CUT_LINE`` in place of a last line that a read error cut off."""
     while True:
         line = reader.readline(limit + 1)
         if not line:
@@ -193,6 +287,8 @@ def _read_lines(reader: io.BufferedReader, limit: int, on_bytes: Callable[[int],
                 if not rest or rest.endswith(b"\n"):
                     break
             yield None
+        elif not line.endswith(b"\n") and reader.raw.error is not None:
+            yield CUT_LINE
         else:
             yield line
 
@@ -210,37 +306,35 @@ def _parse_text(lines: Iterator[bytes | None], name: str, sink: _DocumentSink, o
             sink.emit("\n".join(doc), f"{name}:{first_line}", bad)
         doc, size, bad, first_line = [], 0, None, 0
 
-    try:
-        for number, raw in enumerate(lines, 1):
-            if raw is None:
-                line, problem = None, "line_too_long"
-            else:
-                try:
-                    line, problem = raw.decode("utf-8").rstrip("\r\n"), None
-                except UnicodeDecodeError:
-                    line, problem = None, "invalid_utf8"
-            if number == 1 and line is not None:
-                line = line.removeprefix("\ufeff")
-            if options.one_doc_per_line:
-                if line is None or line.strip():
-                    sink.emit(line, f"{name}:{number}", problem)
-                continue
-            if line is not None and line.strip() == separator:
-                flush()
-                continue
-            first_line = first_line or number
-            if line is None:
-                bad = bad or problem
-                continue
-            if doc and size + len(line) + 1 > options.max_doc_chars:  # cut an overlong document at a line boundary
-                flush()
-                first_line = number
-            doc.append(line)
-            size += len(line) + 1
-    except READ_ERRORS:
-        if doc or bad:
-            sink.emit(None, f"{name}:{first_line}", "truncated")
-        raise
+    for number, raw in enumerate(lines, 1):
+        if raw is CUT_LINE:  # the stream broke inside this line: the document it belongs to is lost
+            sink.lose(f"{name}:{first_line or number}")
+            return
+        if raw is None:
+            line, problem = None, "line_too_long"
+        else:
+            try:
+                line, problem = raw.decode("utf-8").rstrip("\r\n"), None
+            except UnicodeDecodeError:
+                line, problem = None, "invalid_utf8"
+        if number == 1 and line is not None:
+            line = line.removeprefix("\ufeff")
+        if options.one_doc_per_line:
+            if line is None or line.strip():
+                sink.emit(line, f"{name}:{number}", problem)
+            continue
+        if line is not None and line.strip() == separator:
+            flush()
+            continue
+        first_line = first_line or number
+        if line is None:
+            bad = bad or problem
+            continue
+        if doc and size + len(line) + 1 > options.max_doc_chars:  # cut an overlong document at a line boundary
+            flush()
+            first_line = number
+        doc.append(line)
+        size += len(line) + 1
     flush()
 
 
@@ -253,6 +347,9 @@ def _parse_json(
         return
     for number, raw in enumerate(lines, 1):
         where = f"{name}:{number}"
+        if raw is CUT_LINE:
+            sink.lose(where)
+            return
         if raw is None:
             sink.emit(None, where, "line_too_long")
             continue
@@ -278,6 +375,8 @@ def _parse_json(
 def _parse_json_array(reader: io.BufferedReader, name: str, sink: _DocumentSink, options: IngestOptions) -> None:
     data = reader.read(MAX_JSON_ARRAY_BYTES + 1)
     sink.stats.bytes_read += len(data)
+    if reader.raw.error is not None:  # an array is whole or nothing: the caller reports the file
+        return
     if len(data) > MAX_JSON_ARRAY_BYTES:
         sink.stats.skip_file("json_array_too_large", name)
         return
