@@ -10,6 +10,12 @@ Hidden states (``output_hidden_states=True``, HF's convention, used by ``lmforge
 last one *after* the final norm when there is one, so ``states[-1]`` is always the plain output (HF GPT-2 does the
 same with ``ln_f``). A "layer" is one residual block of ``self.layers``: a BERT/GPT block (attention + FFN), one
 GAU (GAU-alpha, FLASH-Quad) or one mixed-chunk GAU (FLASH). Reformer and CANINE document theirs in their files.
+
+Gradient checkpointing (``--gradient_checkpointing``; Chen et al. 2016, HF ``gradient_checkpointing_enable``): every
+backbone has a ``gradient_checkpointing`` attribute (False) and calls its layers through ``checkpointed``; when it
+is on and autograd records, a layer keeps only its input and recomputes its activations in backward
+(``torch.utils.checkpoint``, non-reentrant, the RNG state replayed: the same dropout masks and LSH rotations, so
+the loss and gradients equal those without it). ``set_gradient_checkpointing`` switches every backbone in a model.
 """
 
 from __future__ import annotations
@@ -18,11 +24,40 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from lmforge.heads.lm import HeadNorm, LanguageModel, MaskedLMHead
 
-__all__ = ["EncoderStack", "bert_prediction_head", "build_language_model", "param_pairs", "raise_on_mismatch"]
+__all__ = [
+    "EncoderStack",
+    "bert_prediction_head",
+    "build_language_model",
+    "checkpointed",
+    "param_pairs",
+    "raise_on_mismatch",
+    "set_gradient_checkpointing",
+]
+
+
+def checkpointed(function: Callable[..., Any], *args: Any, enabled: bool, **kwargs: Any) -> Any:
+    """``function(*args, **kwargs)``; with ``enabled`` and autograd recording, its activations are recomputed in
+    backward instead of kept (non-reentrant ``torch.utils.checkpoint``, RNG state preserved)."""
+    if enabled and torch.is_grad_enabled():
+        return checkpoint(function, *args, use_reentrant=False, **kwargs)
+    return function(*args, **kwargs)
+
+
+def set_gradient_checkpointing(model: nn.Module, enabled: bool = True) -> int:
+    """Switch gradient checkpointing on every module of ``model`` that has it (the backbones); returns how many.
+    ``ValueError`` if none has it (a model built outside the registry)."""
+    found = [module for module in model.modules() if hasattr(module, "gradient_checkpointing")]
+    if not found:
+        raise ValueError(f"{type(model).__name__} has no gradient checkpointing (no backbone of the registry in it)")
+    for module in found:
+        module.gradient_checkpointing = enabled
+    return len(found)
 
 
 class EncoderStack(nn.Module):
@@ -35,6 +70,7 @@ class EncoderStack(nn.Module):
     def __init__(self):
         super().__init__()
         self.final_norm: nn.Module | None = None  # an instance attribute: a class default would hide the module
+        self.gradient_checkpointing = False
 
     def keep_mask(self, attention_mask: Tensor) -> Tensor:
         """The mask handed to every layer: (B, T) booleans, True = a real token."""
@@ -56,7 +92,7 @@ class EncoderStack(nn.Module):
         x_BTD = self.embeddings(input_ids, token_type_ids)
         states = [x_BTD] if output_hidden_states else None
         for layer in self.layers:
-            x_BTD = layer(x_BTD, keep)
+            x_BTD = checkpointed(layer, x_BTD, keep, enabled=self.gradient_checkpointing)
             if states is not None:
                 states.append(x_BTD)
         if self.final_norm is not None:

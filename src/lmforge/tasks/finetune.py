@@ -123,8 +123,8 @@ class FinetuneArgs:
     """Keep the newest N checkpoints while training, besides the best one; at the end only the best is kept."""
     resume_from_checkpoint: str | None = None
     """A checkpoint directory, or "auto": the newest valid checkpoint in --output_dir (a fresh start if none)."""
-    report_to: Literal["tensorboard", "all", "none"] = "tensorboard"
-    """tensorboard/all: TensorBoard events + metrics.jsonl; none: metrics.jsonl only."""
+    report_to: Literal["tensorboard", "wandb", "all", "none"] = "tensorboard"
+    """Besides metrics.jsonl: tensorboard, wandb (pip install wandb), all (TensorBoard; W&B when installed), none."""
     logging_dir: str | None = None
     """TensorBoard directory (default OUTPUT_DIR/tensorboard)."""
     metric_for_best_model: str | None = None
@@ -143,6 +143,8 @@ class FinetuneArgs:
     """float16 autocast + dynamic loss scaling (GradScaler)."""
     max_nonfinite_steps: int = 10
     """Stop after this many consecutive steps with a non-finite loss or gradient (each such step is skipped)."""
+    gradient_checkpointing: bool = False
+    """Recompute the backbone's activations in backward: less memory, the same loss and gradients."""
     disable_tqdm: bool = False
     ddp_backend: Literal["gloo", "nccl"] | None = None
     """Process-group backend under torchrun (default: nccl on CUDA, gloo on CPU)."""
@@ -166,6 +168,9 @@ class FinetuneArgs:
             raise ValueError("--fp16 and --bf16 are exclusive")
         if not 0.0 <= self.classifier_dropout < 1.0 or not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError("--classifier_dropout and --warmup_ratio must be in [0, 1)")
+        from lmforge.train.config import check_report_to  # torch-free
+
+        check_report_to(self.report_to)
 
 
 # ----------------------------------------------------------------------------- model loading
@@ -327,11 +332,12 @@ def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
 
     from lmforge.data.tokenizer import META_FILE
     from lmforge.heads.classification import TaskModel
+    from lmforge.models.common import set_gradient_checkpointing
     from lmforge.models.registry import config_to_dict
     from lmforge.train.checkpoint import list_checkpoints, load_weights, restore_rng_state
     from lmforge.train.distributed import barrier, unwrap, wrap_model
     from lmforge.train.loop import train
-    from lmforge.train.metrics import MetricLogger, collect_env, plot_loss, write_yaml
+    from lmforge.train.metrics import collect_env, plot_loss, run_logger, write_yaml
     from lmforge.train.pretrain import RUN_FILES, prepare_output_dir
     from lmforge.utils import seed_everything
 
@@ -355,6 +361,8 @@ def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
     outputs = ("dev_metrics.json", "confusion_matrix.png", f"{args.task}_predict.json", "report.json")
     resume = prepare_output_dir(args, run_dir, info, run_files=(*RUN_FILES, *outputs))
     model = TaskModel(backbone, bundle.head)
+    if args.gradient_checkpointing:
+        set_gradient_checkpointing(model)
     if resume is not None:
         model.load_state_dict(load_weights(resume), strict=True)
     seed_everything(args.seed, info.rank)
@@ -389,10 +397,7 @@ def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
             higher = args.greater_is_better
             job.greater_is_better = not metric_name.endswith("loss") if higher is None else higher
         if info.is_main:
-            tensorboard = None if args.report_to == "none" else Path(args.logging_dir or run_dir / "tensorboard")
-            job.logger = logger = MetricLogger(
-                run_dir, tensorboard_dir=tensorboard, resume_step=job.state.step if resume else None
-            )
+            job.logger = logger = run_logger(args, run_dir, resume_step=job.state.step if resume else None)
         if rng_state is not None:
             restore_rng_state(rng_state)  # last: nothing may draw random numbers after this
         train(job)

@@ -17,13 +17,22 @@ example scripts pass them explicitly), ``eval_steps`` unset means "evaluate once
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["UNSUPPORTED_HF_FLAGS", "PretrainArgs", "check_argv"]
+__all__ = ["UNSUPPORTED_HF_FLAGS", "PretrainArgs", "ReportTo", "check_argv", "check_report_to"]
 
 OptimizerName = Literal["adamw_torch", "adamw", "adamw_torch_fused", "lamb", "adafactor"]
 SchedulerName = Literal["linear", "cosine", "constant", "constant_with_warmup", "piecewise"]
+ReportTo = Literal["tensorboard", "wandb", "all", "none"]
+
+
+def check_report_to(report_to: str) -> None:
+    """``--report_to wandb`` without the wandb package is a one-line error before any work (W&B is optional)."""
+    if report_to == "wandb" and importlib.util.find_spec("wandb") is None:
+        raise ValueError("--report_to wandb needs Weights & Biases, which is not installed: pip install wandb")
+
 
 # GAU-alpha's train.py (ZhuiyiTechnology/GAU-alpha): piecewise-linear lr multipliers, no warm-up.
 GAU_ALPHA_MILESTONES: dict[int, float] = {0: 1.0, 160_000: 0.5, 640_000: 0.1, 1_280_000: 0.01}
@@ -50,7 +59,6 @@ UNSUPPORTED_HF_FLAGS: dict[str, str] = {
     "sharded_ddp": "removed from HF too; use --fsdp full_shard",
     "fp16_opt_level": "apex is not used; --fp16 is native torch.autocast + GradScaler",
     "half_precision_backend": "only the native torch.amp backend exists",
-    "gradient_checkpointing": "activation checkpointing is not implemented by the models yet",
     "evaluation_strategy": "set --eval_steps N to evaluate every N steps (unset: once at the end with --do_eval)",
     "eval_strategy": "set --eval_steps N to evaluate every N steps (unset: once at the end with --do_eval)",
     "save_strategy": "checkpoints are saved every --save_steps steps and at the end",
@@ -117,8 +125,9 @@ class PretrainArgs:
     """Allow starting a new run in a non-empty output directory (its old checkpoints are deleted)."""
     logging_dir: str | None = None
     """TensorBoard directory (default OUTPUT_DIR/tensorboard)."""
-    report_to: Literal["tensorboard", "all", "none"] = "tensorboard"
-    """tensorboard/all: TensorBoard events + metrics.jsonl; none: metrics.jsonl only."""
+    report_to: ReportTo = "tensorboard"
+    """Where metrics go besides metrics.jsonl: tensorboard, wandb (Weights & Biases: pip install wandb; WANDB_PROJECT,
+    WANDB_MODE=offline apply), all (TensorBoard, and W&B when installed) or none."""
     run_name: str | None = None
     """Free-form name recorded in config.yaml and the model card."""
     disable_tqdm: bool = False
@@ -205,6 +214,9 @@ class PretrainArgs:
     with other jobs, fewer threads than cores avoid OpenMP spin-waiting (lmforge demo uses 1)."""
     torch_compile: bool = False
     """Compile the model with torch.compile."""
+    gradient_checkpointing: bool = False
+    """Recompute each layer's activations in backward instead of keeping them: less memory (deep models, long
+    inputs), about one more forward per step; the same loss and gradients (every architecture)."""
     ddp_backend: Literal["gloo", "nccl"] | None = None
     """Process-group backend under torchrun (default: nccl on CUDA, gloo on CPU)."""
     ddp_find_unused_parameters: bool = False
@@ -256,6 +268,7 @@ class PretrainArgs:
             raise ValueError(f"--train_dir {self.train_dir!r} and --train_file {self.train_file!r} disagree; pass one")
         if self.num_generation_samples < 0 or self.generation_max_new_tokens < 1:
             raise ValueError("--num_generation_samples must be >= 0 and --generation_max_new_tokens >= 1")
+        check_report_to(self.report_to)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

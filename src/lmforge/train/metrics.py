@@ -5,11 +5,18 @@ and mirrors numbers to TensorBoard (``torch.utils.tensorboard.SummaryWriter``). 
 ``MetricLogger(..., resume_step=k)`` drops the lines after k that the killed run had already written and tells
 TensorBoard to purge its events after k, so both records read like one uninterrupted run (lingua's
 ``metrics.jsonl``; TensorBoard's ``purge_step``). Only rank 0 creates a logger.
+
+Weights & Biases (``--report_to wandb``, or ``all`` when it is installed) is optional: ``wandb`` is imported only
+when asked for, and missing it is a one-line error (``pip install wandb``) raised before any work by the argument
+classes (``train.config.check_report_to``). The run id is kept in ``OUTPUT_DIR/wandb_run_id`` so a resumed run
+continues the same W&B run; ``WANDB_PROJECT`` (default ``lmforge``), ``WANDB_MODE=offline`` and the other
+``WANDB_*`` variables work as usual.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
 import math
 import os
@@ -22,7 +29,9 @@ from typing import Any
 import torch
 import yaml
 
-__all__ = ["MetricLogger", "collect_env", "plot_loss", "read_metrics", "write_yaml"]
+__all__ = ["MetricLogger", "collect_env", "plot_loss", "read_metrics", "run_logger", "write_yaml"]
+
+WANDB_ID_FILE = "wandb_run_id"
 
 
 def _clean(value: Any) -> Any:
@@ -36,7 +45,14 @@ def _clean(value: Any) -> Any:
 class MetricLogger:
     """Appends ``{"step": ..., **metrics}`` to ``metrics.jsonl`` and scalars to TensorBoard."""
 
-    def __init__(self, run_dir: str | Path, *, tensorboard_dir: str | Path | None, resume_step: int | None = None):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        tensorboard_dir: str | Path | None,
+        resume_step: int | None = None,
+        wandb_config: dict[str, Any] | None = None,
+    ):
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.exists():
@@ -49,6 +65,7 @@ class MetricLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(tensorboard_dir), purge_step=resume_step)
+        self.wandb = None if wandb_config is None else _start_wandb(Path(run_dir), wandb_config, resume_step)
 
     def log(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
         record = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
@@ -59,11 +76,17 @@ class MetricLogger:
                 if key != "step" and isinstance(value, int | float) and not isinstance(value, bool):
                     tag = key.replace("_", "/", 1) if key.startswith(("train_", "eval_")) else f"train/{key}"
                     self.writer.add_scalar(tag, value, step)
+        if self.wandb is not None:
+            numbers = {k: v for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+            numbers.pop("step")
+            self.wandb.log(numbers, step=step)
         return record
 
     def log_text(self, step: int, tag: str, text: str) -> None:
         if self.writer is not None:
             self.writer.add_text(tag, text, step)
+        if self.wandb is not None:
+            self.wandb.log({tag: text}, step=step)
 
     def flush(self) -> None:
         if self.writer is not None:
@@ -72,6 +95,42 @@ class MetricLogger:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+            self.wandb = None
+
+
+def _start_wandb(run_dir: Path, config: dict[str, Any], resume_step: int | None) -> Any:
+    """``wandb.init`` for this run directory: a new run id, or on resume the one saved in ``wandb_run_id``."""
+    try:
+        import wandb
+    except ImportError:
+        raise ValueError("--report_to wandb needs Weights & Biases: pip install wandb") from None
+    id_file = run_dir / WANDB_ID_FILE
+    run_id = id_file.read_text().strip() if resume_step is not None and id_file.is_file() else None
+    run = wandb.init(
+        project=os.environ.get("WANDB_PROJECT", "lmforge"),
+        name=config.get("run_name") or run_dir.resolve().name,
+        id=run_id,
+        resume="allow" if run_id else None,
+        dir=str(run_dir),
+        config=config,
+    )
+    id_file.write_text(f"{run.id}\n")
+    return run
+
+
+def run_logger(args: Any, run_dir: Path, *, resume_step: int | None) -> MetricLogger:
+    """The logger that ``args.report_to`` asks for: tensorboard, wandb, all (TensorBoard, and W&B when installed)
+    or none; ``metrics.jsonl`` always. ``args`` is a ``PretrainArgs`` or ``FinetuneArgs``."""
+    tensorboard = None
+    if args.report_to in ("tensorboard", "all"):
+        tensorboard = Path(args.logging_dir or run_dir / "tensorboard")
+    wandb = args.report_to == "wandb" or (args.report_to == "all" and importlib.util.find_spec("wandb") is not None)
+    config = {k: v for k, v in vars(args).items() if isinstance(v, str | int | float | bool | None | list | dict)}
+    return MetricLogger(
+        run_dir, tensorboard_dir=tensorboard, resume_step=resume_step, wandb_config=config if wandb else None
+    )
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -37,6 +37,7 @@ from lmforge.data.tokenizer import LMTokenizer, load_tokenizer
 from lmforge.data.tokenizer_import import resolve_tokenizer_name
 from lmforge.data.tokenizer_spec import META_FILE
 from lmforge.eval.probe import load_probe
+from lmforge.models.common import set_gradient_checkpointing
 from lmforge.models.footprint import TRAINING_BYTES_PER_PARAMETER, check_memory
 from lmforge.models.loading import LoadedModel, check_source, load_model, load_weights
 from lmforge.models.registry import config_to_dict
@@ -60,7 +61,7 @@ from lmforge.train.distributed import (
     wrap_model,
 )
 from lmforge.train.loop import TrainingJob, TrainState, run_evaluation, train
-from lmforge.train.metrics import MetricLogger, collect_env, plot_loss, write_yaml
+from lmforge.train.metrics import collect_env, plot_loss, run_logger, write_yaml
 from lmforge.train.optim import build_optimizer, make_schedule, warmup_steps_for
 from lmforge.utils import seed_everything, torch_threads
 
@@ -344,6 +345,8 @@ def build_job(args: PretrainArgs, info: DistInfo) -> TrainingJob:
     model = initial.build()  # the seeded random init, or the source's weights (and a seeded new head if needed)
     if resume is not None:
         model.load_state_dict(load_weights(resume), strict=True)
+    if args.gradient_checkpointing:
+        set_gradient_checkpointing(model)
     seed_everything(args.seed, info.rank)
     model.to(info.device)
     if args.torch_compile:
@@ -399,8 +402,7 @@ def build_job(args: PretrainArgs, info: DistInfo) -> TrainingJob:
         env |= {"model_config": model_info, "data": {k: str(v) for k, v in vars(paths).items()}}
         env["parameters"] = sum(p.numel() for p in unwrap(model).parameters())
         (run_dir / "env.json").write_text(json.dumps(env, indent=2, ensure_ascii=False) + "\n")
-        tensorboard = None if args.report_to == "none" else Path(args.logging_dir or run_dir / "tensorboard")
-        logger = MetricLogger(run_dir, tensorboard_dir=tensorboard, resume_step=state.step if resume else None)
+        logger = run_logger(args, run_dir, resume_step=state.step if resume else None)
 
     job = TrainingJob(
         args=args,

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from lmforge.models.bert.model import BertLayer
 from lmforge.models.canine.config import CanineConfig
+from lmforge.models.common import checkpointed
 from lmforge.nn.attention import attend, keep_from_padding_mask
 from lmforge.nn.canine import Downsample, HashEmbedding, Upsample, downsample_mask, from_chunks, to_chunks
 from lmforge.nn.init import apply_init_, init_dense_, init_embedding_, init_norm_, normal_
@@ -143,6 +144,7 @@ class CanineModel(nn.Module):
             dropout=cfg.hidden_dropout_prob,
         )
         self.final_layer = BertLayer(cfg, rope=None)
+        self.gradient_checkpointing = False  # models.common.checkpointed: the three stacks' layers
         init_weights(self, cfg)
 
     def get_input_embeddings(self) -> HashEmbedding:
@@ -169,12 +171,14 @@ class CanineModel(nn.Module):
             )
         keep_BT = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         embedded_BTD = self.embeddings(input_ids, token_type_ids)
-        chars_BTD = _local_layer(self.initial_layer, embedded_BTD, keep_BT, cfg.local_transformer_stride)
+        checkpointing = self.gradient_checkpointing
+        chars_BTD = checkpointed(_local_layer, self.initial_layer, embedded_BTD, keep_BT, cfg.local_transformer_stride,
+                                 enabled=checkpointing)  # fmt: skip
         molecules_BMD = self.downsample(chars_BTD)
         states = [embedded_BTD, chars_BTD, molecules_BMD] if output_hidden_states else None
         keep_molecules = _key_mask(downsample_mask(keep_BT, cfg.downsampling_rate))
         for layer in self.layers:
-            molecules_BMD = layer(molecules_BMD, keep_molecules)
+            molecules_BMD = checkpointed(layer, molecules_BMD, keep_molecules, enabled=checkpointing)
             if states is not None:
                 states.append(molecules_BMD)
         pooled_BD = torch.tanh(self.pooler(molecules_BMD[:, 0]))
@@ -183,9 +187,10 @@ class CanineModel(nn.Module):
             states.append(sequence_BTD)
         keep_B11T = _key_mask(keep_BT)
         if query_mask is None:
-            sequence_BTD = self.final_layer(sequence_BTD, keep_B11T)
+            sequence_BTD = checkpointed(self.final_layer, sequence_BTD, keep_B11T, enabled=checkpointing)
         else:
-            sequence_BTD = _layer_at(self.final_layer, sequence_BTD, keep_B11T, query_mask.bool())
+            sequence_BTD = checkpointed(_layer_at, self.final_layer, sequence_BTD, keep_B11T, query_mask.bool(),
+                                        enabled=checkpointing)  # fmt: skip
         if states is not None:
             states.append(sequence_BTD)
         hidden_states = None if states is None else tuple(states)

@@ -31,6 +31,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from lmforge.heads.lm import CausalLMHead, LanguageModel, LMDecoder
+from lmforge.models.common import checkpointed
 from lmforge.models.gpt.config import GPTConfig
 from lmforge.nn.attention import KeyValueCache, MultiHeadAttention, keep_from_padding_mask
 from lmforge.nn.embeddings import TokenEmbeddings
@@ -135,6 +136,7 @@ class GPTModel(nn.Module):
         rope = None if absolute else RotaryEmbedding(config.head_dim, pairing="half", base=config.rope_theta)
         self.layers = nn.ModuleList(GPTBlock(config, rope=rope) for _ in range(config.num_hidden_layers))
         self.norm = _norm(config)
+        self.gradient_checkpointing = False  # models.common.checkpointed; never with a KV cache (inference)
         init_weights(self, config)
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -178,13 +180,15 @@ class GPTModel(nn.Module):
         presents: list[KeyValueCache] = []
         states = [x_BTD] if output_hidden_states else None
         for i, layer in enumerate(self.layers):
-            x_BTD, present = layer(
+            x_BTD, present = checkpointed(
+                layer,
                 x_BTD,
                 keep_B11S,
                 keep_BT=keep_BT,
                 past_key_value=None if past_key_values is None else past_key_values[i],
                 use_cache=use_cache,
                 position_ids=position_ids,
+                enabled=self.gradient_checkpointing and not use_cache,
             )
             presents.append(present)
             if states is not None:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmforge.heads.lm import CausalLMHead, LanguageModel, LMDecoder
-from lmforge.models.common import build_language_model
+from lmforge.models.common import build_language_model, checkpointed
 from lmforge.models.reformer.config import ReformerConfig
 from lmforge.nn.axial import AxialPositionEmbeddings
 from lmforge.nn.dropout import FastDropout
@@ -133,6 +133,7 @@ class ReformerModel(nn.Module):
         self.layers = nn.ModuleList(ReformerLayer(config, kind) for kind in config.attn_layers)
         self.norm = LayerNorm(2 * config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = FastDropout(config.hidden_dropout_prob)
+        self.gradient_checkpointing = False  # models.common.checkpointed (sequential layers only, see forward)
         init_weights(self, config)
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -170,18 +171,24 @@ class ReformerModel(nn.Module):
         x_BTD = self.embeddings(input_ids)
         layers = [(layer.attention, layer.feed_forward) for layer in self.layers]
         run = reversible_layers if self.config.use_reversible else sequential_layers
-        if not output_hidden_states:
+        # Reversible layers already recompute every activation in backward: checkpointing them would add nothing.
+        checkpointing = self.gradient_checkpointing and not self.config.use_reversible
+        if not output_hidden_states and not checkpointing:
             x1_BTD, x2_BTD = run(x_BTD, x_BTD, layers, keep_BT=keep_BT)
             hidden_BTH = self.dropout(self.norm(torch.cat([x1_BTD, x2_BTD], dim=-1)))
             return hidden_BTH[:, :T] if pad else hidden_BTH
         # One layer per call: the same maths (and RNG draws); a reversible call then keeps each layer's output.
         x1_BTD, x2_BTD = x_BTD, x_BTD
-        states = [torch.cat([x1_BTD, x2_BTD], dim=-1)[:, :T]]
+        states = [torch.cat([x1_BTD, x2_BTD], dim=-1)[:, :T]] if output_hidden_states else []
         for layer in layers:
-            x1_BTD, x2_BTD = run(x1_BTD, x2_BTD, [layer], keep_BT=keep_BT)
-            states.append(torch.cat([x1_BTD, x2_BTD], dim=-1)[:, :T])
-        states[-1] = self.dropout(self.norm(torch.cat([x1_BTD, x2_BTD], dim=-1)))[:, :T]
-        return states[-1], tuple(states)
+            x1_BTD, x2_BTD = checkpointed(run, x1_BTD, x2_BTD, [layer], keep_BT=keep_BT, enabled=checkpointing)
+            if output_hidden_states:
+                states.append(torch.cat([x1_BTD, x2_BTD], dim=-1)[:, :T])
+        hidden_BTH = self.dropout(self.norm(torch.cat([x1_BTD, x2_BTD], dim=-1)))[:, :T]
+        if not output_hidden_states:
+            return hidden_BTH
+        states[-1] = hidden_BTH
+        return hidden_BTH, tuple(states)
 
 
 def init_weights(model: nn.Module, cfg: ReformerConfig) -> None:
