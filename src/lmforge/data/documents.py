@@ -78,8 +78,8 @@ class IngestOptions:
             raise PrepareError(f"max_line_bytes must be >= 1, got {self.max_line_bytes}")
         if self.max_doc_chars < 1:
             raise PrepareError(f"max_doc_chars must be >= 1, got {self.max_doc_chars}")
-        if not self.text_field:
-            raise PrepareError("text_field must not be empty")
+        if not self.text_field or "" in self.text_field.split("."):
+            raise PrepareError(f"text_field must be a name or a dotted path like 'meta.text', got {self.text_field!r}")
 
 
 @dataclass

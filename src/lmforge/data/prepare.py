@@ -18,13 +18,19 @@ stage).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import itertools
 import json
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from lmforge.data.errors import PrepareError
 from lmforge.data.shard_stage import ShardsArgs, prepare_shards
 from lmforge.data.shard_stage import _byte_ranges as _byte_ranges  # re-exported for the tests
 from lmforge.data.shard_stage import _read_range as _read_range
@@ -41,7 +47,8 @@ class CorpusArgs:
     output_dir: str
     """Directory for the jsonl parts (part-00000.jsonl, ...) and report.json."""
     text_field: str = "text"
-    """Field holding the text in .json/.jsonl inputs."""
+    """Field holding the text in .json/.jsonl inputs; a dotted path reaches into nested objects and lists
+    ('meta.text', 'paragraphs.0.text'), as datasets' flattened column names do (a key with the dots in it wins)."""
     min_doc_length: int = 10
     """Documents with fewer characters (after stripping) are dropped (trans_to_json.py --min_doc_length)."""
     one_doc_per_line: bool = False
@@ -160,7 +167,6 @@ class TokenizerArgs:
 def prepare_tokenizer(args: TokenizerArgs) -> Path:
     """Build a tokenizer from the corpus (or import ``tokenizer_name``) and save it; returns its directory."""
     from lmforge.data.corpus import corpus_codepoint_counts, corpus_files, iter_texts
-    from lmforge.data.errors import PrepareError
     from lmforge.data.tokenizer import KINDS, build_tokenizer
 
     if args.tokenizer_name is not None:
@@ -231,7 +237,8 @@ class PrepareAllArgs:
     num_proc: int = 1
     """Processes for ingest and for segmentation + tokenization."""
     text_field: str = "text"
-    """Field holding the text in .json/.jsonl inputs."""
+    """Field holding the text in .json/.jsonl inputs; a dotted path reaches into nested objects and lists
+    ('meta.text', 'paragraphs.0.text'), as datasets' flattened column names do (a key with the dots in it wins)."""
     min_doc_length: int = 10
     """Documents with fewer characters are dropped."""
     one_doc_per_line: bool = False
@@ -262,12 +269,16 @@ class PrepareAllArgs:
     max_seq_length: int = 512
     """mlm: longest sequence including [CLS] and [SEP]."""
     line_by_line: bool = False
-    """mlm: one document per sequence, short ones padded by the collator (HF run_mlm.py --line_by_line; the only
-    layout before shard format v2). Default: documents packed into full sequences with [SEP] between them."""
+    """mlm: every non-blank line of a text input is a document (one_doc_per_line) and each document its own
+    sequence, short ones padded by the collator (HF run_mlm.py --line_by_line). Default: blank lines separate
+    documents, which are packed into full sequences with [SEP] between them."""
     block_size: int = 1024
     """clm: tokens per block."""
     validation_split_percentage: float = 5.0
-    """Percentage of documents held out for validation."""
+    """Percentage of documents held out for validation (ignored with --validation_file)."""
+    validation_file: list[str] | str | None = None
+    """Held-out input(s), read like --input, that become shards/validation in full instead of a hashed share of
+    --input (HF run_mlm.py --validation_file); every --input document then goes to shards/train."""
     seed: int = 42
     """Seed of the corpus shuffle and the validation split."""
     progress: bool = True
@@ -279,9 +290,10 @@ def prepare_all(args: PrepareAllArgs) -> Path:
     out = Path(args.output_dir)
     started = time.perf_counter()
     if args.objective == "clm" and args.line_by_line:  # before ingest, not after
-        from lmforge.data.errors import PrepareError
-
         raise PrepareError("--line_by_line is for mlm; clm blocks always pack documents (HF run_clm.py)")
+    for held_out_path in _as_list(args.validation_file or []):  # before a long ingest of --input, not after
+        if not Path(held_out_path).exists():
+            raise PrepareError(f"--validation_file {held_out_path!r} does not exist")
     if args.tokenizer_name is not None:  # a wrong name or a tokenizer unfit for the objective fails before ingest
         from lmforge.data.lm_tokenizer import require_mask_token_id
         from lmforge.data.tokenizer_import import load_named_tokenizer
@@ -289,25 +301,33 @@ def prepare_all(args: PrepareAllArgs) -> Path:
         imported = load_named_tokenizer(args.tokenizer_name)
         if args.objective == "mlm":
             require_mask_token_id(imported)
-    corpus = prepare_corpus(
-        CorpusArgs(
-            input=_as_list(args.input),
-            output_dir=str(out / "corpus"),
-            text_field=args.text_field,
-            min_doc_length=args.min_doc_length,
-            one_doc_per_line=args.one_doc_per_line,
-            normalize=args.normalize,
-            dedup=args.dedup,
-            keep_partial=args.keep_partial,
-            follow_symlinks=args.follow_symlinks,
-            seed=args.seed,
-            num_proc=args.num_proc,
-            progress=args.progress,
-        )
+    corpus_args = CorpusArgs(
+        input=_as_list(args.input),
+        output_dir=str(out / "corpus"),
+        text_field=args.text_field,
+        min_doc_length=args.min_doc_length,
+        one_doc_per_line=args.one_doc_per_line or args.line_by_line,  # HF: each line of the text is an example
+        normalize=args.normalize,
+        dedup=args.dedup,
+        keep_partial=args.keep_partial,
+        follow_symlinks=args.follow_symlinks,
+        seed=args.seed,
+        num_proc=args.num_proc,
+        progress=args.progress,
     )
+    corpus = prepare_corpus(corpus_args)
+    held_out = None
+    if args.validation_file is not None:
+        validation_args = dataclasses.replace(
+            corpus_args, input=_as_list(args.validation_file), output_dir=str(out / "validation_corpus")
+        )
+        held_out = prepare_corpus(validation_args)
+        if held_out["documents_out"] == 0:
+            raise PrepareError(
+                f"no documents in --validation_file {args.validation_file} "
+                f"(see {out / 'validation_corpus' / 'report.json'})"
+            )
     if corpus["documents_out"] == 0:
-        from lmforge.data.errors import PrepareError
-
         raise PrepareError(f"no documents left after ingest of {args.input} (see {out / 'corpus' / 'report.json'})")
     tokenizer = prepare_tokenizer(
         TokenizerArgs(
@@ -320,31 +340,54 @@ def prepare_all(args: PrepareAllArgs) -> Path:
             text_field="text",
         )
     )
-    shards = prepare_shards(
-        ShardsArgs(
-            input=[str(out / "corpus")],
-            tokenizer_path=str(tokenizer),
-            output_dir=str(out / "shards"),
-            objective=args.objective,
-            max_seq_length=args.max_seq_length,
-            block_size=args.block_size,
-            line_by_line=args.line_by_line,
-            segmenter=args.segmenter,
-            validation_split_percentage=args.validation_split_percentage,
-            seed=args.seed,
-            num_proc=args.num_proc,
-            progress=args.progress,
-        )
+    shards_args = ShardsArgs(
+        input=[str(out / "corpus")],
+        tokenizer_path=str(tokenizer),
+        output_dir=str(out / "shards"),
+        objective=args.objective,
+        max_seq_length=args.max_seq_length,
+        block_size=args.block_size,
+        line_by_line=args.line_by_line,
+        segmenter=args.segmenter,
+        validation_split_percentage=0.0 if held_out else args.validation_split_percentage,
+        seed=args.seed,
+        num_proc=args.num_proc,
+        progress=args.progress,
     )
+    shards = prepare_shards(shards_args)
+    if held_out:
+        _held_out_shards(shards_args, out / "validation_corpus", shards / "validation", args.validation_file)
     summary = {
         "args": asdict(args),
         "corpus": corpus,
+        **({"validation_corpus": held_out} if held_out else {}),
         "tokenizer": json.loads((tokenizer / "lmforge_tokenizer.json").read_text(encoding="utf-8"))["fingerprint"],
         "shards": {s: str(shards / s) for s in ("train", "validation")},
         "seconds": round(time.perf_counter() - started, 3),
     }
     (out / "prepare.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+def _held_out_shards(shards_args: ShardsArgs, corpus: Path, target: Path, validation_file) -> None:
+    """Shard the --validation_file corpus with the training settings and put it in place of ``target`` (the empty
+    validation split of the training shards). The shard stage always splits one corpus by hash; with 0% held
+    out everything lands in train/, which becomes ``target``, its index saying so."""
+    scratch = target.parent / ".validation-file-shards"
+    shutil.rmtree(scratch, ignore_errors=True)
+    with contextlib.redirect_stdout(io.StringIO()):  # its line would say "train N / validation 0"
+        prepare_shards(dataclasses.replace(shards_args, input=[str(corpus)], output_dir=str(scratch)))
+    index = json.loads((scratch / "train" / "index.json").read_text(encoding="utf-8"))
+    index["split"] = "validation"
+    index["build"]["validation_file"] = [str(v) for v in _as_list(validation_file)]
+    (scratch / "train" / "index.json").write_text(json.dumps(index, ensure_ascii=False, indent=2) + "\n", "utf-8")
+    shutil.rmtree(target)
+    os.replace(scratch / "train", target)
+    shutil.rmtree(scratch)
+    print(
+        f"shards: --validation_file {index['num_documents']} documents -> validation {index['num_sequences']} "
+        f"sequences -> {target}"
+    )
 
 
 def _take_chars(texts, limit: int):

@@ -8,7 +8,9 @@ passed to a sink (``documents._DocumentSink``, which filters and hashes them):
 * text: PaddleNLP ``trans_to_json.py`` rules (copied into JunnYu/FLASHQuad_pytorch): a document ends at a line
   equal (after strip) to ``doc_separator`` ("" = a blank line), or every non-blank line is one
   (``one_doc_per_line``); a document is cut at a line boundary before it exceeds ``max_doc_chars``;
-* json: one object per line with a string ``text_field``, or a top-level array of at most 64 MB.
+* json: one object per line with a string ``text_field``, or a top-level array of at most 64 MB. A dotted
+  ``text_field`` ("meta.body", "paragraphs.0.text") is a path into nested objects and lists (``field_value``),
+  as ``datasets``' flattened column names are; a key that itself contains the dots wins.
 
 Directories are walked following symlinked directories, each directory at most once (by device and inode), so a
 ``loop -> ..`` link is reported as ``symlink_loop`` instead of recursing; a source remembers the symlinked
@@ -342,6 +344,7 @@ def _parse_json(
     reader: io.BufferedReader, lines: Iterator[bytes | None], name: str, sink: _DocumentSink, options: IngestOptions
 ) -> None:
     field_name = options.text_field
+    nested = "." in field_name
     if reader.peek(64).lstrip().removeprefix(b"\xef\xbb\xbf")[:1] == b"[":
         _parse_json_array(reader, name, sink, options)
         return
@@ -365,7 +368,10 @@ def _parse_json(
         except (ValueError, RecursionError):  # RecursionError: absurdly nested arrays
             sink.emit(None, where, "malformed_json")
             continue
-        text = record.get(field_name) if isinstance(record, dict) else None
+        if nested:
+            text = field_value(record, field_name)
+        else:  # the common case, kept to one dict lookup
+            text = record.get(field_name) if isinstance(record, dict) else None
         if not isinstance(text, str):
             sink.emit(None, where, "missing_text_field")
             continue
@@ -389,11 +395,29 @@ def _parse_json_array(reader: io.BufferedReader, name: str, sink: _DocumentSink,
         sink.emit(None, name, "malformed_json")
         return
     for number, record in enumerate(records if isinstance(records, list) else [records]):
-        text = record.get(options.text_field) if isinstance(record, dict) else None
+        text = field_value(record, options.text_field)
         where = f"{name}[{number}]"
         sink.emit(
             text if isinstance(text, str) else None, where, None if isinstance(text, str) else "missing_text_field"
         )
+
+
+def field_value(record: object, field_name: str) -> object:
+    """``record[field_name]``, or for a dotted name the value at that path through objects and lists (a list step
+    is a decimal index); None where the path does not exist."""
+    if not isinstance(record, dict):
+        return None
+    if field_name in record or "." not in field_name:
+        return record.get(field_name)
+    value = record
+    for step in field_name.split("."):
+        if isinstance(value, dict):
+            value = value.get(step)
+        elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
+            value = value[int(step)]
+        else:
+            return None
+    return value
 
 
 def _read_error_reason(source: Source, error: BaseException) -> str:
