@@ -172,6 +172,21 @@ def test_packed_rows_give_each_example_its_own_loss(tokenizer, preset):
     assert checked == len(examples)
 
 
+@pytest.mark.parametrize("arch", ["bert", "reformer"])
+def test_backbones_without_packing_train_one_conversation_per_row(tokenizer, arch):
+    examples = _examples(tokenizer, 3)
+    rows = pack_examples(examples, max_length=64, pack=False)
+    assert [r["input_ids"] for r in rows] == [e.input_ids for e in examples]
+    torch.manual_seed(0)
+    lm = build_model(arch, task="clm", config=get_config(arch, preset="tiny", vocab_size=tokenizer.vocab_size)).eval()
+    model = SFTModel(lm, packed=False)
+    assert set(model.state_dict()) == set(lm.state_dict())  # checkpoints load as a plain clm model
+    batch = collate(rows, pad_id=tokenizer.pad_token_id)
+    with torch.no_grad():
+        expected = lm(batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+        torch.testing.assert_close(model(**batch).loss, expected)
+
+
 # ----------------------------------------------------------------------------- bad rows
 
 
