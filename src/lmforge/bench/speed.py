@@ -10,8 +10,10 @@ comparable across lengths. Reported: median seconds per token with the min-max s
 repeat (median and range: > 1 means ours is faster), MFU against the fp32 matmul peak measured in the same run
 (``lmforge.bench.flops``), and memory: on CUDA the peak allocated bytes of a step; on CPU the bytes autograd saves
 for backward (``saved_tensors_hooks``), the part of training memory that grows with length (a process's peak RSS
-cannot be attributed to one of two models). bf16 runs under autocast on CUDA only; on CPU it is recorded as not
-measured (bf16 matmuls have no fast CPU kernel there: ~200x slower than fp32, measured).
+cannot be attributed to one of two models). The same memory of our model with gradient checkpointing on
+(``--gradient_checkpointing``, ``models.common``) is recorded beside it with the ratio on/off per architecture
+(not timed; ``--checkpointing_memory false`` skips it). bf16 runs under autocast on CUDA only; on CPU it is
+recorded as not measured (bf16 matmuls have no fast CPU kernel there: ~200x slower than fp32, measured).
 
 Shape: width ``hidden_size`` and ``num_layers`` Transformer blocks; GAU stacks (gau-alpha, flash-quad, flash) get
 twice the layers, because one GAU replaces attention *and* FFN (two GAUs ~ one block in parameters and FLOPs; the
@@ -39,6 +41,7 @@ from torch import nn
 
 from lmforge.bench.flops import matmul_peak, sample_ids, train_flops_per_token
 from lmforge.bench.peers import PEERS, build_peer
+from lmforge.models.common import set_gradient_checkpointing
 
 __all__ = [
     "GAU_STACKS",
@@ -90,6 +93,8 @@ class SpeedArgs:
     """Only redraw NAME.png from OUTPUT_DIR/NAME.json (no measurement)."""
     compile: bool = False
     """``torch.compile`` ours and the peer (the untimed warm-up steps compile; needs --warmup >= 1)."""
+    checkpointing_memory: bool = True
+    """Also measure our model's memory with gradient checkpointing on: the ratio on/off per row (not with --compile)."""
     profile: int = 0
     """Also profile one step of each model per row (``torch.profiler``) and keep its N most expensive ops by self
     time in the JSON and the log (0 = off; profiled steps are not timed)."""
@@ -383,6 +388,12 @@ def _measure_row(
         steps["peer"] = _step_fn(pair["peer"], ids, autocast)
     try:  # a length a model cannot take (e.g. a fixed position table) is a row with the reason
         memory = {key: step_memory(step, device) for key, step in steps.items()}
+        if args.checkpointing_memory and not args.compile:
+            set_gradient_checkpointing(pair["ours"], True)
+            try:
+                memory["ours_checkpointed"] = step_memory(steps["ours"], device)
+            finally:
+                set_gradient_checkpointing(pair["ours"], False)
         before = matmul_peak(device=device.type, tries=2)
         timing = measure_pair(steps, tokens=batch * length, warmup=args.warmup, repeats=args.steps)
         peak = max(before, matmul_peak(device=device.type, tries=2))  # sampled around the timed steps
@@ -397,6 +408,8 @@ def _measure_row(
             row[f"{key}_mfu"] = flops / timing[key]["median"] / peak
     if "ratio" in timing:
         row["ratio"] = timing["ratio"]
+    if "ours_checkpointed" in memory and memory["ours"]:
+        row["checkpointing_memory_ratio"] = memory["ours_checkpointed"] / memory["ours"]
     if args.profile:
         row["profile"] = {key: profile_step(step, top=args.profile) for key, step in steps.items()}
     return row
@@ -422,6 +435,8 @@ def _row_line(row: dict[str, Any]) -> str:
     line = f"{head} ours {row['ours_tokens_per_s']:9,.0f} tok/s"
     if "ratio" in row:
         line += f"  peer {row['peer_tokens_per_s']:9,.0f} tok/s  peer/ours time {row['ratio']['median']:.2f}x"
+    if "checkpointing_memory_ratio" in row:
+        line += f"  memory with checkpointing {row['checkpointing_memory_ratio']:.2f}x"
     for key, ops in row.get("profile", {}).items():
         line += f"\n    {key} profile: " + "; ".join(f"{o['op']} {o['share']:.0%} ({o['calls']}x)" for o in ops)
     return line
@@ -444,8 +459,8 @@ def format_markdown(result: dict[str, Any]) -> str:
         "shared machine when > 0.5).",
         "",
         "| model | task | peer | dtype | T | batch | ours tokens/s | peer tokens/s | speed-up vs peer, median (range) "
-        "| ours MB | peer MB | GFLOP/token | MFU ours | matmul peak GFLOP/s |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| ours MB | peer MB | GFLOP/token | MFU ours | matmul peak GFLOP/s | ours MB, checkpointing (on/off) |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     models = result["models"]
     for row in result["rows"]:
@@ -453,7 +468,7 @@ def format_markdown(result: dict[str, Any]) -> str:
         peer = row.get("peer_label") or f"none ({model.get('peer_error', '')})"
         start = f"| {row['model']} | {row['task']} | {peer} | {row['dtype']} | {row['length']} | {row['batch']} |"
         if row.get("status") != "ok":
-            lines.append(f"{start} {row['status']} | | | | | | | |")
+            lines.append(f"{start} {row['status']} | | | | | | | | |")
             continue
         memory = row["memory_bytes"]
         ratio = row.get("ratio")
@@ -461,14 +476,16 @@ def format_markdown(result: dict[str, Any]) -> str:
         peer_rate = f"{row['peer_tokens_per_s']:,.0f}" if "peer" in row else "-"
         flops = row.get("flops_per_token")
         mfu = row.get("ours_mfu")
+        ckpt = row.get("checkpointing_memory_ratio")
+        ckpt_text = "-" if ckpt is None else f"{_mb(memory['ours_checkpointed'])} ({ckpt:.2f}x)"
         lines.append(
             f"{start} {row['ours_tokens_per_s']:,.0f} | {peer_rate} | {ratio_text} | {_mb(memory.get('ours'))} | "
             f"{_mb(memory.get('peer'))} | {'-' if flops is None else f'{flops / 1e9:.3f}'} | "
-            f"{'-' if mfu is None else f'{mfu:.1%}'} | {row['peak_flops'] / 1e9:.0f} |"
+            f"{'-' if mfu is None else f'{mfu:.1%}'} | {row['peak_flops'] / 1e9:.0f} | {ckpt_text} |"
         )
     for name, model in models.items():
         if "error" in model:
-            lines.append(f"| {name} | | | | | | not measured: {model['error']} | | | | | | | |")
+            lines.append(f"| {name} | | | | | | not measured: {model['error']} | | | | | | | | |")
     lines.append("")
     on_cpu = env["device"].startswith("CPU")
     memory_note = "bytes saved for backward in one step (activation memory)" if on_cpu else "peak allocated bytes"
