@@ -126,7 +126,7 @@ def stage_finetune(args: argparse.Namespace, work: Path, out: dict[str, Any], sa
     from lmforge.tasks.finetune import FinetuneArgs, finetune
     from lmforge.train.checkpoint import TOKENIZER_DIR, load_model_info, resolve_checkpoint
 
-    checkpoint = resolve_checkpoint(str(work / "pretrain"))
+    checkpoint = resolve_checkpoint(args.pretrain_dir or str(work / "pretrain"))
     info = load_model_info(checkpoint)
     arms = {
         "pretrained": dict(model=str(checkpoint)),
@@ -141,18 +141,21 @@ def stage_finetune(args: argparse.Namespace, work: Path, out: dict[str, Any], sa
     }
     tasks = {k: v for k, v in tasks.items() if k in args.tasks.split(",") or (k == few and "few" in args.tasks)}
     runs = out.setdefault("runs", [])
-    done = {(r["task"], r["pooling"], r["arm"], r["seed"], r["lr"]) for r in runs}
+    done = {(r["task"], r["pooling"], r["arm"], r["seed"], r["lr"], r.get("llrd", 1.0), r.get("pretrain", "pretrain"))
+            for r in runs}  # fmt: skip
+    tag = Path(args.pretrain_dir).name if args.pretrain_dir else "pretrain"
+    llrds = [float(x) for x in args.llrds.split(",")]
     lrs = [float(x) for x in args.lrs.split(",")]
     # every task at the first lr, then the lr sweep (lo_topic only) last: a run cut short still has the main grid
     jobs = [(task, lrs[0]) for task in tasks] + [("lo_topic", lr) for lr in lrs[1:] if "lo_topic" in tasks]
-    grid = [(task, lr, pooling, seed) for task, lr in jobs for pooling in args.poolings.split(",")
-            for seed in (int(s) for s in args.seeds.split(","))]  # fmt: skip
-    for task, lr, pooling, seed in grid:
+    grid = [(task, lr, pooling, llrd, seed) for task, lr in jobs for pooling in args.poolings.split(",")
+            for llrd in llrds for seed in (int(s) for s in args.seeds.split(","))]  # fmt: skip
+    for task, lr, pooling, llrd, seed in grid:
         data, epochs = tasks[task]
         for arm, model_args in arms.items():  # interleaved per seed
-            if (task, pooling, arm, seed, lr) in done:
+            if (task, pooling, arm, seed, lr, llrd, tag) in done:
                 continue
-            run_dir = work / "finetune" / f"{task}-{pooling}-{arm}-lr{lr:g}-s{seed}"
+            run_dir = work / "finetune" / f"{task}-{pooling}-{arm}-lr{lr:g}-d{llrd:g}-s{seed}"
             started = time.perf_counter()
             report = finetune(
                 FinetuneArgs(
@@ -160,32 +163,35 @@ def stage_finetune(args: argparse.Namespace, work: Path, out: dict[str, Any], sa
                     max_seq_length=args.ft_length, per_device_train_batch_size=32, learning_rate=lr,
                     num_train_epochs=epochs, warmup_ratio=0.1, pooling=pooling, classifier_dropout=0.1,
                     eval_steps=10**9, save_steps=10**9, logging_steps=50, report_to="none", seed=seed,
-                    disable_tqdm=True, threads=args.finetune_threads, **model_args,
+                    disable_tqdm=True, threads=args.finetune_threads, layerwise_lr_decay=llrd, **model_args,
                 )
             )  # fmt: skip
             dev = report["dev"]
             runs.append({"task": task, "pooling": pooling, "arm": arm, "seed": seed, "lr": lr, "epochs": epochs,
+                         "llrd": llrd, "pretrain": tag,
                          "steps": report.get("steps"), "best_step": report.get("best_step"),
                          "accuracy": dev["accuracy"], "macro_f1": dev.get("macro_f1"),
                          "majority": dev["majority_baseline_accuracy"],
                          "train_examples": report["counts"]["train"]["examples"],
                          "dev_examples": report["counts"]["dev"]["examples"],
                          "wall_s": time.perf_counter() - started})  # fmt: skip
-            print(f"{task} {pooling} lr={lr:g} {arm} seed={seed}: dev accuracy {dev['accuracy']:.3f} "
-                  f"({runs[-1]['wall_s']:.0f} s)", flush=True)  # fmt: skip
+            print(f"{tag} {task} {pooling} lr={lr:g} llrd={llrd:g} {arm} seed={seed}: "
+                  f"dev accuracy {dev['accuracy']:.3f} ({runs[-1]['wall_s']:.0f} s)", flush=True)  # fmt: skip
             shutil.rmtree(run_dir, ignore_errors=True)  # weights are not kept
             save()
 
 
 def table(runs: list[dict[str, Any]]) -> str:
-    keys = sorted({(r["task"], r["pooling"], r["lr"]) for r in runs}, key=lambda k: (k[0], k[2], k[1]))
-    lines = ["| task | pooling | lr | pretrained mean (min-max) | random mean (min-max) | gain | beyond spread? | "
-             "majority |", "|---|---|---:|---:|---:|---:|---|---:|"]  # fmt: skip
-    for task, pooling, lr in keys:
+    def key(r: dict[str, Any]) -> tuple:
+        return r.get("pretrain", "pretrain"), r["task"], r["pooling"], r["lr"], r.get("llrd", 1.0)
+
+    keys = sorted({key(r) for r in runs}, key=lambda k: (k[0], k[1], k[3], k[2], k[4]))
+    lines = ["| pretraining | task | pooling | lr | layer decay | pretrained mean (min-max) | random mean (min-max) | "
+             "gain | beyond spread? | majority |", "|---|---|---|---:|---:|---:|---:|---:|---|---:|"]  # fmt: skip
+    for tag, task, pooling, lr, llrd in keys:
         cell, acc = {}, {}
         for arm in ("pretrained", "random"):
-            a = [r["accuracy"] for r in runs
-                 if (r["task"], r["pooling"], r["lr"], r["arm"]) == (task, pooling, lr, arm)]  # fmt: skip
+            a = [r["accuracy"] for r in runs if key(r) == (tag, task, pooling, lr, llrd) and r["arm"] == arm]
             acc[arm] = a
             cell[arm] = f"{statistics.mean(a):.3f} ({min(a):.3f}-{max(a):.3f}) n={len(a)}" if a else "-"
         if acc["pretrained"] and acc["random"]:
@@ -197,7 +203,8 @@ def table(runs: list[dict[str, Any]]) -> str:
         else:
             gain_s, verdict = "-", "-"
         majority = next(r["majority"] for r in runs if r["task"] == task)
-        lines.append(f"| {task} | {pooling} | {lr:g} | {cell['pretrained']} | {cell['random']} | {gain_s} | {verdict} "
+        lines.append(f"| {tag} | {task} | {pooling} | {lr:g} | {llrd:g} | {cell['pretrained']} | {cell['random']} "
+                     f"| {gain_s} | {verdict} "
                      f"| {majority:.3f} |")  # fmt: skip
     return "\n".join(lines)
 
@@ -228,6 +235,12 @@ def main() -> None:
     parser.add_argument("--few_label", type=int, default=200)
     parser.add_argument("--few_label_seed", type=int, default=0)
     parser.add_argument("--few_label_epochs", type=float, default=15.0)
+    parser.add_argument("--llrds", default="1.0", help="layer-wise lr decays of fine-tuning (1 = off), every task")
+    parser.add_argument(
+        "--pretrain_dir",
+        default=None,
+        help="fine-tune this pretraining run (default WORK/pretrain); runs are tagged with its name",
+    )
     parser.add_argument("--json", default="benchmarks/quality.json")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
