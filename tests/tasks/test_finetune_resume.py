@@ -165,7 +165,9 @@ def test_nonfinite_steps_are_skipped_and_too_many_in_a_row_stop(
     _poison(monkeypatch, {2})
     report = finetune(_args(synthetic_task, char_tokenizer_dir, tmp_path / "once", **common))
     assert report["steps"] == 3 and report["nonfinite_steps"] == 1
-    assert [r["nonfinite_steps"] for r in _records(tmp_path / "once") if "train_loss" in r] == [0, 1, 1]
+    # every step is logged; the skipped one without a train_loss (issue 18: it was a fake 0.0)
+    assert [r["nonfinite_steps"] for r in _records(tmp_path / "once") if "learning_rate" in r] == [0, 1, 1]
+    assert [("train_loss" in r) for r in _records(tmp_path / "once") if "learning_rate" in r] == [True, False, True]
     _poison(monkeypatch, {1, 2})
     with pytest.raises(NonFiniteLossError, match="stopping at step 2: 2 consecutive steps skipped"):
         finetune(_args(synthetic_task, char_tokenizer_dir, tmp_path / "twice", max_nonfinite_steps=2, **common))
