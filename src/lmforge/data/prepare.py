@@ -279,6 +279,15 @@ class PrepareAllArgs:
     validation_file: list[str] | str | None = None
     """Held-out input(s), read like --input, that become shards/validation in full instead of a hashed share of
     --input (HF run_mlm.py --validation_file); every --input document then goes to shards/train."""
+    train_ref_file: str | None = None
+    """mlm: a HF run_chinese_ref.py reference file for --input (one JSON list per non-blank line of the text, HF
+    run_mlm_wwm.py --train_ref_file): its whole-word marks replace --segmenter for Chinese characters (--segmenter
+    none: BERT words elsewhere, exactly as HF). The text is
+    then read as HF reads it: one document per non-blank line, in order, no shuffle, de-duplication or length
+    filter, each line its own sequence (--line_by_line); a line count that differs from the ref file's is an error."""
+    write_ref_file: str | None = None
+    """Write our whole-word segmentation of --input in run_chinese_ref.py format to this file, one line per non-blank
+    line of the text (read in order as with --train_ref_file), for HF run_mlm_wwm.py --train_ref_file."""
     seed: int = 42
     """Seed of the corpus shuffle and the validation split."""
     progress: bool = True
@@ -294,6 +303,12 @@ def prepare_all(args: PrepareAllArgs) -> Path:
     for held_out_path in _as_list(args.validation_file or []):  # before a long ingest of --input, not after
         if not Path(held_out_path).exists():
             raise PrepareError(f"--validation_file {held_out_path!r} does not exist")
+    if args.train_ref_file is not None:
+        if args.objective != "mlm":
+            raise PrepareError("--train_ref_file marks whole words for masked LM; it has no use with --objective clm")
+        if not Path(args.train_ref_file).is_file():
+            raise PrepareError(f"--train_ref_file {args.train_ref_file!r} does not exist")
+    in_order = args.train_ref_file is not None or args.write_ref_file is not None  # ref line k <-> text line k
     if args.tokenizer_name is not None:  # a wrong name or a tokenizer unfit for the objective fails before ingest
         from lmforge.data.lm_tokenizer import require_mask_token_id
         from lmforge.data.tokenizer_import import load_named_tokenizer
@@ -305,17 +320,23 @@ def prepare_all(args: PrepareAllArgs) -> Path:
         input=_as_list(args.input),
         output_dir=str(out / "corpus"),
         text_field=args.text_field,
-        min_doc_length=args.min_doc_length,
-        one_doc_per_line=args.one_doc_per_line or args.line_by_line,  # HF: each line of the text is an example
+        min_doc_length=0 if in_order else args.min_doc_length,  # every non-blank line, as run_mlm_wwm.py reads it
+        one_doc_per_line=args.one_doc_per_line or args.line_by_line or in_order,  # HF: each line is an example
         normalize=args.normalize,
-        dedup=args.dedup,
+        dedup=args.dedup and not in_order,
+        shuffle=not in_order,
         keep_partial=args.keep_partial,
         follow_symlinks=args.follow_symlinks,
         seed=args.seed,
         num_proc=args.num_proc,
         progress=args.progress,
     )
+    if in_order:
+        print("ref file: the text is read in order, one document per non-blank line (no shuffle, de-duplication or "
+              "length filter), so that ref line k belongs to text line k")  # fmt: skip
     corpus = prepare_corpus(corpus_args)
+    if in_order:
+        _check_ref_alignment(corpus, args.train_ref_file, out / "corpus" / "report.json")
     held_out = None
     if args.validation_file is not None:
         validation_args = dataclasses.replace(
@@ -347,8 +368,10 @@ def prepare_all(args: PrepareAllArgs) -> Path:
         objective=args.objective,
         max_seq_length=args.max_seq_length,
         block_size=args.block_size,
-        line_by_line=args.line_by_line,
+        line_by_line=args.line_by_line or args.train_ref_file is not None,
         segmenter=args.segmenter,
+        train_ref_file=args.train_ref_file,
+        write_ref_file=args.write_ref_file,
         validation_split_percentage=0.0 if held_out else args.validation_split_percentage,
         seed=args.seed,
         num_proc=args.num_proc,
@@ -375,8 +398,11 @@ def _held_out_shards(shards_args: ShardsArgs, corpus: Path, target: Path, valida
     out everything lands in train/, which becomes ``target``, its index saying so."""
     scratch = target.parent / ".validation-file-shards"
     shutil.rmtree(scratch, ignore_errors=True)
+    held_out_args = dataclasses.replace(
+        shards_args, input=[str(corpus)], output_dir=str(scratch), train_ref_file=None, write_ref_file=None
+    )
     with contextlib.redirect_stdout(io.StringIO()):  # its line would say "train N / validation 0"
-        prepare_shards(dataclasses.replace(shards_args, input=[str(corpus)], output_dir=str(scratch)))
+        prepare_shards(held_out_args)
     index = json.loads((scratch / "train" / "index.json").read_text(encoding="utf-8"))
     index["split"] = "validation"
     index["build"]["validation_file"] = [str(v) for v in _as_list(validation_file)]
@@ -388,6 +414,24 @@ def _held_out_shards(shards_args: ShardsArgs, corpus: Path, target: Path, valida
         f"shards: --validation_file {index['num_documents']} documents -> validation {index['num_sequences']} "
         f"sequences -> {target}"
     )
+
+
+def _check_ref_alignment(report: dict, ref_file: str | None, report_path: Path) -> None:
+    """With a ref file (read or written) every non-blank line of the text must be a document, in order."""
+    from lmforge.data.chinese_ref import count_ref_lines
+
+    if report["documents_out"] != report["documents_in"]:
+        skipped = ", ".join(f"{k} {v}" for k, v in report["skipped"].items() if v)
+        raise PrepareError(
+            f"a ref file lines up with every non-blank line of the text, but ingest skipped "
+            f"{report['documents_in'] - report['documents_out']} of {report['documents_in']} ({skipped}; see "
+            f"{report_path}): fix those lines first"
+        )
+    if ref_file is not None and (found := count_ref_lines(ref_file)) != report["documents_out"]:
+        raise PrepareError(
+            f"--train_ref_file {ref_file!r} has {found} non-blank lines but the text has {report['documents_out']}; "
+            "ref line k must belong to text line k (run_chinese_ref.py on the same text)"
+        )
 
 
 def _take_chars(texts, limit: int):

@@ -4,7 +4,12 @@ HF/PaddleNLP's ``run_chinese_ref.py`` segments, tokenizes and writes reference i
 corpus files are cut into ~2 MB byte ranges (``_byte_ranges``; a line belongs to the range it starts in) and each
 of ``num_proc`` processes segments and tokenizes whole batches (``_encode_range``), storing word-start flags next to
 the token ids, so the training tokenizer and the whole-word boundaries cannot drift apart. A document goes to
-validation when a seeded blake2b hash of its text falls below ``validation_split_percentage``. The parent writes
+validation when a seeded blake2b hash of its text falls below ``validation_split_percentage``.
+
+HF ref files (``chinese_ref.py``): with ``train_ref_file`` the parent counts the documents of every byte range
+(non-blank lines) before any work, checks the total against the ref file's lines, and sends each range its slice of
+refs, which replace the segmenter (``apply_refs``); ``write_ref_file`` has every range return its documents' refs,
+written in corpus order. The parent writes
 both splits (``shards.ShardWriter``); a write error deletes both. Format: ``shards.py``. Top level imports nothing
 heavy (``lmforge prepare --help`` stays fast).
 """
@@ -12,7 +17,9 @@ heavy (``lmforge prepare --help`` stays fast).
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -52,6 +59,13 @@ class ShardsArgs:
     """Tokens per bin file (about 64 MB of uint16)."""
     text_field: str = "text"
     """Field holding the text in the jsonl files."""
+    train_ref_file: str | None = None
+    """mlm: a HF run_chinese_ref.py reference file, one JSON list per non-blank corpus line (document k <-> ref line
+    k, in corpus order): its whole-word marks replace --segmenter for Chinese characters in the first 510 tokens of
+    each document (HF run_mlm_wwm.py --train_ref_file; --segmenter none for HF's rule elsewhere). A count mismatch is
+    an error before any work."""
+    write_ref_file: str | None = None
+    """Also write our segmentation in run_chinese_ref.py format: one line per document, in corpus order."""
     progress: bool = True
     """Show a progress bar with MB/s (only when stderr is a terminal)."""
 
@@ -61,7 +75,9 @@ class ShardsArgs:
 _WORKER: dict = {}
 
 
-def _init_shard_worker(tokenizer_path: str, segmenter: str, text_field: str, fraction: float, seed: int) -> None:
+def _init_shard_worker(
+    tokenizer_path: str, segmenter: str, text_field: str, fraction: float, seed: int, write_refs: bool = False
+) -> None:
     """Load the tokenizer once per process. The parent calls it before the pool forks, so forked workers inherit
     it (and rjieba's dictionary) instead of loading their own."""
     import multiprocessing
@@ -69,7 +85,7 @@ def _init_shard_worker(tokenizer_path: str, segmenter: str, text_field: str, fra
 
     if multiprocessing.parent_process() is not None:  # a pool worker: num_proc processes, not num_proc * threads
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    key = (tokenizer_path, segmenter, text_field, fraction, seed)
+    key = (tokenizer_path, segmenter, text_field, fraction, seed, write_refs)
     if _WORKER.get("key") == key:
         return
     from lmforge.data.shards import token_dtype
@@ -84,6 +100,7 @@ def _init_shard_worker(tokenizer_path: str, segmenter: str, text_field: str, fra
         text_field=text_field,
         threshold=int(fraction * 2**64),
         hash_key=str(seed).encode()[:64],
+        write_refs=write_refs,
     )
 
 
@@ -104,19 +121,24 @@ def _read_range(path: str, start: int, end: int) -> list[bytes]:
     return lines
 
 
-def _encode_range(task: tuple[str, int, int]) -> dict:
-    """Read, parse, segment and tokenize the jsonl lines of one byte range (runs in a worker)."""
+def _encode_range(task: tuple) -> dict:
+    """Read, parse, segment and tokenize the jsonl lines of one byte range (runs in a worker). ``task``: (path, start,
+    end), plus (refs, first document number) with a ref file."""
     import hashlib
 
     import numpy as np
 
+    from lmforge.data.chinese_ref import apply_refs, ref_lines
+    from lmforge.data.errors import PrepareError
     from lmforge.data.segment import token_word_starts, word_starts
+    from lmforge.data.tokenizer_spec import codepoints
 
+    path, start, end, *ref_task = task
     tokenizer, field = _WORKER["tokenizer"], _WORKER["text_field"]
     texts: list[str] = []
     encoded_texts: list[bytes] = []
     bad = 0
-    for line in _read_range(*task):
+    for line in _read_range(path, start, end):
         try:
             record = json.loads(line)
             text = record.get(field) if isinstance(record, dict) else None
@@ -130,9 +152,32 @@ def _encode_range(task: tuple[str, int, int]) -> dict:
             bad += 1
     encoded = tokenizer.encode_batch(texts)
     char_starts = word_starts(texts, segmenter=_WORKER["segmenter"])
+    cps = codepoints("\n".join(texts)) if ref_task or _WORKER["write_refs"] else None
+    if ref_task:
+        refs, first = ref_task
+        if bad:  # its ref line would go to the next document
+            raise PrepareError(
+                f"{path} (bytes {start}-{end}): {bad} non-blank lines are not JSON documents with a string {field!r}; "
+                "with --train_ref_file every non-blank corpus line must be one (ref line k belongs to document k)"
+            )
+        char_starts = apply_refs(
+            char_starts,
+            refs,
+            codepoints=cps,
+            starts=encoded.starts,
+            ends=encoded.ends,
+            doc_tokens=encoded.doc_tokens,
+            doc_chars=encoded.doc_chars,
+            where=lambda doc: f"--train_ref_file line {first + doc + 1} (a document of {path})",
+        )
     flags = token_word_starts(char_starts, starts=encoded.starts, ends=encoded.ends)
     lengths = np.diff(encoded.doc_tokens)
     flags[encoded.doc_tokens[:-1][lengths > 0]] = True  # a document always starts a word
+    refs_text = None
+    if _WORKER["write_refs"]:
+        refs_text = ref_lines(
+            flags, codepoints=cps, starts=encoded.starts, ends=encoded.ends, doc_tokens=encoded.doc_tokens
+        )
     hash_key, threshold = _WORKER["hash_key"], _WORKER["threshold"]
     validation = np.array(
         [int.from_bytes(hashlib.blake2b(d, digest_size=8, key=hash_key).digest()) < threshold for d in encoded_texts],
@@ -145,7 +190,8 @@ def _encode_range(task: tuple[str, int, int]) -> dict:
         "validation": validation,
         "bad": bad,
         "chars": int(sum(map(len, texts))),
-        "bytes": task[2] - task[1],
+        "bytes": end - start,
+        "refs_text": refs_text,
     }
 
 
@@ -156,6 +202,54 @@ def _byte_ranges(files: list[Path], size: int) -> list[tuple[str, int, int]]:
         total = path.stat().st_size
         tasks += [(str(path), start, min(start + size, total)) for start in range(0, total, size)]
     return tasks
+
+
+def _with_refs(tasks: list[tuple[str, int, int]], ref_file: str) -> Iterator[tuple]:
+    """``tasks`` with each range's refs and first document number. Its documents (non-blank lines) are counted
+    first, in the parent, so that a ref file that does not match the corpus is one line before any work."""
+    import itertools
+
+    from lmforge.data.chinese_ref import count_ref_lines, read_ref_file
+    from lmforge.data.errors import PrepareError
+
+    documents = [sum(1 for line in _read_range(*task) if line.strip()) for task in tasks]
+    expected, found = sum(documents), count_ref_lines(ref_file)
+    if expected != found:
+        raise PrepareError(
+            f"--train_ref_file {ref_file!r} has {found} non-blank lines but the corpus has {expected} documents; "
+            "ref line k must belong to document k (run_chinese_ref.py on the same text, one line per document)"
+        )
+    refs = read_ref_file(ref_file)
+    first = 0
+    for task, count in zip(tasks, documents):
+        yield (*task, list(itertools.islice(refs, count)), first)
+        first += count
+
+
+class _RefWriter:
+    """``--write_ref_file``: lines appended in corpus order to a temporary file, renamed into place by ``close``."""
+
+    def __init__(self, path: str) -> None:
+        from lmforge.data.errors import OutputWriteError
+
+        self.path = Path(path)
+        self.temporary = self.path.with_name(self.path.name + ".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.handle = open(self.temporary, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        except OSError as error:
+            raise OutputWriteError(f"cannot write --write_ref_file {str(path)!r}: {error}") from error
+
+    def write(self, text: str) -> None:
+        self.handle.write(text)
+
+    def close(self) -> None:
+        self.handle.close()
+        os.replace(self.temporary, self.path)
+
+    def abort(self) -> None:
+        self.handle.close()
+        self.temporary.unlink(missing_ok=True)
 
 
 def prepare_shards(args: ShardsArgs) -> Path:
@@ -178,6 +272,11 @@ def prepare_shards(args: ShardsArgs) -> Path:
         raise PrepareError("--line_by_line is for mlm; clm blocks always pack documents (HF run_clm.py)")
     if args.objective == "clm" and args.block_size < 2:
         raise PrepareError(f"block_size must be >= 2, got {args.block_size}")
+    if args.train_ref_file is not None:
+        if args.objective != "mlm":
+            raise PrepareError("--train_ref_file marks whole words for masked LM; it has no use with --objective clm")
+        if not Path(args.train_ref_file).is_file():
+            raise PrepareError(f"--train_ref_file {args.train_ref_file!r} does not exist")
     tokenizer_path = _tokenizer_path(args)
     started = time.perf_counter()
     files = corpus_files(_as_list(args.input))
@@ -188,6 +287,7 @@ def prepare_shards(args: ShardsArgs) -> Path:
         args.text_field,
         args.validation_split_percentage / 100,
         args.seed,
+        args.write_ref_file is not None,
     )
     _init_shard_worker(*init)  # before the pool forks: workers inherit the tokenizer and rjieba's dictionary
     tokenizer = _WORKER["tokenizer"]
@@ -259,38 +359,34 @@ def _check_sequence_tokens(tokenizer, objective: str) -> None:
 
 def _write_shards(args: ShardsArgs, files: list[Path], writers: dict, *, tokenizer, segmenter, init, started) -> Path:
     """Encode every byte range of ``files`` (in ``num_proc`` processes) into the split writers and close them."""
-    import numpy as np
-
     from lmforge.data.errors import PrepareError
 
     output_dir = Path(args.output_dir)
     bar = _progress_bar(sum(p.stat().st_size for p in files), "shards", args.progress)
     counts = {"documents": 0, "malformed_lines": 0, "chars": 0}
     tasks = _byte_ranges(files, 1 << 21)
-    for result in bounded_imap(
-        _encode_range, tasks, num_proc=args.num_proc, initializer=_init_shard_worker, initargs=init
-    ):
-        validation, lengths = result["validation"], result["lengths"]
-        token_in_validation = np.repeat(validation, lengths)
-        for split, docs, tokens in (
-            ("train", ~validation, ~token_in_validation),
-            ("validation", validation, token_in_validation),
-        ):
-            writers[split].add(result["ids"][tokens], word_starts=result["flags"][tokens], doc_lengths=lengths[docs])
-        counts["documents"] += int(lengths.size)
-        counts["malformed_lines"] += result["bad"]
-        counts["chars"] += result["chars"]
-        bar.update(result["bytes"])
-    bar.close()
-    if counts["documents"] == 0:
-        raise PrepareError(
-            f"no documents with a string {args.text_field!r} field in {[str(p) for p in files]} "
-            f"({counts['malformed_lines']} other lines); is this a 'prepare corpus' output?"
-        )
+    if args.train_ref_file is not None:
+        tasks = _with_refs(tasks, args.train_ref_file)
+    refs_out = _RefWriter(args.write_ref_file) if args.write_ref_file is not None else None
+    try:
+        _encode_all(tasks, args, writers, init, counts, bar, refs_out)
+        bar.close()
+        if counts["documents"] == 0:
+            raise PrepareError(
+                f"no documents with a string {args.text_field!r} field in {[str(p) for p in files]} "
+                f"({counts['malformed_lines']} other lines); is this a 'prepare corpus' output?"
+            )
+    except BaseException:
+        if refs_out is not None:
+            refs_out.abort()
+        raise
+    if refs_out is not None:
+        refs_out.close()
     seconds = time.perf_counter() - started
     build = {
         "inputs": [str(p) for p in files],
         "segmenter": segmenter,
+        **({"train_ref_file": str(args.train_ref_file)} if args.train_ref_file is not None else {}),
         "validation_split_percentage": args.validation_split_percentage,
         "seed": args.seed,
         **counts,
@@ -304,3 +400,25 @@ def _write_shards(args: ShardsArgs, files: list[Path], writers: dict, *, tokeniz
         f"tokenizer {tokenizer.fingerprint} ({seconds:.1f} s) -> {output_dir}"
     )
     return output_dir
+
+
+def _encode_all(tasks, args: ShardsArgs, writers: dict, init: tuple, counts: dict, bar, refs_out) -> None:
+    """The encoded ranges, in order, into the split writers (and the ref file), counting as they come."""
+    import numpy as np
+
+    for result in bounded_imap(
+        _encode_range, tasks, num_proc=args.num_proc, initializer=_init_shard_worker, initargs=init
+    ):
+        if refs_out is not None:
+            refs_out.write(result["refs_text"])
+        validation, lengths = result["validation"], result["lengths"]
+        token_in_validation = np.repeat(validation, lengths)
+        for split, docs, tokens in (
+            ("train", ~validation, ~token_in_validation),
+            ("validation", validation, token_in_validation),
+        ):
+            writers[split].add(result["ids"][tokens], word_starts=result["flags"][tokens], doc_lengths=lengths[docs])
+        counts["documents"] += int(lengths.size)
+        counts["malformed_lines"] += result["bad"]
+        counts["chars"] += result["chars"]
+        bar.update(result["bytes"])
