@@ -126,6 +126,13 @@ def test_user_errors(mlm_data: Path, tmp_path: Path) -> None:
         _run(mlm_data, tmp_path / "v", objective="clm")
     with pytest.raises(ValueError, match="holds packed sequences"):  # the flag cannot unpack prepared shards
         _run(mlm_data, tmp_path / "u", line_by_line=True)
+    with pytest.raises(ValueError, match=r"of 32 tokens but --max_seq_length is 16: 50% of every sequence"):
+        _run(mlm_data, tmp_path / "t", max_seq_length=16)  # packed sequences are never cut silently
+
+
+def test_clm_blocks_longer_than_the_training_length_are_refused(clm_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"of 24 tokens .* prepare all --block_size 12"):
+        _run(clm_data, tmp_path / "run", objective="clm", max_seq_length=12)
 
 
 def test_moe_router_metrics_are_logged(clm_data: Path, tmp_path: Path) -> None:

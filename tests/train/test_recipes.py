@@ -35,7 +35,7 @@ def _prepared(tmp_path_factory: pytest.TempPathFactory, kind: str) -> Path:
     out = source.parent / "data"
     options = {
         "mlm": dict(cjk_continuations=False),
-        "clm": dict(objective="clm", tokenizer="bpe", vocab_size=300, segmenter="none"),
+        "clm": dict(objective="clm", tokenizer="bpe", vocab_size=300, segmenter="none", block_size=32),
         "chars": dict(tokenizer="codepoint"),
     }[kind]
     prepare_all(PrepareAllArgs(input=[str(source)], output_dir=str(out), max_seq_length=32, progress=False,

@@ -315,6 +315,14 @@ def build_job(args: PretrainArgs, info: DistInfo) -> TrainingJob:
             f"--line_by_line true but {paths.train} holds packed sequences; prepare the data with "
             "`lmforge prepare all --line_by_line true` (or drop the flag)"
         )
+    if train_shards.layout == "packed" and args.max_seq_length < train_shards.sequence_length:
+        lost = 1 - args.max_seq_length / train_shards.sequence_length
+        raise ValueError(
+            f"{paths.train} holds packed sequences of {train_shards.sequence_length} tokens but --max_seq_length is "
+            f"{args.max_seq_length}: {lost:.0%} of every sequence would be cut away unseen; pass --max_seq_length "
+            f"{train_shards.sequence_length} or prepare the data at {args.max_seq_length} (`lmforge prepare all "
+            f"--{'block_size' if objective == 'clm' else 'max_seq_length'} {args.max_seq_length}`)"
+        )
     sequence_length = min(args.max_seq_length, train_shards.sequence_length)
     if objective == "mlm":
         collator = MLMCollator(
