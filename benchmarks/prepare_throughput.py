@@ -10,6 +10,9 @@ Measured side by side in one run, each in a fresh Python process, on the same ra
   (the same char vocabulary, no truncation, so it sees all the text), then the greedy longest-word "##" marking and
   the reference positions, written out as JSON lines. Tokenizer loading is not timed.
 
+With ``--baseline_src DIR`` (a copy of an older ``src/``) the pipeline also runs from that code at ``num_proc=1`` in
+the same run, interleaved with the current code trial by trial: the before/after ratio of a change.
+
 Throughput is MB of raw UTF-8 text per second of wall time; we report ratios (timings on a shared machine drift,
 ratios measured in one run much less). Peak RSS is the largest sum over the process tree (main + workers), sampled
 every 20 ms, at 1x and ``--repeat``x input. CPU seconds (user + sys of the process and its pool workers, over the
@@ -17,6 +20,8 @@ same region as the wall time) per MB show the work done, which other jobs on a s
 than wall time. Output: a markdown table on stdout and JSON in ``--out``.
 
     python benchmarks/prepare_throughput.py --repeat 4 --num_proc 1 2
+    git archive OLD src | tar -x -C /tmp/old && python benchmarks/prepare_throughput.py --repeat 6 --num_proc 1 \
+        --baseline_src /tmp/old/src
 """
 
 from __future__ import annotations
@@ -156,9 +161,10 @@ def _tree_rss_kb(root: int) -> int:
     return total
 
 
-def run(code: str) -> dict:
-    """Run ``code`` in a fresh interpreter; returns its JSON line plus the peak RSS of its process tree."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+def run(code: str, src: Path = REPO / "src") -> dict:
+    """Run ``code`` in a fresh interpreter (importing lmforge from ``src``); returns its JSON line plus the peak RSS
+    of its process tree."""
+    env = {**os.environ, "PYTHONPATH": str(src)}
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env, text=True, cwd=REPO)
     peak = 0
     done = threading.Event()
@@ -201,6 +207,8 @@ def main() -> None:
     parser.add_argument("--num_proc", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--trials", type=int, default=3, help="runs of each row; the median is reported")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "prepare")
+    parser.add_argument("--baseline_src", type=Path, help="an older src/ to time in the same run (num_proc=1)")
+    parser.add_argument("--skip_reference", action="store_true", help="leave out (b), the slow per-document recipe")
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
@@ -209,8 +217,7 @@ def main() -> None:
     mb = large_bytes / 1e6
     rows: dict[str, dict] = {}
 
-    def median_of(code: str, trials: int) -> dict:
-        results = [run(code) for _ in range(trials)]
+    def summary(results: list[dict]) -> dict:
         return {
             "seconds": statistics.median(r["seconds"] for r in results),
             "all_seconds": [round(r["seconds"], 3) for r in results],
@@ -218,34 +225,56 @@ def main() -> None:
             "cpu_seconds": statistics.median(r["cpu_seconds"] for r in results),
         }
 
+    def median_of(code: str, trials: int) -> dict:
+        return summary([run(code) for _ in range(trials)])
+
+    # the rows measured against each other are interleaved trial by trial, so that load from other jobs on a shared
+    # machine falls on all of them alike
+    interleaved: dict[str, tuple[str, Path]] = {}
     for num_proc in args.num_proc:
         output = str(args.out / f"pipeline-np{num_proc}")
-        rows[f"pipeline num_proc={num_proc}"] = median_of(
-            PIPELINE.format(input=str(large), output=output, num_proc=num_proc), args.trials
+        interleaved[f"pipeline num_proc={num_proc}"] = (
+            PIPELINE.format(input=str(large), output=output, num_proc=num_proc),
+            REPO / "src",
         )
-    rows["(a) rjieba alone"] = median_of(RJIEBA.format(input=str(large)), args.trials)
-    tokenizer = args.out / f"pipeline-np{args.num_proc[0]}" / "tokenizer"
-    rows["(b) reference per-document"] = median_of(
-        REFERENCE.format(input=str(large), tokenizer=str(tokenizer), output=str(args.out / "reference-refs.jsonl")),
-        args.trials,
-    )
+    if args.baseline_src is not None:
+        output = str(args.out / "pipeline-baseline")
+        interleaved["pipeline num_proc=1, --baseline_src"] = (
+            PIPELINE.format(input=str(large), output=output, num_proc=1),
+            args.baseline_src.resolve(),
+        )
+    interleaved["(a) rjieba alone"] = (RJIEBA.format(input=str(large)), REPO / "src")
+    trials: dict[str, list[dict]] = {name: [] for name in interleaved}
+    for _ in range(args.trials):
+        for name, (code, src) in interleaved.items():
+            trials[name].append(run(code, src))
+    rows.update({name: summary(results) for name, results in trials.items()})
+    if not args.skip_reference:
+        tokenizer = args.out / f"pipeline-np{args.num_proc[0]}" / "tokenizer"
+        rows["(b) reference per-document"] = median_of(
+            REFERENCE.format(input=str(large), tokenizer=str(tokenizer), output=str(args.out / "reference-refs.jsonl")),
+            args.trials,
+        )
     memory = {}
     for repeat, directory in ((1, small), (args.repeat, large)):
         output = str(args.out / f"memory-{repeat}x")
         memory[f"{repeat}x"] = run(PIPELINE.format(input=str(directory), output=output, num_proc=1))["peak_rss_mb"]
 
     rjieba_mbs = mb / rows["(a) rjieba alone"]["seconds"]
-    reference_mbs = mb / rows["(b) reference per-document"]["seconds"]
+    rjieba_cpu = rows["(a) rjieba alone"]["cpu_seconds"]
+    reference = rows.get("(b) reference per-document")
+    reference_mbs = mb / reference["seconds"] if reference else float("nan")
     load = (load_before, os.getloadavg()[0])
     print(f"input: bundled corpus x{args.repeat} = {mb:.1f} MB of text; {platform.machine()}, {os.cpu_count()} CPUs; "
           f"load average {load[0]:.1f} -> {load[1]:.1f} (other jobs); {datetime.date.today()}")  # fmt: skip
-    print("\n| run | MB/s | vs (a) rjieba | vs (b) reference | CPU s per MB | peak RSS (MB) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("\n| run | MB/s | vs (a) rjieba | vs (b) reference | CPU s per MB | CPU vs (a) | peak RSS (MB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, row in rows.items():
         row["mb_per_s"] = mb / row["seconds"]
         print(
             f"| {name} | {row['mb_per_s']:.2f} | {row['mb_per_s'] / rjieba_mbs:.2f}x | "
-            f"{row['mb_per_s'] / reference_mbs:.2f}x | {row['cpu_seconds'] / mb:.3f} | {row['peak_rss_mb']:.0f} |"
+            f"{row['mb_per_s'] / reference_mbs:.2f}x | {row['cpu_seconds'] / mb:.3f} | "
+            f"{rjieba_cpu / row['cpu_seconds']:.2f}x | {row['peak_rss_mb']:.0f} |"
         )
     print(f"\npeak RSS of the pipeline (num_proc=1): 1x input {memory['1x']:.0f} MB, "
           f"{args.repeat}x input {memory[f'{args.repeat}x']:.0f} MB")  # fmt: skip
@@ -254,6 +283,7 @@ def main() -> None:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "input_mb": mb,
         "input_mb_1x": small_bytes / 1e6,
+        "baseline_src": str(args.baseline_src) if args.baseline_src else None,
         "cpus": os.cpu_count(),
         "load_average": load,
         "rows": rows,

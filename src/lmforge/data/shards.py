@@ -38,6 +38,7 @@ Writes go through Python file objects, not ``ndarray.tofile``/``np.save``, whose
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import io
 import json
@@ -301,34 +302,35 @@ class ShardWriter:
         base = self._num_tokens  # flags[k] is the flag of file position base + k
         cost = np.zeros(lengths.size + 1, dtype=np.int64)  # cost[j] - cost[i]: docs i..j-1, a separator before each
         np.cumsum(lengths + 1, out=cost[1:])
-        ends = starts + lengths
+        # one step per sequence: Python ints and bisect, numpy scalars cost ~1 us per operation here
+        cost_list, starts_list, ends_list = cost.tolist(), starts.tolist(), (starts + lengths).tolist()
+        count = lengths.size
         out = []
         start, used = self._open_sequence
-        i, position = 0, int(starts[0])
-        while i < lengths.size:
+        i, position = 0, starts_list[0]
+        while i < count:
             if used == 0:
                 start = position
-            if position == starts[i]:  # at a document start: take every whole document that fits
+            if position == starts_list[i]:  # at a document start: take every whole document that fits
                 budget = width - used + (used == 0)  # the first document of a sequence needs no separator
-                j = int(np.searchsorted(cost, cost[i] + budget, side="right")) - 1
+                j = bisect.bisect_right(cost_list, cost_list[i] + budget) - 1
                 if j > i:
-                    used += int(cost[j] - cost[i]) - (used == 0)
-                    i, position = j, int(ends[j - 1])
+                    used += cost_list[j] - cost_list[i] - (used == 0)
+                    i, position = j, ends_list[j - 1]
                     continue
             room = width - used - (used > 0)
-            if ends[i] - position <= room:  # the rest of a document cut by the previous sequence
-                used += int(ends[i] - position) + (used > 0)
-                i, position = i + 1, int(ends[i])
+            if ends_list[i] - position <= room:  # the rest of a document cut by the previous sequence
+                used += ends_list[i] - position + (used > 0)
+                position = ends_list[i]
+                i += 1
                 continue
-            cut = None
             if room > 0:
-                heads = np.flatnonzero(flags[position + 1 - base : position + room + 1 - base])
-                if heads.size:
-                    cut = position + 1 + int(heads[-1])
+                window = flags[position + 1 - base : position + room + 1 - base]
+                last = window.size - 1 - int(window[::-1].argmax())  # the last word start that fits, if any
+                if window[last]:
+                    position += 1 + last
                 elif used == 0:
-                    cut = position + room  # one word longer than a sequence: cut hard, as the document layout does
-            if cut is not None:
-                position = cut
+                    position += room  # one word longer than a sequence: cut hard, as the document layout does
             out.append((start, position))
             used = 0
         self._open_sequence = (start, used)
