@@ -71,3 +71,22 @@ def test_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
         cli.run(["compare", "--variants", '["no-such-variant"]', "--output_dir", str(tmp_path)])
     assert "unknown variant 'no-such-variant'" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()  # the name is checked before any data is prepared
+
+
+def test_equal_time_budget_sets_steps_from_timed_steps(tmp_path: Path, mlm_data: Path) -> None:
+    """--budget_minutes: each variant's steps come from its timed seconds per step, so a variant twice as slow gets
+    about half the steps; the table says the budget and the minutes each run took."""
+    args = CompareArgs(
+        variants=["bert", "wide-bert"],
+        custom_variants={"wide-bert": {"model": "bert", "overrides": {"intermediate_size": 512}}},
+        seeds=[1, 2], data_dir=str(mlm_data), output_dir=str(tmp_path), max_seq_length=32, eval_lengths=[32],
+        eval_max_tokens=256, hidden_size=32, num_layers=1, budget_minutes=0.02, per_device_train_batch_size=4,
+        threads=1, plot=False,
+    )  # fmt: skip
+    assert args.budget == "time"
+    result = compare(args)
+    for variant in result["variants"].values():
+        assert variant["steps"] == max(1, int(0.02 * 60 / variant["timed_s_per_step"]))
+    assert "budget time (0.02 min of training per run)" in (tmp_path / "compare.md").read_text()
+    with pytest.raises(ValueError, match="needs --budget_minutes"):
+        CompareArgs(budget="time")

@@ -9,7 +9,10 @@ per run: the held-out split masked once with a fixed seed (the same masked token
 the training length and at the other ``eval_lengths`` (length generalisation).
 
 Budget: ``tokens`` gives every variant the same steps (same tokens seen); ``flops`` scales each variant's steps so
-that steps x analytic training FLOPs per token (``lmforge.bench.flops``) equals the first variant's.
+that steps x analytic training FLOPs per token (``lmforge.bench.flops``) equals the first variant's; ``time``
+(``--budget_minutes N``) gives every run N minutes of training: each variant's seconds per step are timed first
+(forward + backward + AdamW on a batch of the training shape, the variants in turn, the median of 3 rounds, so
+that load drifts hit all alike) and its steps set to fill the budget; the table shows the minutes each run took.
 
 Verdict (modded-nanogpt's rule that a claim needs several seeds): variant A is called better than the reference
 (the first variant) only when the difference of mean accuracies exceeds the seed spread, i.e. when their seed
@@ -72,8 +75,12 @@ class CompareArgs:
     """Width of every variant."""
     num_layers: int = 2
     """Transformer blocks; GAU stacks get 2x GAU layers (``lmforge.bench.speed.bench_config``)."""
-    budget: Literal["tokens", "flops"] = "tokens"
-    """tokens: the same steps for every variant; flops: steps scaled to the first variant's training FLOPs."""
+    budget: Literal["tokens", "flops", "time"] = "tokens"
+    """tokens: the same steps for every variant; flops: steps scaled to the first variant's training FLOPs; time: the
+    same training minutes for every run (set by --budget_minutes)."""
+    budget_minutes: float | None = None
+    """Training minutes per run (every variant and seed): selects --budget time and sets each variant's steps from
+    its timed seconds per step (the FLASH paper's quality-at-equal-time question)."""
     max_steps: int = 250
     """Steps of the reference variant."""
     per_device_train_batch_size: int = 16
@@ -96,6 +103,12 @@ class CompareArgs:
         for key in ("max_seq_length", "eval_max_tokens", "hidden_size", "num_layers", "max_steps", "threads"):
             if getattr(self, key) < 1:
                 raise ValueError(f"--{key} must be >= 1, got {getattr(self, key)}")
+        if self.budget_minutes is not None:
+            if not self.budget_minutes > 0:
+                raise ValueError(f"--budget_minutes must be > 0, got {self.budget_minutes}")
+            self.budget = "time"
+        elif self.budget == "time":
+            raise ValueError("--budget time needs --budget_minutes N")
 
 
 def _variant(name: str, args: CompareArgs) -> tuple[str, dict[str, Any]]:
@@ -182,6 +195,10 @@ def _run(args: CompareArgs, specs: dict[str, tuple[str, dict[str, Any]]]) -> dic
         if missing:
             raise ValueError(f"--budget flops needs a FLOP formula for every variant; none for {missing}")
         steps = {name: max(1, round(args.max_steps * flops[reference] / flops[name])) for name in specs}
+    seconds_per_step: dict[str, float] = {}
+    if args.budget == "time":
+        seconds_per_step = time_steps(specs, configs, args)
+        steps = {name: max(1, int(args.budget_minutes * 60 / seconds_per_step[name])) for name in specs}
 
     variants: dict[str, Any] = {}
     for name, (model, _) in specs.items():
@@ -199,6 +216,7 @@ def _run(args: CompareArgs, specs: dict[str, tuple[str, dict[str, Any]]]) -> dic
             "params": params,
             "steps": steps[name],
             "train_flops_per_token": flops[name],
+            "timed_s_per_step": seconds_per_step.get(name),
             "activation_bytes": memory,
             "runs": runs,
             "summary": _summary(runs, lengths, args.max_seq_length),
@@ -212,6 +230,41 @@ def _run(args: CompareArgs, specs: dict[str, tuple[str, dict[str, Any]]]) -> dic
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     _write_report(result, out, args.name, plot=args.plot)
+    return result
+
+
+def time_steps(specs: dict[str, tuple[str, dict[str, Any]]], configs: dict[str, Any], args: CompareArgs,
+               *, rounds: int = 3, steps: int = 5) -> dict[str, float]:
+    """Median seconds per training step of every variant (forward, backward, AdamW, zero_grad on a batch of the
+    training shape), the variants timed in turn for ``rounds`` rounds after one warm-up step each."""
+    import statistics
+
+    from lmforge.models.registry import build_model
+
+    nets, times = {}, {name: [] for name in specs}
+    for name, (model, _) in specs.items():
+        torch.manual_seed(0)
+        network = build_model(model, task="mlm", config=configs[name])
+        nets[name] = (network, torch.optim.AdamW(network.parameters(), lr=1e-4))
+    vocab = configs[args.variants[0]].vocab_size
+    ids = torch.randint(5, vocab, (args.per_device_train_batch_size, args.max_seq_length))
+    labels = torch.where(torch.rand(ids.shape) < 0.15, ids, torch.full_like(ids, -100))
+
+    def step(network: Any, optimizer: Any) -> None:
+        network(input_ids=ids, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for network, optimizer in nets.values():
+        step(network, optimizer)
+    for _ in range(rounds):
+        for name, (network, optimizer) in nets.items():
+            started = time.perf_counter()
+            for _ in range(steps):
+                step(network, optimizer)
+            times[name].append((time.perf_counter() - started) / steps)
+    result = {name: statistics.median(values) for name, values in times.items()}
+    print("timed s/step: " + ", ".join(f"{name} {value:.3f}" for name, value in result.items()), flush=True)
     return result
 
 
@@ -317,17 +370,21 @@ def format_compare(result: dict[str, Any]) -> str:
     train_length = settings["max_seq_length"]
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
     seeds = ", ".join(str(s) for s in settings["seeds"])
+    budget = settings["budget"]
+    if budget == "time":
+        budget = f"time ({settings['budget_minutes']:g} min of training per run)"
     lines = [
         f"Command: `{env['command']}`",
         "",
         f"Date {env['date']}; {env['device']}, {env['cpu_count']} CPUs, {env['threads']} threads; {versions}; "
         f"total {env['total_s'] / 60:.1f} min. Data `{result['data']}`; length {train_length}, batch "
-        f"{settings['per_device_train_batch_size']}, lr {settings['learning_rate']}, budget {settings['budget']}, "
+        f"{settings['per_device_train_batch_size']}, lr {settings['learning_rate']}, budget {budget}, "
         f"seeds {seeds}; width {settings['hidden_size']}, {settings['num_layers']} blocks (GAU stacks: 2x layers).",
         "",
         f"| variant | params | steps | masked-token accuracy at {train_length}, mean (min-max over seeds) | "
-        "perplexity | tokens/s, best of seeds | activation MB | train GFLOP/token | verdict vs reference |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "perplexity | tokens/s, best of seeds | train min, mean | activation MB | train GFLOP/token | "
+        "verdict vs reference |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, v in result["variants"].items():
         s = v["summary"]
@@ -335,7 +392,7 @@ def format_compare(result: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {v['params'] / 1e6:.2f} M | {v['steps']} | {_pct(s['accuracy'])} | "
             f"{s['perplexity']['mean']:.1f} ({s['perplexity']['min']:.1f}-{s['perplexity']['max']:.1f}) | "
-            f"{s['tokens_per_s']['max']:,.0f} | {v['activation_bytes'] / 2**20:,.1f} | "
+            f"{s['tokens_per_s']['max']:,.0f} | {s['train_s']['mean'] / 60:.1f} | {v['activation_bytes'] / 2**20:,.1f} | "
             f"{'-' if flops is None else f'{flops / 1e9:.4f}'} | {v['verdict']} |"
         )
     lengths = result["eval_lengths"]
