@@ -233,8 +233,14 @@ def _run(args: CompareArgs, specs: dict[str, tuple[str, dict[str, Any]]]) -> dic
     return result
 
 
-def time_steps(specs: dict[str, tuple[str, dict[str, Any]]], configs: dict[str, Any], args: CompareArgs,
-               *, rounds: int = 3, steps: int = 5) -> dict[str, float]:
+def time_steps(
+    specs: dict[str, tuple[str, dict[str, Any]]],
+    configs: dict[str, Any],
+    args: CompareArgs,
+    *,
+    rounds: int = 3,
+    steps: int = 5,
+) -> dict[str, float]:
     """Median seconds per training step of every variant (forward, backward, AdamW, zero_grad on a batch of the
     training shape), the variants timed in turn for ``rounds`` rounds after one warm-up step each."""
     import statistics
@@ -392,7 +398,8 @@ def format_compare(result: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {v['params'] / 1e6:.2f} M | {v['steps']} | {_pct(s['accuracy'])} | "
             f"{s['perplexity']['mean']:.1f} ({s['perplexity']['min']:.1f}-{s['perplexity']['max']:.1f}) | "
-            f"{s['tokens_per_s']['max']:,.0f} | {s['train_s']['mean'] / 60:.1f} | {v['activation_bytes'] / 2**20:,.1f} | "
+            f"{s['tokens_per_s']['max']:,.0f} | {s['train_s']['mean'] / 60:.1f} | "
+            f"{v['activation_bytes'] / 2**20:,.1f} | "
             f"{'-' if flops is None else f'{flops / 1e9:.4f}'} | {v['verdict']} |"
         )
     lengths = result["eval_lengths"]
