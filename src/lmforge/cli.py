@@ -106,6 +106,11 @@ STAGES: dict[str, Stage | dict[str, Stage]] = {
             "lmforge.eval.clue_cli:evaluate_clue",
             "CLUE dev metrics or test-set leaderboard predictions of a fine-tuned model (lmforge finetune).",
         ),
+        "tydi": Stage(
+            "lmforge.eval.tydi_cli:TydiEvalArgs",
+            "lmforge.eval.tydi_cli:evaluate_tydi",
+            "TyDi QA official-format predictions and tydi_eval.py scores (per language, macro, threshold sweep).",
+        ),
     },
     "predict": Stage(
         "lmforge.predict:PredictArgs",

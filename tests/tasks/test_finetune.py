@@ -157,7 +157,7 @@ def test_every_finetune_config_validates():
         values = _stage_parser("finetune", stage).parse_args(["--config", str(config), "--model", "m"]).as_dict()
         values.pop("config", None)
         args = _to_dataclass(stage.load(stage.args), values)
-        assert args.task == config.stem and args.model == "m"
+        assert args.task == config.stem.partition("-")[0] and args.model == "m"  # tydi-canine: task tydi
 
 
 def test_a_tokenizer_that_does_not_fit_the_data_is_reported(synthetic_task, tmp_path, capsys):

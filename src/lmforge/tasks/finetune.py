@@ -53,6 +53,7 @@ __all__ = [
 QA_TASKS = ("cmrc2018", "squad")
 NER_TASKS = ("cluener",)
 SFT_TASKS = ("sft",)  # a causal LM on conversations: tasks/sft.py
+TYDI_TASKS = ("tydi",)  # TyDi QA primary tasks: tasks/tydi.py
 
 
 @dataclass
@@ -206,8 +207,10 @@ def _build_bundle(
     splits: tuple[str, ...],
     *,
     labels: list[str] | None = None,
+    majority_label: str | None = None,
 ) -> Any:
-    """The task's ``TaskBundle``; ``labels`` fixes a classification label set (evaluating a trained head)."""
+    """The task's ``TaskBundle``; ``labels`` fixes a classification label set and ``majority_label`` the baseline's
+    label (evaluating a trained head: both from the run)."""
     from lmforge.heads.classification import backbone_output_size, default_pooling
     from lmforge.models.registry import get_entry
 
@@ -222,15 +225,20 @@ def _build_bundle(
         from lmforge.tasks.ner import build_ner_task
 
         return build_ner_task(args, tokenizer=tokenizer, hidden_size=width, splits=splits)
+    if args.task in TYDI_TASKS:
+        from lmforge.tasks.tydi import build_tydi_task
+
+        return build_tydi_task(args, tokenizer=tokenizer, hidden_size=width, splits=splits, backbone=backbone)
     from lmforge.tasks.clue import CLUE_TASKS, build_classification_task
 
     if args.task not in CLUE_TASKS:
-        choices = sorted([*CLUE_TASKS, *QA_TASKS, *NER_TASKS, *SFT_TASKS])
+        choices = sorted([*CLUE_TASKS, *QA_TASKS, *NER_TASKS, *SFT_TASKS, *TYDI_TASKS])
         raise ValueError(f"unknown task {args.task!r}; choose from {choices}")
     pooling = args.pooling if args.pooling != "auto" else default_pooling(config, builders=get_entry(arch).builders)
     return build_classification_task(
         args.task, args.data_dir, tokenizer=tokenizer, hidden_size=width, pooling=pooling,
         dropout=args.classifier_dropout, max_seq_length=args.max_seq_length, splits=splits, labels=labels,
+        majority_label=majority_label,
     )  # fmt: skip
 
 

@@ -19,20 +19,31 @@ What is TyDi-specific here:
   recall against the best-matching annotator span (YES/NO must match exactly). P = mean over non-null
   predictions, R = mean over non-null golds, F1 = harmonic mean.
 
-Deviations: ``tydi_eval.py`` also sweeps a score threshold per language and reports the best F1; here a
-prediction is null when its answer type is UNKNOWN (no threshold sweep). Windows are built once per example in
-Python, not as TFRecords.
+``lmforge finetune tydi`` (``build_tydi_task``, ``TydiHead``) runs this on any backbone: codepoints with [Q] and
+passage markers for CANINE, the tokenizer's tokens and character offsets (no markers) otherwise. ``tydi_eval``
+scores official-format predictions as ``tydi_eval.py``: per language, a sweep over the prediction scores picks the
+threshold with the best F1 (passage and minimal separately), then P/R/F1 are averaged over languages excluding
+English. Scores are the span score minus the window's null ([CLS]) score, as CANINE's postprocessing.
+
+Deviations: the non-null thresholds (2 annotators) are capped at an example's number of annotations, so
+single-annotation files (train, fixtures) have non-null golds; the head's answer-type pooler reads the final
+character sequence's first position (weights copied from CANINE's pretrained pooler, which reads molecule 0);
+windows are built once per example in Python, not as TFRecords, and every window is kept (no sampling of
+answerless windows).
 
 Legend: B batch, T characters, D hidden width.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
+import math
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +52,7 @@ from torch import Tensor, nn
 from lmforge.data.tokenizer import CODEPOINT_SPECIALS
 from lmforge.eval.metrics import harmonic_f1
 from lmforge.heads.qa import SpanHead, SpanWindow, decode_spans, split_span_logits
-from lmforge.nn.init import init_dense_
+from lmforge.nn.init import init_dense_, trunc_normal_
 from lmforge.nn.norms import upcast
 
 __all__ = [
@@ -49,11 +60,18 @@ __all__ = [
     "ByteOffsets",
     "TydiExample",
     "TydiFeature",
+    "TydiHead",
     "TydiPrediction",
     "TydiQAModel",
+    "answer_stats",
+    "best_threshold",
+    "build_tydi_task",
     "make_features",
     "predict",
+    "read_predictions",
     "read_tydi",
+    "to_official",
+    "tydi_eval",
     "tydi_scores",
 ]
 
@@ -121,54 +139,78 @@ def _char_span(offsets: ByteOffsets, start_byte: int, end_byte: int, where: str)
     return offsets.to_char(start_byte), offsets.to_char(end_byte)
 
 
-def read_tydi(path: str | Path) -> Iterator[TydiExample]:
-    """Examples of a TyDi QA primary-task jsonl (``tydiqa-v1.0-{train,dev}.jsonl``, optionally one per line)."""
-    with open(path, encoding="utf-8") as file:
-        for number, line in enumerate(file, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-                text = record["document_plaintext"]
-                offsets = ByteOffsets(text)
-                passages = [
-                    _char_span(offsets, p["plaintext_start_byte"], p["plaintext_end_byte"], where)
-                    for p in record["passage_answer_candidates"]
-                ]
-                annotations = []
-                for annotation in record.get("annotations", []):
-                    minimal = annotation["minimal_answer"]
-                    annotations.append(
-                        Annotation(
-                            passage_index=annotation["passage_answer"]["candidate_index"],
-                            minimal=_char_span(
-                                offsets, minimal["plaintext_start_byte"], minimal["plaintext_end_byte"], where
-                            ),
-                            yes_no=annotation.get("yes_no_answer", "NONE"),
-                        )
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as file:
+        yield from enumerate(file, 1)
+
+
+def read_tydi(path: str | Path, *, require_annotations: bool = True) -> Iterator[TydiExample]:
+    """Examples of a TyDi QA primary-task jsonl (``tydiqa-v1.0-{train,dev}.jsonl[.gz]``, one record per line).
+
+    A malformed line (not JSON, not UTF-8, a missing field, a byte offset past the document, a passage index that
+    is not a candidate; no ``annotations`` when ``require_annotations``) is a ``ValueError`` naming ``file:line``."""
+    path = Path(path)
+    for number, raw in _lines(path):
+        where = f"{path}:{number}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{where}: not UTF-8 (byte {error.start} of the line)") from None
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            text = record["document_plaintext"]
+            offsets = ByteOffsets(text)
+            passages = [
+                _char_span(offsets, p["plaintext_start_byte"], p["plaintext_end_byte"], where)
+                for p in record["passage_answer_candidates"]
+            ]
+            if require_annotations and "annotations" not in record:
+                raise ValueError("no 'annotations' (needed for training and scoring)")
+            annotations = []
+            for annotation in record.get("annotations") or []:
+                minimal = annotation["minimal_answer"]
+                index = annotation["passage_answer"]["candidate_index"]
+                if not -1 <= index < len(passages):
+                    raise ValueError(f"passage candidate_index {index} but {len(passages)} candidates")
+                annotations.append(
+                    Annotation(
+                        passage_index=index,
+                        minimal=_char_span(
+                            offsets, minimal["plaintext_start_byte"], minimal["plaintext_end_byte"], where
+                        ),
+                        yes_no=annotation.get("yes_no_answer", "NONE").upper(),
                     )
-                yield TydiExample(
-                    example_id=str(record["example_id"]),
-                    language=record.get("language", ""),
-                    question=record["question_text"],
-                    context=text,
-                    passages=passages,
-                    annotations=annotations,
-                    offsets=offsets,
                 )
-            except (KeyError, TypeError, json.JSONDecodeError) as error:
-                raise ValueError(f"{where}: not a TyDi QA record ({error!r})") from error
+            yield TydiExample(
+                example_id=str(record["example_id"]),
+                language=record.get("language", ""),
+                question=record["question_text"],
+                context=text,
+                passages=passages,
+                annotations=annotations,
+                offsets=offsets,
+            )
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{where}: not valid JSON ({error.msg})") from None
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"{where}: not a TyDi QA record (missing or malformed {error})") from None
+        except ValueError as error:
+            message = str(error)
+            raise ValueError(message if message.startswith(where) else f"{where}: {message}") from None
 
 
 @dataclass
 class TydiFeature:
     example_id: str
-    input_ids: list[int]  # codepoints
+    input_ids: list[int]  # codepoints (CANINE) or token ids
     offsets: list[tuple[int, int] | None]  # per position: context characters [start, end), None elsewhere
     start_position: int = 0
     end_position: int = 0
     answer_type: int = UNKNOWN
+    num_prefix: int = 0  # [CLS] ... question [SEP]: token type 0; the context and the last [SEP]: type 1
 
 
 def _target(example: TydiExample) -> tuple[int, tuple[int, int] | None]:
@@ -184,39 +226,56 @@ def _target(example: TydiExample) -> tuple[int, tuple[int, int] | None]:
     return kind, example.passages[annotation.passage_index]
 
 
+def _units(
+    example: TydiExample, tokenizer: Any, max_question_length: int
+) -> tuple[list[int], list[tuple[int, tuple[int, int] | None]], int]:
+    """(prefix ids, context as (id, characters or None), [SEP] id). Codepoints with a [Q] marker and passage
+    markers for CANINE (``tokenizer`` None or of kind ``codepoint``); the tokenizer's tokens and offsets otherwise
+    (no markers: a subword vocabulary has no ids for them)."""
+    if tokenizer is None or getattr(tokenizer, "kind", None) == "codepoint":
+        question = [ord(c) for c in example.question[:max_question_length]]
+        prefix = [CODEPOINT_SPECIALS["cls"], QUESTION_MARKER, *question, CODEPOINT_SPECIALS["sep"]]
+        passage_starts = {start for start, _ in example.passages}
+        context: list[tuple[int, tuple[int, int] | None]] = []
+        for i, char in enumerate(example.context):
+            if i in passage_starts:
+                context.append((PASSAGE_MARKER, None))
+            context.append((ord(char), (i, i + 1)))
+        return prefix, context, CODEPOINT_SPECIALS["sep"]
+    from lmforge.tasks.common import encode_texts, require_cls_sep
+
+    require_cls_sep(tokenizer, "TyDi QA")
+    (question, _), (ids, offsets) = encode_texts(tokenizer, [example.question, example.context], with_offsets=True)
+    prefix = [tokenizer.cls_token_id, *question[:max_question_length], tokenizer.sep_token_id]
+    return prefix, list(zip(ids, offsets, strict=True)), tokenizer.sep_token_id
+
+
 def make_features(
     example: TydiExample,
     *,
     max_seq_length: int = 2048,
     doc_stride: int = 512,
     max_question_length: int = 256,
+    tokenizer: Any = None,
 ) -> list[TydiFeature]:
-    """Windows of ``[CLS] [Q] question [SEP] context [SEP]`` over the context, ``doc_stride`` characters apart
-    (CANINE TyDi defaults), with a passage marker before every passage start; targets as the module docstring."""
-    question = [ord(c) for c in example.question[:max_question_length]]
-    prefix = [CODEPOINT_SPECIALS["cls"], QUESTION_MARKER, *question, CODEPOINT_SPECIALS["sep"]]
+    """Windows of ``[CLS] [Q] question [SEP] context [SEP]`` over the context, ``doc_stride`` positions apart
+    (CANINE TyDi defaults: 2048 characters, stride 512), with a passage marker before every passage start;
+    targets as the module docstring. ``tokenizer``: see ``_units`` (None = codepoints)."""
+    prefix, context, sep = _units(example, tokenizer, max_question_length)
     budget = max_seq_length - len(prefix) - 1
     if budget < 1 or doc_stride < 1:
         raise ValueError(f"max_seq_length {max_seq_length} leaves no room for context after the question")
-    passage_starts = {start for start, _ in example.passages}
-    # the context as (codepoint, character offset or None for markers)
-    context: list[tuple[int, tuple[int, int] | None]] = []
-    for i, char in enumerate(example.context):
-        if i in passage_starts:
-            context.append((PASSAGE_MARKER, None))
-        context.append((ord(char), (i, i + 1)))
     kind, span = _target(example)
     features, window_start = [], 0
     while True:
         window = context[window_start : window_start + budget]
         offsets = [None] * len(prefix) + [offset for _, offset in window] + [None]
-        feature = TydiFeature(
-            example.example_id, [*prefix, *(cp for cp, _ in window), CODEPOINT_SPECIALS["sep"]], offsets
-        )
-        if span is not None:
-            positions = {offset[0]: t for t, offset in enumerate(offsets) if offset is not None}
-            start, end = positions.get(span[0]), positions.get(span[1] - 1)
-            if start is not None and end is not None:
+        feature = TydiFeature(example.example_id, [*prefix, *(i for i, _ in window), sep], offsets,
+                              num_prefix=len(prefix))  # fmt: skip
+        if span is not None:  # the positions holding the span's first and last characters, both in the window
+            start = next((t for t, o in enumerate(offsets) if o is not None and o[0] <= span[0] < o[1]), None)
+            end = next((t for t, o in enumerate(offsets) if o is not None and o[0] <= span[1] - 1 < o[1]), None)
+            if start is not None and end is not None and start <= end:
                 feature.start_position, feature.end_position, feature.answer_type = start, end, kind
         features.append(feature)
         if window_start + budget >= len(context):
@@ -290,7 +349,7 @@ class TydiPrediction:
     answer_type: int
     passage_index: int  # -1 = null
     minimal: tuple[int, int] | None  # characters; None for null / YES / NO / PASSAGE
-    score: float
+    score: float  # best span score minus its window's null ([CLS], [CLS]) score, as CANINE's postprocessing
 
 
 def predict(
@@ -304,7 +363,7 @@ def predict(
 ) -> TydiPrediction:
     """The best span over all windows (``heads.qa.decode_spans``), the answer type predicted by the first window
     that contains it, and the passage that contains it (null when the type is UNKNOWN or no passage does)."""
-    start_BT, end_BT = split_span_logits(logits_BT2)
+    start_BT, end_BT = split_span_logits(logits_BT2.float())
     windows = [
         SpanWindow(start_BT[b, : len(f.offsets)], end_BT[b, : len(f.offsets)], f.offsets)
         for b, f in enumerate(features)
@@ -318,12 +377,111 @@ def predict(
         if chars and chars[0][0] <= best.char_start and best.char_end <= chars[-1][1]:
             owner = b
             break
+    score = best.score - float(start_BT[owner, 0] + end_BT[owner, 0])
     kind = int(answer_type_logits_B5[owner].argmax())
     passage = next((i for i, (s, e) in enumerate(example.passages) if s <= best.char_start < e), -1)
     if kind == UNKNOWN or passage < 0:
-        return TydiPrediction(example.example_id, UNKNOWN, -1, None, best.score)
+        return TydiPrediction(example.example_id, UNKNOWN, -1, None, score)
     minimal = (best.char_start, best.char_end) if kind == MINIMAL else None
-    return TydiPrediction(example.example_id, kind, passage, minimal, best.score)
+    return TydiPrediction(example.example_id, kind, passage, minimal, score)
+
+
+def to_official(example: TydiExample, prediction: TydiPrediction) -> dict[str, Any]:
+    """One line of the official prediction file (``tydi_eval.py``'s format, byte offsets into the document)."""
+    to_bytes = example.offsets or ByteOffsets(example.context)
+    start = end = -1
+    if prediction.minimal is not None:
+        start, end = to_bytes.to_byte(prediction.minimal[0]), to_bytes.to_byte(prediction.minimal[1])
+    score = prediction.score if math.isfinite(prediction.score) else -1e9  # JSON has no infinity
+    yes_no = ANSWER_TYPES[prediction.answer_type] if prediction.answer_type in (YES, NO) else "NONE"
+    example_id: int | str = int(example.example_id) if example.example_id.lstrip("-").isdigit() else example.example_id
+    return {
+        "example_id": example_id,
+        "language": example.language,
+        "passage_answer_index": prediction.passage_index,
+        "passage_answer_score": score,
+        "minimal_answer": {"start_byte_offset": start, "end_byte_offset": end},
+        "minimal_answer_score": score,
+        "yes_no_answer": yes_no,
+    }
+
+
+def read_predictions(path: str | Path) -> dict[str, dict[str, Any]]:
+    """An official-format prediction file (JSON lines) by example id; a malformed line is a ``ValueError`` with
+    ``file:line``."""
+    out = {}
+    for number, raw in _lines(Path(path)):
+        where = f"{path}:{number}"
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+            span = record["minimal_answer"]
+            record["passage_answer_index"] = int(record["passage_answer_index"])
+            record["minimal_answer"] = {k: int(span[k]) for k in ("start_byte_offset", "end_byte_offset")}
+            out[str(record["example_id"])] = record
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{where}: not a JSON line ({error})") from None
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{where}: not a TyDi QA prediction (missing or malformed {error})") from None
+    return out
+
+
+# ----------------------------------------------------------------------------- scoring as tydi_eval.py
+
+
+@dataclass(frozen=True)
+class AnswerStat:
+    """One example's contribution (``tydi_eval.py``'s answer-stats tuple): ``credit`` is 1/0 for passages and
+    the best partial-match F1 for minimal answers; ``score`` orders the threshold sweep."""
+
+    has_gold: bool
+    has_pred: bool
+    credit: float
+    score: float
+
+
+def _byte_spans(example: TydiExample) -> list[tuple[int, int] | None]:
+    to_bytes = example.offsets or ByteOffsets(example.context)
+    return [None if a.minimal is None else (to_bytes.to_byte(a.minimal[0]), to_bytes.to_byte(a.minimal[1]))
+            for a in example.annotations]  # fmt: skip
+
+
+def answer_stats(
+    example: TydiExample, prediction: dict[str, Any] | None, *, passage_threshold: int, minimal_threshold: int
+) -> tuple[AnswerStat, AnswerStat]:
+    """(passage, minimal) stats of one example. Gold is non-null when at least ``threshold`` annotators gave an
+    answer (capped at the number of annotations: a single-annotation file needs that one)."""
+    annotations = example.annotations
+    passages = [a.passage_index for a in annotations if a.passage_index >= 0]
+    passage_gold = bool(annotations) and len(passages) >= (min(passage_threshold, len(annotations)) or 1)
+    minimal_count = sum(a.answer_type in (YES, NO, MINIMAL) for a in annotations)
+    minimal_gold = bool(annotations) and minimal_count >= (min(minimal_threshold, len(annotations)) or 1)
+    if prediction is None:  # tydi_eval.py: a missing prediction counts as predicting where the gold is null
+        return (
+            AnswerStat(passage_gold, not passage_gold, 0.0, 0.0),
+            AnswerStat(minimal_gold, not minimal_gold, 0.0, 0.0),
+        )
+    index = int(prediction["passage_answer_index"])
+    passage_pred = index != -1
+    correct = float(passage_gold and passage_pred and index in passages)
+    passage = AnswerStat(passage_gold, passage_pred, correct, float(prediction.get("passage_answer_score", 0.0)))
+    span = prediction["minimal_answer"]
+    span = (int(span["start_byte_offset"]), int(span["end_byte_offset"]))
+    yes_no = str(prediction.get("yes_no_answer", "NONE")).upper()
+    span_null = span[0] < 0 or span[1] < 0
+    minimal_pred = not span_null or yes_no != "NONE"
+    credit = 0.0
+    if minimal_gold and minimal_pred:
+        if yes_no != "NONE":
+            credit = float(any(a.yes_no == yes_no for a in annotations))
+        else:
+            for gold in _byte_spans(example):
+                if gold is not None:
+                    p, r = _overlap_pr(span, gold)
+                    credit = max(credit, harmonic_f1(p, r))
+    minimal = AnswerStat(minimal_gold, minimal_pred, credit, float(prediction.get("minimal_answer_score", 0.0)))
+    return passage, minimal
 
 
 def _overlap_pr(predicted: tuple[int, int], gold: tuple[int, int]) -> tuple[float, float]:
@@ -331,52 +489,226 @@ def _overlap_pr(predicted: tuple[int, int], gold: tuple[int, int]) -> tuple[floa
     return overlap / max(predicted[1] - predicted[0], 1), overlap / max(gold[1] - gold[0], 1)
 
 
+def untuned_prf(stats: Sequence[AnswerStat]) -> tuple[float, float, float]:
+    """(P, R, F1) taking every prediction (``compute_macro_f1``): P = credit / #pred, R = credit / #gold."""
+    credit = sum(s.credit for s in stats)
+    precision = credit / max(sum(s.has_pred for s in stats), 1)
+    recall = credit / max(sum(s.has_gold for s in stats), 1)
+    return precision, recall, harmonic_f1(precision, recall)
+
+
+def best_threshold(stats: Sequence[AnswerStat]) -> tuple[float, float, float, float]:
+    """(F1, P, R, threshold) at the score threshold that maximises F1 (``compute_pr_curves``): predictions sorted
+    by score, highest first; keeping those scored >= t gives one (P, R) per distinct score; ties count together."""
+    total_gold = sum(s.has_gold for s in stats)
+    credit = predicted = 0.0
+    by_score: dict[float, tuple[float, float]] = {}
+    for stat in sorted(stats, key=lambda s: -s.score):
+        credit += stat.credit
+        predicted += stat.has_pred
+        by_score[stat.score] = (credit / max(predicted, 1), credit / max(total_gold, 1))
+    best = (0.0, 0.0, 0.0, 0.0)
+    for threshold, (precision, recall) in by_score.items():
+        f1 = harmonic_f1(precision, recall)
+        if f1 > best[0]:
+            best = (f1, precision, recall, threshold)
+    return best
+
+
+def tydi_eval(
+    examples: Sequence[TydiExample],
+    predictions: dict[str, dict[str, Any]],
+    *,
+    passage_non_null_threshold: int = 2,
+    minimal_non_null_threshold: int = 2,
+) -> dict[str, Any]:
+    """``tydi_eval.py``'s metrics from official-format predictions: per language the best-threshold passage and
+    minimal-answer F1/P/R (and the threshold), then their macro average over languages excluding English
+    (``passage_f1`` ... ``minimal_recall``), plus counts."""
+    per_language: dict[str, tuple[list[AnswerStat], list[AnswerStat]]] = {}
+    for example in examples:
+        passage, minimal = answer_stats(example, predictions.get(example.example_id),
+                                        passage_threshold=passage_non_null_threshold,
+                                        minimal_threshold=minimal_non_null_threshold)  # fmt: skip
+        lists = per_language.setdefault(example.language or "unknown", ([], []))
+        lists[0].append(passage)
+        lists[1].append(minimal)
+    missing = sum(e.example_id not in predictions for e in examples)
+    metrics: dict[str, Any] = {"examples": len(examples), "missing_predictions": missing}
+    macro: dict[str, list[float]] = {}
+    for language in sorted(per_language):
+        for task, stats in zip(("passage", "minimal"), per_language[language], strict=True):
+            f1, precision, recall, threshold = best_threshold(stats)
+            values = {"f1": f1, "precision": precision, "recall": recall}
+            for name, value in values.items():
+                metrics[f"{language}/{task}_{name}"] = value
+                if language != "english":
+                    macro.setdefault(f"{task}_{name}", []).append(value)
+            metrics[f"{language}/{task}_threshold"] = threshold
+        metrics[f"{language}/examples"] = len(per_language[language][0])
+    for name in ("passage_f1", "passage_precision", "passage_recall", "minimal_f1", "minimal_precision",
+                 "minimal_recall"):  # fmt: skip
+        values = macro.get(name, [])
+        metrics[name] = sum(values) / len(values) if values else 0.0
+    metrics["languages"] = sorted(per_language)
+    return metrics
+
+
 def tydi_scores(
     examples: Sequence[TydiExample], predictions: dict[str, TydiPrediction], *, non_null_threshold: int = 2
 ) -> dict[str, float]:
-    """Passage and minimal-answer precision/recall/F1 as ``tydi_eval.py`` (byte-level minimal overlap)."""
-    sums = {"passage": [0.0, 0, 0.0, 0], "minimal": [0.0, 0, 0.0, 0]}  # precision sum, #pred, recall sum, #gold
+    """Passage and minimal-answer P/R/F1 over all examples taking every prediction (no threshold sweep; missing
+    predictions are null), with ``tydi_eval.py``'s credits (minimal: the best partial-match F1 in bytes)."""
+    stats: dict[str, list[AnswerStat]] = {"passage": [], "minimal": []}
     for example in examples:
         prediction = predictions.get(example.example_id)
-        threshold = min(non_null_threshold, len(example.annotations)) or 1
-        to_bytes = example.offsets or ByteOffsets(example.context)
-        # passage
-        golds = [a.passage_index for a in example.annotations if a.passage_index >= 0]
-        gold_non_null = len(golds) >= threshold
-        predicted = prediction is not None and prediction.passage_index >= 0
-        correct = float(predicted and gold_non_null and prediction.passage_index in golds)
-        _add(sums["passage"], predicted, gold_non_null, correct, correct)
-        # minimal answer: spans or YES/NO
-        minimal_golds = [a for a in example.annotations if a.answer_type in (YES, NO, MINIMAL)]
-        gold_non_null = len(minimal_golds) >= threshold
-        predicted = prediction is not None and prediction.answer_type in (YES, NO, MINIMAL)
-        best_p = best_r = 0.0
-        if predicted and gold_non_null:
-            for gold in minimal_golds:
-                if prediction.answer_type != MINIMAL or gold.answer_type != MINIMAL:
-                    p = r = float(prediction.answer_type == gold.answer_type)
-                else:
-                    span = (to_bytes.to_byte(prediction.minimal[0]), to_bytes.to_byte(prediction.minimal[1]))
-                    gold_span = (to_bytes.to_byte(gold.minimal[0]), to_bytes.to_byte(gold.minimal[1]))
-                    p, r = _overlap_pr(span, gold_span)
-                if harmonic_f1(p, r) >= harmonic_f1(best_p, best_r):
-                    best_p, best_r = p, r
-        _add(sums["minimal"], predicted, gold_non_null, best_p, best_r)
+        official = to_official(example, prediction) if prediction is not None else None
+        if official is None:
+            official = {"passage_answer_index": -1, "minimal_answer": {"start_byte_offset": -1, "end_byte_offset": -1}}
+        passage, minimal = answer_stats(example, official, passage_threshold=non_null_threshold,
+                                        minimal_threshold=non_null_threshold)  # fmt: skip
+        stats["passage"].append(passage)
+        stats["minimal"].append(minimal)
     scores = {}
-    for name, (p_sum, n_pred, r_sum, n_gold) in sums.items():
-        precision, recall = p_sum / max(n_pred, 1), r_sum / max(n_gold, 1)
-        scores |= {
-            f"{name}_precision": precision,
-            f"{name}_recall": recall,
-            f"{name}_f1": harmonic_f1(precision, recall),
-        }
+    for name, values in stats.items():
+        precision, recall, f1 = untuned_prf(values)
+        scores |= {f"{name}_precision": precision, f"{name}_recall": recall, f"{name}_f1": f1}
     return scores
 
 
-def _add(sums: list, predicted: bool, gold_non_null: bool, precision: float, recall: float) -> None:
-    if predicted:
-        sums[0] += precision if gold_non_null else 0.0
-        sums[1] += 1
-    if gold_non_null:
-        sums[2] += recall if predicted else 0.0
-        sums[3] += 1
+# ----------------------------------------------------------------------------- `lmforge finetune tydi`
+
+TYDI_FILES = {  # the official names first, then {split}.jsonl[.gz]
+    "train": ("tydiqa-v1.0-train.jsonl.gz", "tydiqa-v1.0-train.jsonl"),
+    "dev": ("tydiqa-v1.0-dev.jsonl.gz", "tydiqa-v1.0-dev.jsonl"),
+    "test": (),
+}
+
+
+class TydiHead(nn.Module):
+    """CANINE's TyDi head over any backbone's hidden states: ``Linear(D, 2)`` start/end per position and a 5-way
+    answer type from ``tanh(dense(h_0))`` (a BERT pooler over the first position). Logits (B, T, 2 + 5): channels
+    0-1 span (padding -inf), 2-6 the answer-type logits of the sequence repeated at every position, so the
+    one-tensor head contract of ``heads.classification.TaskModel`` holds. New dense layers: truncated normal 0.02,
+    bias 0 (CANINE ``tydi_modeling.py``). Loss = (CE(start) + CE(end) + CE(type)) / 3 in fp32."""
+
+    def __init__(self, hidden_size: int, *, dropout: float = 0.1, std: float = 0.02):
+        super().__init__()
+        self.span = SpanHead(hidden_size)
+        self.pooler = nn.Linear(hidden_size, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.answer_type = nn.Linear(hidden_size, len(ANSWER_TYPES))
+        for layer in (self.span.qa_outputs, self.pooler, self.answer_type):
+            trunc_normal_(layer.weight, std=std)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, hidden_BTD: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        span_BT2 = self.span(hidden_BTD, attention_mask)
+        pooled_BD = torch.tanh(self.pooler(hidden_BTD[:, 0]))
+        types_B5 = self.answer_type(self.dropout(pooled_BD))
+        return torch.cat([span_BT2, types_B5.unsqueeze(1).expand(-1, hidden_BTD.shape[1], -1)], dim=-1)
+
+    def loss(
+        self,
+        logits_BT7: Tensor,
+        *,
+        start_positions: Tensor,
+        end_positions: Tensor,
+        labels: Tensor,
+        attention_mask: Tensor | None = None,
+    ) -> Tensor:
+        """``labels`` (B,): the answer type (the training loop passes targets under its fixed names)."""
+        span = self.span.loss(logits_BT7[..., :2], start_positions=start_positions, end_positions=end_positions)
+        return (2 * span + F.cross_entropy(upcast(logits_BT7[:, 0, 2:]), labels)) / 3  # (s + e + type) / 3
+
+
+def find_tydi_file(data_dir: Path, split: str) -> Path | None:
+    names = (*TYDI_FILES[split], f"{split}.jsonl.gz", f"{split}.jsonl")
+    return next((data_dir / n for n in names if (data_dir / n).is_file()), None)
+
+
+def build_tydi_task(
+    args: Any, *, tokenizer: Any, hidden_size: int, splits: tuple[str, ...], backbone: nn.Module | None = None
+) -> Any:
+    """Read, window and wrap TyDi QA (primary tasks) for ``finetune.py`` (``args`` is its ``FinetuneArgs``:
+    ``max_seq_length``, ``doc_stride``, ``max_query_length``, ``n_best_size``, ``max_answer_length``). A backbone
+    with a pretrained ``pooler`` of the right shape (CANINE) lends its weights to the head's pooler."""
+    from lmforge.tasks.common import TaskBundle
+
+    data_dir = Path(args.data_dir)
+    if not data_dir.is_dir():
+        raise ValueError(f"--data_dir {str(data_dir)!r} is not a directory")
+    examples: dict[str, list[TydiExample]] = {}
+    features: dict[str, list[dict[str, Any]]] = {}
+    counts: dict[str, dict[str, Any]] = {}
+    for split in splits:
+        path = find_tydi_file(data_dir, split)
+        if path is None:
+            if split == "train":
+                raise ValueError(f"{data_dir} has no tydiqa-v1.0-train.jsonl[.gz] or train.jsonl[.gz]")
+            continue
+        split_examples = list(read_tydi(path, require_annotations=split != "test"))
+        if not split_examples:
+            raise ValueError(f"{path}: no examples")
+        rows, types = [], [0] * len(ANSWER_TYPES)
+        for i, example in enumerate(split_examples):
+            for feature in make_features(example, max_seq_length=args.max_seq_length, doc_stride=args.doc_stride,
+                                         max_question_length=args.max_query_length, tokenizer=tokenizer):  # fmt: skip
+                types[feature.answer_type] += 1
+                n = len(feature.input_ids)
+                row = {"input_ids": feature.input_ids, "token_type_ids": [0] * feature.num_prefix
+                       + [1] * (n - feature.num_prefix), "example": i}  # fmt: skip
+                if split == "train":
+                    row |= {"start_positions": feature.start_position, "end_positions": feature.end_position,
+                            "labels": feature.answer_type}  # fmt: skip
+                else:
+                    row["offsets"] = feature.offsets
+                rows.append(row)
+        languages: dict[str, int] = {}
+        for example in split_examples:
+            languages[example.language] = languages.get(example.language, 0) + 1
+        counts[split] = {"file": str(path), "examples": len(split_examples), "lines": len(split_examples),
+                         "windows": len(rows), "languages": languages,
+                         "window_answer_types": dict(zip(ANSWER_TYPES, types, strict=True))}  # fmt: skip
+        examples[split], features[split] = split_examples, rows
+
+    def score(split: str, logits: list[Tensor]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        grouped: dict[int, list[tuple[dict[str, Any], Tensor]]] = {}
+        for row, logits_T7 in zip(features[split], logits, strict=True):
+            grouped.setdefault(row["example"], []).append((row, logits_T7))
+        official = []
+        for i, example in enumerate(examples[split]):
+            windows = grouped.get(i, [])
+            offsets = [TydiFeature(example.example_id, r["input_ids"], r["offsets"]) for r, _ in windows]
+            length = max(len(r["input_ids"]) for r, _ in windows)
+            span_BT2 = torch.full((len(windows), length, 2), float("-inf"))
+            for b, (r, row_logits) in enumerate(windows):
+                span_BT2[b, : len(r["input_ids"])] = row_logits[:, :2]
+            types_B5 = torch.stack([row_logits[0, 2:] for _, row_logits in windows])
+            prediction = predict(example, offsets, span_BT2, types_B5, n_best=args.n_best_size,
+                                 max_answer_length=args.max_answer_length)  # fmt: skip
+            official.append(to_official(example, prediction))
+        if split == "test":
+            return {}, official
+        by_id = {str(p["example_id"]): p for p in official}
+        return tydi_eval(examples[split], by_id), official
+
+    def write_predictions(predictions: list[dict[str, Any]], out_dir: Path) -> Path:
+        path = Path(out_dir) / f"{args.task}_predict.jsonl"
+        path.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions), encoding="utf-8")
+        return path
+
+    head = TydiHead(hidden_size, dropout=args.classifier_dropout)
+    pooler = getattr(backbone, "pooler", None)
+    if isinstance(pooler, nn.Linear) and pooler.weight.shape == head.pooler.weight.shape:
+        head.pooler.load_state_dict(pooler.state_dict())
+    return TaskBundle(
+        name=args.task,
+        head=head,
+        head_config={"kind": "tydi", "dropout": args.classifier_dropout},
+        features=features,
+        score=score,
+        write_predictions=write_predictions,
+        best_metric="minimal_f1",
+        report={"counts": counts},
+    )
