@@ -19,8 +19,14 @@ def test_evaluate_clue_reproduces_the_run(synthetic_task, char_tokenizer_dir, tm
     report = finetune(args)
     result = run(["evaluate", "clue", "--model", str(tmp_path / "run"), "--output_dir", str(tmp_path / "eval")])
     assert result["accuracy"] == report["dev"]["accuracy"]
+    # the baseline is the run's majority training label, not the dev split's own counts
+    assert result["majority_baseline_accuracy"] == report["dev"]["majority_baseline_accuracy"]
     assert "classification dev" in capsys.readouterr().out
-    assert json.loads((tmp_path / "eval" / "dev_metrics.json").read_text())["per_class"]
+    assert json.loads((tmp_path / "eval" / "eval_dev_metrics.json").read_text())["per_class"]
+    before = (tmp_path / "run" / "dev_metrics.json").read_text()
+    run(["evaluate", "clue", "--model", str(tmp_path / "run")])  # into the run directory: its own file
+    assert (tmp_path / "run" / "dev_metrics.json").read_text() == before
+    assert (tmp_path / "run" / "eval_dev_metrics.json").is_file()
     result = run(["evaluate", "clue", "--model", str(tmp_path / "run"), "--split", "test",
                   "--output_dir", str(tmp_path / "eval")])  # fmt: skip
     written = (tmp_path / "eval" / "classification_predict.json").read_text()

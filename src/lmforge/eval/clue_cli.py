@@ -4,8 +4,10 @@ fine-tuned model (``lmforge finetune``) on a CLUE split, without training code p
 The task, tokenizer and preprocessing settings (``max_seq_length``, doc stride, pooling, ...) come from the run's
 ``config.yaml`` and checkpoint, so the examples are encoded exactly as during fine-tuning; ``--max_seq_length``
 overrides. The label set of the data must be the one the head was trained with (a mismatch is an error naming both).
-``--split dev`` prints and optionally writes the metrics; ``--split test`` writes ``{task}_predict.json`` in the CLUE
-leaderboard format to ``--output_dir`` (default: the run directory).
+``--split dev`` prints the metrics and writes ``eval_dev_metrics.json`` (never fine-tuning's ``dev_metrics.json``;
+the majority baseline uses the run's majority training label from ``report.json``, as fine-tuning did);
+``--split test`` writes ``{task}_predict.json`` in the CLUE leaderboard format to ``--output_dir`` (default: the
+run directory).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class ClueEvalArgs:
     task: str | None = None
     """Task name (default: the fine-tuned checkpoint's)."""
     output_dir: str | None = None
-    """Where {split}_metrics.json / {task}_predict.json go (default: the run directory)."""
+    """Where eval_{split}_metrics.json / {task}_predict.json go (default: the run directory)."""
     max_seq_length: int | None = None
     """Override the fine-tuning run's --max_seq_length."""
     per_device_eval_batch_size: int = 64
@@ -72,9 +74,10 @@ def evaluate_clue(args: ClueEvalArgs) -> dict[str, Any]:
     tokenizer = loaded.tokenizer
     config = model.backbone.config
     trained_labels = info["head"].get("labels") if info["head"]["kind"] == "sequence_classification" else None
-    bundle = _build_bundle(
-        finetune_args, info["model"], config, model.backbone, tokenizer, (args.split,), labels=trained_labels
-    )
+    run_report = checkpoint.parent / "report.json"  # the training run's majority label (its train label counts)
+    majority = json.loads(run_report.read_text()).get("majority_label") if run_report.is_file() else None
+    bundle = _build_bundle(finetune_args, info["model"], config, model.backbone, tokenizer, (args.split,),
+                           labels=trained_labels, majority_label=majority if trained_labels else None)  # fmt: skip
     if bundle.head_config.get("labels") != info["head"].get("labels"):
         raise ValueError(
             f"the labels of {finetune_args.data_dir} {bundle.head_config.get('labels')} differ from those "
@@ -95,7 +98,7 @@ def evaluate_clue(args: ClueEvalArgs) -> dict[str, Any]:
         print(f"{task} test predictions ({len(logits)} inputs): {result['predict_file']}")
         return result
     scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
-    (out / f"{args.split}_metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
+    (out / f"eval_{args.split}_metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
     print(f"{task} {args.split} ({checkpoint}):")
     for key, value in scalars.items():
         print(f"  {key:28s} {value:.4f}" if isinstance(value, float) else f"  {key:28s} {value}")

@@ -310,8 +310,11 @@ def build_classification_task(
     max_seq_length: int,
     splits: tuple[str, ...] = SPLITS,
     labels: list[str] | None = None,
+    majority_label: str | None = None,
 ) -> TaskBundle:
-    """Read, encode (``[CLS] a [SEP] (b [SEP])``, longest-first truncation) and wrap ``task`` for the engine."""
+    """Read, encode (``[CLS] a [SEP] (b [SEP])``, longest-first truncation) and wrap ``task`` for the engine.
+    ``majority_label``: the baseline's label, from the training run's counts (``report.json``) when evaluating
+    without the train split; by default the most frequent training label of ``data_dir``."""
     from lmforge.eval.metrics import classification_report, plot_confusion_matrix
     from lmforge.heads.classification import SequenceClassificationHead
     from lmforge.tasks.common import TaskBundle, encode_texts
@@ -338,6 +341,10 @@ def build_classification_task(
         features[split], truncated[split] = rows, cut
     train_counts = data.counts["train"].labels if "train" in data.counts else {}
     majority = max(data.labels, key=lambda label: (train_counts.get(label, 0), -index[label]))
+    if majority_label is not None:
+        if majority_label not in index:
+            raise ValueError(f"majority label {majority_label!r} is not one of {data.labels}")
+        majority = majority_label
 
     def score(split: str, logits: list[Tensor]) -> tuple[dict[str, Any], list[tuple[Any, str]]]:
         predicted = [int(row.argmax()) for row in logits]
