@@ -144,3 +144,19 @@ def test_moe_router_metrics_are_logged(clm_data: Path, tmp_path: Path) -> None:
     for record in train_lines:
         assert {"aux_loss", "moe_balance_loss", "moe_z_loss"} <= set(record), sorted(record)
         assert record["aux_loss"] > 0
+
+
+def test_raw_train_file_with_a_validation_file(tmp_path: Path) -> None:
+    """HF's --train_file + --validation_file: the held-out file, in full, is the validation split; no hashed share of
+    the training text is held out. The flag without a raw --train_file is a one-line error."""
+    poems = [json.loads(line)["text"] for line in Path("data/corpus/poetry.jsonl").read_text().splitlines()[:60]]
+    train, valid = tmp_path / "train.jsonl", tmp_path / "valid.jsonl"
+    train.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in poems[:50]))
+    valid.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in poems[50:]))
+    args = TINY | {"train_dir": None, "max_steps": 1, "save_steps": 1, "do_eval": False}
+    pretrain(PretrainArgs(train_file=str(train), validation_file=str(valid), output_dir=str(tmp_path / "run"), **args))
+    shards = tmp_path / "run" / "data" / "shards"
+    assert json.loads((shards / "validation" / "index.json").read_text())["num_documents"] == 10
+    assert json.loads((shards / "train" / "index.json").read_text())["num_documents"] == 50
+    with pytest.raises(ValueError, match="--validation_file goes with a raw --train_file"):
+        PretrainArgs(train_dir="prepared", validation_file=str(valid))

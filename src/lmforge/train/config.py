@@ -41,8 +41,6 @@ GAU_ALPHA_MILESTONES: dict[int, float] = {0: 1.0, 160_000: 0.5, 640_000: 0.1, 1_
 UNSUPPORTED_HF_FLAGS: dict[str, str] = {
     "dataset_name": "no `datasets` hub downloads; prepare local files with `lmforge prepare all` and pass --train_dir",
     "dataset_config_name": "no `datasets` hub downloads; prepare local files and pass --train_dir",
-    "validation_file": "the held-out split comes from the prepared data (prepare all writes shards/validation)",
-    "train_ref_file": "whole-word boundaries are stored in the shards by `lmforge prepare`, no chinese_ref file",
     "validation_ref_file": "whole-word boundaries are stored in the shards by `lmforge prepare`",
     "pad_to_max_length": "batches are padded by the collator; packing makes them full-length anyway",
     "config_overrides": "use --model_overrides '{\"hidden_size\": 256}' (JSON)",
@@ -88,6 +86,11 @@ class PretrainArgs:
     """Held-out share (%) when --train_file is a raw file prepared here; prepared data keeps its own split."""
     preprocessing_num_workers: int | None = None
     """Worker processes for preparing a raw --train_file (ignored for prepared data)."""
+    validation_file: str | None = None
+    """With a raw --train_file: this file, read in full, is the held-out split (instead of a hashed share)."""
+    train_ref_file: str | None = None
+    """With a raw --train_file: HF run_chinese_ref.py whole-word refs, one JSON list per text line (replaces our
+    segmenter for Chinese characters; the text is then read one document per line, in order)."""
     objective: Literal["mlm", "clm"] | None = None
     """mlm (whole-word masking) or clm. Default: the objective the shards were prepared for, else mlm."""
     max_seq_length: int = 512
@@ -266,6 +269,12 @@ class PretrainArgs:
             raise ValueError(f"--lr_milestones needs steps >= 0, got {self.lr_milestones}")
         if self.train_dir is not None and self.train_file is not None and self.train_dir != self.train_file:
             raise ValueError(f"--train_dir {self.train_dir!r} and --train_file {self.train_file!r} disagree; pass one")
+        for flag in ("validation_file", "train_ref_file"):
+            if getattr(self, flag) is not None and self.train_file is None:
+                raise ValueError(
+                    f"--{flag} goes with a raw --train_file (prepared here); prepared data (--train_dir) already "
+                    f"has its split and word boundaries: pass --{flag} to `lmforge prepare all` instead"
+                )
         if self.num_generation_samples < 0 or self.generation_max_new_tokens < 1:
             raise ValueError("--num_generation_samples must be >= 0 and --generation_max_new_tokens >= 1")
         check_report_to(self.report_to)

@@ -139,6 +139,8 @@ def _prepare_raw_file(path: Path, args: PretrainArgs, run_dir: Path, info: DistI
             line_by_line=args.line_by_line,
             block_size=args.max_seq_length,
             validation_split_percentage=args.validation_split_percentage,
+            validation_file=args.validation_file,
+            train_ref_file=args.train_ref_file,
             num_proc=args.preprocessing_num_workers or 1,
             seed=args.seed,
             tokenizer_name=args.tokenizer_dir or args.tokenizer_name,  # None: build the default char tokenizer
@@ -400,6 +402,8 @@ def build_job(args: PretrainArgs, info: DistInfo) -> TrainingJob:
             args,
             train_dir=str(paths.train.parent.parent if paths.train.parent.name == "shards" else paths.train),
             train_file=None,
+            validation_file=None,  # consumed: the prepared data below holds the split and the word boundaries
+            train_ref_file=None,
             tokenizer_dir=str(paths.tokenizer),
             tokenizer_name=None,
             objective=objective,
