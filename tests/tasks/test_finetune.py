@@ -177,3 +177,25 @@ def test_mixed_precision_runs(precision, synthetic_task, char_tokenizer_dir, tmp
     assert report["steps"] == 2 and 0.0 <= report["dev"]["accuracy"] <= 1.0
     with pytest.raises(ValueError, match="exclusive"):
         FinetuneArgs("tnews", bf16=True, fp16=True)
+
+
+def test_reports_and_the_confusion_matrix_name_the_labels(synthetic_task, char_tokenizer_dir, tmp_path, monkeypatch):
+    """With CLUE's labels.json (ids such as 100 + label_desc), the per-class report carries the description and the
+    confusion matrix is drawn with "id description" on its axes, not bare ids (issue 17)."""
+    from lmforge.eval import metrics as metrics_module
+
+    (synthetic_task / "labels.json").write_text(
+        '{"label": "neg", "label_desc": "负面"}\n{"label": "pos", "label_desc": "正面"}\n', encoding="utf-8"
+    )
+    drawn = {}
+    plot = metrics_module.plot_confusion_matrix
+
+    def spy(matrix, names, out):
+        drawn["names"] = list(names)
+        return plot(matrix, names, out)
+
+    monkeypatch.setattr(metrics_module, "plot_confusion_matrix", spy)
+    finetune(_args(synthetic_task, char_tokenizer_dir, tmp_path / "run", num_train_epochs=1))
+    metrics = json.loads((tmp_path / "run" / "dev_metrics.json").read_text())
+    assert metrics["per_class"]["neg"]["label_desc"] == "负面" and metrics["label_names"] == ["neg 负面", "pos 正面"]
+    assert drawn["names"] == ["neg 负面", "pos 正面"]

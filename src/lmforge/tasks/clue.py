@@ -346,6 +346,11 @@ def build_classification_task(
             raise ValueError(f"majority label {majority_label!r} is not one of {data.labels}")
         majority = majority_label
 
+    display_names = [
+        f"{label} {data.label_descriptions[label]}" if label in data.label_descriptions else label
+        for label in data.labels
+    ]
+
     def score(split: str, logits: list[Tensor]) -> tuple[dict[str, Any], list[tuple[Any, str]]]:
         predicted = [int(row.argmax()) for row in logits]
         examples = data.splits[split]
@@ -354,6 +359,10 @@ def build_classification_task(
             return {}, predictions
         gold = [index[e.label] for e in examples]
         metrics = classification_report(gold, predicted, data.labels)
+        for label, desc in data.label_descriptions.items():  # CLUE's ids (100, 101, ...) say nothing on their own
+            if label in metrics["per_class"]:
+                metrics["per_class"][label]["label_desc"] = desc
+        metrics["label_names"] = display_names
         metrics["majority_baseline_accuracy"] = sum(g == index[majority] for g in gold) / max(len(gold), 1)
         return metrics, predictions
 
@@ -368,7 +377,7 @@ def build_classification_task(
         return path
 
     def write_dev_extras(metrics: dict[str, Any], out_dir: Path) -> None:
-        plot_confusion_matrix(metrics["confusion_matrix"], data.labels, Path(out_dir) / "confusion_matrix.png")
+        plot_confusion_matrix(metrics["confusion_matrix"], display_names, Path(out_dir) / "confusion_matrix.png")
 
     head_config = {"kind": "sequence_classification", "labels": data.labels, "pooling": pooling, "dropout": dropout}
     counts = {
