@@ -342,7 +342,7 @@ def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
     from lmforge.heads.classification import TaskModel
     from lmforge.models.common import set_gradient_checkpointing
     from lmforge.models.registry import config_to_dict
-    from lmforge.train.checkpoint import list_checkpoints, load_weights, restore_rng_state
+    from lmforge.train.checkpoint import load_weights, restore_rng_state
     from lmforge.train.distributed import barrier, unwrap, wrap_model
     from lmforge.train.loop import train
     from lmforge.train.metrics import collect_env, plot_loss, run_logger, write_yaml
@@ -409,16 +409,7 @@ def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
         if rng_state is not None:
             restore_rng_state(rng_state)  # last: nothing may draw random numbers after this
         train(job)
-        best_step = int(job.state.best["step"]) if job.state.best else None
-        keep = best_step if best_step is not None else job.state.step  # no dev split: the last weights
-        if info.is_main:
-            for step, path in list_checkpoints(run_dir):
-                if step != keep:
-                    shutil.rmtree(path)
-        barrier()
-        unwrap(model).load_state_dict(load_weights(run_dir / f"checkpoint-{keep}"), strict=True)
-        report |= {"steps": job.state.step, "best_step": keep, "metric_for_best_model": metric_name,
-                   "nonfinite_steps": job.state.nonfinite_steps}  # fmt: skip
+        report |= keep_best_checkpoint(job, run_dir, model, info) | {"metric_for_best_model": metric_name}
     if not info.is_main:
         return report
 
@@ -477,6 +468,22 @@ def _build_job(
         objective=f"finetune {args.task}", model_info={}, run_dir=Path(args.output_dir),
     )  # fmt: skip
     return job, None if saved is None else saved["ranks"][info.rank]["rng"]
+
+
+def keep_best_checkpoint(job: Any, run_dir: Path, model: Any, info: Any) -> dict[str, int]:
+    """After training: delete every checkpoint but the best by the dev metric (the last one without a dev split),
+    load its weights into ``model``; returns the report's ``steps``, ``best_step`` and ``nonfinite_steps``."""
+    from lmforge.train.checkpoint import list_checkpoints, load_weights
+    from lmforge.train.distributed import barrier, unwrap
+
+    keep = int(job.state.best["step"]) if job.state.best else job.state.step
+    if info.is_main:
+        for step, path in list_checkpoints(run_dir):
+            if step != keep:
+                shutil.rmtree(path)
+    barrier()
+    unwrap(model).load_state_dict(load_weights(run_dir / f"checkpoint-{keep}"), strict=True)
+    return {"steps": job.state.step, "best_step": keep, "nonfinite_steps": job.state.nonfinite_steps}
 
 
 def _print_summary(report: dict[str, Any], *, file: Any) -> None:

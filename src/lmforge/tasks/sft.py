@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from lmforge.data.chat_template import ROLES, ChatTemplate, load_chat_template
-from lmforge.heads.lm import IGNORE_INDEX, LMOutput, clm_loss
+from lmforge.heads.lm import IGNORE_INDEX, LanguageModel, LMOutput, clm_loss
 from lmforge.nn.moe import pop_router_losses
 from lmforge.tasks.common import collate, encode_texts, json_object
 
@@ -215,24 +215,17 @@ def segment_positions(segment_ids_BT: Tensor) -> Tensor:
     return index_BT - torch.where(starts_BT, index_BT, 0).cummax(dim=1).values
 
 
-class SFTModel(nn.Module):
+class SFTModel(LanguageModel):
     """A causal ``LanguageModel``'s backbone and head, trained on (packed) SFT rows. Same submodule names, so the
     same state dict: checkpoints load as a plain ``clm`` model. ``forward`` takes the loop's batch keys; with
     ``packed``, ``token_type_ids`` are segment ids that become the block-diagonal pattern and restarting positions.
     """
 
     def __init__(self, language_model: nn.Module, *, packed: bool):
-        super().__init__()
         if getattr(language_model, "objective", None) != "clm":
             raise ValueError(f"SFT needs a causal LM, got objective {getattr(language_model, 'objective', None)!r}")
-        self.backbone, self.head, self.packed = language_model.backbone, language_model.head, packed
-
-    @property
-    def config(self):
-        return self.backbone.config
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.backbone.get_input_embeddings()
+        super().__init__(language_model.backbone, language_model.head, objective="clm")
+        self.packed = packed
 
     def forward(
         self,
@@ -283,8 +276,8 @@ def finetune_sft(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
     from lmforge.data.tokenizer import META_FILE
     from lmforge.eval.lm import evaluate_lm
     from lmforge.models.registry import config_to_dict
-    from lmforge.tasks.finetune import _build_job
-    from lmforge.train.checkpoint import list_checkpoints, load_weights, restore_rng_state
+    from lmforge.tasks.finetune import _build_job, keep_best_checkpoint
+    from lmforge.train.checkpoint import load_weights, restore_rng_state
     from lmforge.train.distributed import barrier, unwrap, wrap_model
     from lmforge.train.loop import train
     from lmforge.train.metrics import MetricLogger, collect_env, plot_loss, write_yaml
@@ -373,15 +366,7 @@ def finetune_sft(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
         if rng_state is not None:
             restore_rng_state(rng_state)  # last: nothing may draw random numbers after this
         train(job)
-        keep = int(job.state.best["step"]) if job.state.best else job.state.step
-        if info.is_main:
-            for step, path in list_checkpoints(run_dir):
-                if step != keep:
-                    shutil.rmtree(path)
-        barrier()
-        unwrap(model).load_state_dict(load_weights(run_dir / f"checkpoint-{keep}"), strict=True)
-        report |= {"steps": job.state.step, "best_step": keep, "metric_for_best_model": metric_name,
-                   "nonfinite_steps": job.state.nonfinite_steps}  # fmt: skip
+        report |= keep_best_checkpoint(job, run_dir, model, info) | {"metric_for_best_model": metric_name}
     if not info.is_main:
         return report
     if "dev" in features:
