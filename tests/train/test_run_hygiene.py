@@ -34,8 +34,11 @@ def test_ctrl_c_prints_step_checkpoint_and_resume_command(mlm_data: Path, tmp_pa
             "--output_dir", str(out), "--max_steps", "100000", "--save_steps", "2", "--logging_steps", "1000",
             "--do_eval", "false", "--report_to", "none", "--threads", "1"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    # SIGINT back to its default in the child: a test run started in the background (`pytest &`, nohup) inherits
+    # an ignored SIGINT, which Python keeps ignoring, and the child would train on to max_steps
     child = subprocess.Popen([sys.executable, "-m", "lmforge", *argv], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+                             stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.monotonic() + 600  # generous: a loaded 2-core machine starts torch slowly
     while not (out / "checkpoint-4").is_dir() and time.monotonic() < deadline and child.poll() is None:
         time.sleep(0.2)
