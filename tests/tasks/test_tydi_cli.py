@@ -129,3 +129,16 @@ def test_seed_002_recipe():
                 "adam_beta1": 0.9, "adam_beta2": 0.999, "adam_epsilon": 1e-6, "max_seq_length": 2048,
                 "doc_stride": 512, "max_answer_length": 100}  # fmt: skip
     assert {k: config[k] for k in expected} == expected
+
+
+def test_the_one_task_loader_reads_a_tydi_run(tydi_run):
+    """``load_task_model`` (predict, export, inspect) builds the TyDi head from the run's config like any other."""
+    import torch
+
+    from lmforge.tasks.finetune import load_task_model
+    from lmforge.tasks.tydi import TydiHead
+
+    model, info, _ = load_task_model(tydi_run / "run")
+    assert info["head"]["kind"] == "tydi" and isinstance(model.head, TydiHead)
+    ids = torch.randint(5, 200, (1, 16))
+    assert model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.shape[:2] == (1, 16)

@@ -257,6 +257,10 @@ def build_head(head_config: dict[str, Any], hidden_size: int) -> Any:
         return TokenClassificationHead(hidden_size, len(head_config["labels"]), dropout=head_config["dropout"])
     if kind == "span":
         return SpanHead(hidden_size)
+    if kind == "tydi":
+        from lmforge.tasks.tydi import TydiHead
+
+        return TydiHead(hidden_size, dropout=head_config["dropout"])
     raise ValueError(f"unknown head kind {kind!r}")
 
 
