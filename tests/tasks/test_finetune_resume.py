@@ -25,7 +25,7 @@ from lmforge.train.loop import NonFiniteLossError
 from sigkill_child import CHILD
 
 ROOT = Path(__file__).resolve().parents[2]
-VOLATILE = ("elapsed_s", "tokens_per_s")  # wall-clock figures differ between runs
+VOLATILE = ("elapsed_s", "tokens_per_s", "samples_per_s")  # wall-clock figures differ between runs
 
 
 def _args(data_dir: Path, tokenizer_dir: Path, out: Path, **overrides) -> FinetuneArgs:

@@ -59,7 +59,11 @@ def test_run_directory_records_everything(mlm_data: Path, tmp_path: Path) -> Non
     assert {"git_commit", "device", "torch_num_threads", "model_config", "parameters"} <= set(env)
     logged = [r for r in _records(run) if "train_loss" in r]
     assert [r["step"] for r in logged] == [2, 4, 6]
-    assert {"learning_rate", "grad_norm", "tokens_per_s", "train_accuracy", "elapsed_s"} <= set(logged[0])
+    assert {"learning_rate", "grad_norm", "tokens_per_s", "samples_per_s", "train_accuracy", "elapsed_s"} <= set(
+        logged[0]
+    )
+    # samples/s (seed 003's FPS) is sequences over the same time as tokens/s; packed sequences are nearly full
+    assert 0.5 * 32 < logged[0]["tokens_per_s"] / logged[0]["samples_per_s"] <= 32
     assert [r["step"] for r in _records(run) if "eval_loss" in r] == [3, 6]
     # config.yaml is the resolved PretrainArgs and runs again as --config
     saved = yaml.safe_load((run / "config.yaml").read_text())
@@ -83,6 +87,7 @@ def test_mixed_precision_on_cpu(mlm_data: Path, tmp_path: Path, precision: str) 
 
 def test_clm_evaluates_perplexity_and_samples(clm_data: Path, tmp_path: Path) -> None:
     result = _run(clm_data, tmp_path / "clm", max_seq_length=24, max_steps=2, save_steps=2, generation_max_new_tokens=5)
+    assert 0.0 <= result["train_accuracy"] <= 1.0 and result["samples_per_s"] > 0  # seed 003's Acc@1 and FPS
     assert result["eval_perplexity"] == pytest.approx(torch.tensor(result["eval_loss"]).exp().item(), rel=1e-6)
     assert "||" in result["eval_sample_0"] and "train_perplexity" in result
 

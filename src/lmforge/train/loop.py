@@ -80,6 +80,7 @@ def _empty_window(elapsed_s: float) -> dict[str, float]:
         "correct": 0.0,
         "n": 0.0,
         "tokens": 0.0,
+        "samples": 0,
         "elapsed_at_start": elapsed_s,
     }
 
@@ -199,8 +200,10 @@ def _train(job: TrainingJob) -> dict[str, Any]:
         # ---- forward/backward over the accumulation window; gradients sync only on its last micro-step
         step_sums = torch.zeros(4, dtype=torch.float64, device=info.device)  # loss, correct, n, tokens
         extras: dict[str, float] = {}
+        rows = 0  # sequences in this step on this rank
         for micro in range(accum):
             batch = {k: v.to(info.device, non_blocking=True) for k, v in next(job.train_batches).items()}
+            rows += int(batch["input_ids"].shape[0])
             set_gradient_sync(model, micro == accum - 1)  # before the forward (build-nanogpt PR #30)
             with job.autocast():
                 inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
@@ -268,6 +271,7 @@ def _train(job: TrainingJob) -> dict[str, Any]:
         window["correct"] += step_sums[1].item()
         window["n"] += step_sums[2].item()
         window["tokens"] += step_sums[3].item()
+        window["samples"] += rows * info.world_size
         window["all_steps"] += 1
         for key, value in extras.items():
             window[f"extra/{key}"] = window.get(f"extra/{key}", 0.0) + value
@@ -283,12 +287,13 @@ def _train(job: TrainingJob) -> dict[str, Any]:
             metrics |= {"learning_rate": lr, "grad_norm": grad_norm}
             if window.get("skipped"):
                 metrics |= {"skipped_steps": int(window["skipped"]), "skip_reason": window["skip_reason"]}
-            if job.objective == "mlm":
+            if job.objective in LM_OBJECTIVES:  # MLM: masked-token accuracy; CLM: next-token top-1 (seed 003's Acc@1)
                 metrics["train_accuracy"] = window["correct"] / max(window["n"], 1)
-            elif job.objective == "clm" and mean_loss is not None:
+            if job.objective == "clm" and mean_loss is not None:
                 metrics["train_perplexity"] = math.exp(min(mean_loss, 700.0))
-            window_time = state.elapsed_s - window["elapsed_at_start"]
-            metrics["tokens_per_s"] = window["tokens"] / max(window_time, 1e-9)
+            window_time = max(state.elapsed_s - window["elapsed_at_start"], 1e-9)
+            metrics["tokens_per_s"] = window["tokens"] / window_time
+            metrics["samples_per_s"] = window["samples"] / window_time  # sequences/s, all ranks (seed 003's "FPS")
             metrics |= {"tokens": state.tokens, "elapsed_s": state.elapsed_s, "nonfinite_steps": state.nonfinite_steps}
             if job.scaler.is_enabled():
                 metrics["overflow_steps"] = state.overflow_steps
