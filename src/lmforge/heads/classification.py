@@ -178,6 +178,8 @@ class TaskModel(nn.Module):
     ) -> TaskOutput:
         if not self.uses_token_types:
             token_type_ids = None
+        if input_ids.dim() == 3:  # multiple choice (B, C, T): every choice its own sequence (heads/multiple_choice.py)
+            return self._forward_choices(input_ids, attention_mask, token_type_ids, **targets)
         extra = {"output_hidden_states": True} if output_hidden_states else {}
         out = self.backbone(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **extra)
         hidden_BTD, states = out if output_hidden_states else (out, None)
@@ -185,3 +187,26 @@ class TaskModel(nn.Module):
         targets = {k: v for k, v in targets.items() if v is not None}
         loss = self.head.loss(logits, attention_mask=attention_mask, **targets) if targets else None
         return TaskOutput(loss=loss, logits=logits, hidden_states=hidden_BTD, all_hidden_states=states)
+
+    def _forward_choices(
+        self,
+        input_ids_BCT: Tensor,
+        attention_mask_BCT: Tensor | None,
+        token_type_ids_BCT: Tensor | None,
+        **targets: Tensor,
+    ) -> TaskOutput:
+        B, C, T = input_ids_BCT.shape
+        if attention_mask_BCT is None:
+            attention_mask_BCT = torch.ones_like(input_ids_BCT)
+        # a choice padded in to fill the batch has no real token: let its first position attend (no all-masked
+        # softmax row in the backbone); the head still sees the true mask and gives it the lowest logit
+        backbone_mask_NT = attention_mask_BCT.reshape(B * C, T).clone()
+        backbone_mask_NT[:, 0] = 1
+        types_NT = None if token_type_ids_BCT is None else token_type_ids_BCT.reshape(B * C, T)
+        hidden_NTD = self.backbone(input_ids_BCT.reshape(B * C, T), attention_mask=backbone_mask_NT,
+                                   token_type_ids=types_NT)  # fmt: skip
+        hidden_BCTD = hidden_NTD.view(B, C, T, -1)
+        logits_BC = self.head(hidden_BCTD, attention_mask_BCT)
+        targets = {k: v for k, v in targets.items() if v is not None}
+        loss = self.head.loss(logits_BC, attention_mask=attention_mask_BCT, **targets) if targets else None
+        return TaskOutput(loss=loss, logits=logits_BC, hidden_states=hidden_BCTD)

@@ -116,7 +116,11 @@ def encode_pair(
 
 
 def collate(features: Sequence[dict[str, Any]], *, pad_id: int) -> dict[str, Tensor]:
-    """Right-pad a list of features into tensors; list targets (token labels) are padded with -100."""
+    """Right-pad a list of features into tensors; list targets (token labels) are padded with -100. Multiple-choice
+    features (``input_ids`` a list of choices, each a list of ids) give (B, C, T), C the most choices in the batch;
+    a missing choice is all padding (attention mask 0)."""
+    if features and features[0]["input_ids"] and isinstance(features[0]["input_ids"][0], list):
+        return _collate_choices(features, pad_id=pad_id)
     length = max(len(f["input_ids"]) for f in features)
     batch = len(features)
     input_ids = torch.full((batch, length), pad_id, dtype=torch.long)
@@ -139,6 +143,23 @@ def collate(features: Sequence[dict[str, Any]], *, pad_id: int) -> dict[str, Ten
             out[key] = padded
         else:
             out[key] = torch.tensor(values, dtype=torch.float if isinstance(values[0], float) else torch.long)
+    return out
+
+
+def _collate_choices(features: Sequence[dict[str, Any]], *, pad_id: int) -> dict[str, Tensor]:
+    choices = max(len(f["input_ids"]) for f in features)
+    length = max(len(ids) for f in features for ids in f["input_ids"])
+    input_ids = torch.full((len(features), choices, length), pad_id, dtype=torch.long)
+    token_type_ids = torch.zeros_like(input_ids)
+    attention_mask = torch.zeros_like(input_ids)
+    for i, f in enumerate(features):
+        for c, ids in enumerate(f["input_ids"]):
+            input_ids[i, c, : len(ids)] = torch.tensor(ids)
+            token_type_ids[i, c, : len(ids)] = torch.tensor(f["token_type_ids"][c])
+            attention_mask[i, c, : len(ids)] = 1
+    out = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+    if all(f.get("labels") is not None for f in features):
+        out["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
     return out
 
 

@@ -54,6 +54,7 @@ QA_TASKS = ("cmrc2018", "squad")
 NER_TASKS = ("cluener",)
 SFT_TASKS = ("sft",)  # a causal LM on conversations: tasks/sft.py
 TYDI_TASKS = ("tydi",)  # TyDi QA primary tasks: tasks/tydi.py
+CHOICE_TASKS = ("c3",)  # multiple choice: tasks/c3.py
 
 
 @dataclass
@@ -231,10 +232,16 @@ def _build_bundle(
         return build_tydi_task(args, tokenizer=tokenizer, hidden_size=width, splits=splits, backbone=backbone)
     from lmforge.tasks.clue import CLUE_TASKS, build_classification_task
 
-    if args.task not in CLUE_TASKS:
-        choices = sorted([*CLUE_TASKS, *QA_TASKS, *NER_TASKS, *SFT_TASKS, *TYDI_TASKS])
+    if args.task not in CLUE_TASKS and args.task not in CHOICE_TASKS:
+        choices = sorted([*CLUE_TASKS, *QA_TASKS, *NER_TASKS, *SFT_TASKS, *TYDI_TASKS, *CHOICE_TASKS])
         raise ValueError(f"unknown task {args.task!r}; choose from {choices}")
     pooling = args.pooling if args.pooling != "auto" else default_pooling(config, builders=get_entry(arch).builders)
+    if args.task in CHOICE_TASKS:
+        from lmforge.tasks.c3 import build_c3_task
+
+        return build_c3_task(args.data_dir, tokenizer=tokenizer, hidden_size=width, pooling=pooling,
+                             dropout=args.classifier_dropout, max_seq_length=args.max_seq_length,
+                             splits=splits)  # fmt: skip
     return build_classification_task(
         args.task, args.data_dir, tokenizer=tokenizer, hidden_size=width, pooling=pooling,
         dropout=args.classifier_dropout, max_seq_length=args.max_seq_length, splits=splits, labels=labels,
@@ -257,6 +264,10 @@ def build_head(head_config: dict[str, Any], hidden_size: int) -> Any:
         return TokenClassificationHead(hidden_size, len(head_config["labels"]), dropout=head_config["dropout"])
     if kind == "span":
         return SpanHead(hidden_size)
+    if kind == "multiple_choice":
+        from lmforge.heads.multiple_choice import MultipleChoiceHead
+
+        return MultipleChoiceHead(hidden_size, pooling=head_config["pooling"], dropout=head_config["dropout"])
     if kind == "tydi":
         from lmforge.tasks.tydi import TydiHead
 
