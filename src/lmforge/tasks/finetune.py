@@ -54,7 +54,7 @@ QA_TASKS = ("cmrc2018", "squad")
 NER_TASKS = ("cluener",)
 SFT_TASKS = ("sft",)  # a causal LM on conversations: tasks/sft.py
 TYDI_TASKS = ("tydi",)  # TyDi QA primary tasks: tasks/tydi.py
-CHOICE_TASKS = ("c3",)  # multiple choice: tasks/c3.py
+CHOICE_TASKS = ("c3", "chid")  # multiple choice: tasks/c3.py, tasks/chid.py
 
 
 @dataclass
@@ -238,10 +238,12 @@ def _build_bundle(
     pooling = args.pooling if args.pooling != "auto" else default_pooling(config, builders=get_entry(arch).builders)
     if args.task in CHOICE_TASKS:
         from lmforge.tasks.c3 import build_c3_task
+        from lmforge.tasks.chid import build_chid_task
 
-        return build_c3_task(args.data_dir, tokenizer=tokenizer, hidden_size=width, pooling=pooling,
-                             dropout=args.classifier_dropout, max_seq_length=args.max_seq_length,
-                             splits=splits)  # fmt: skip
+        build_choice_task = build_chid_task if args.task == "chid" else build_c3_task
+        return build_choice_task(args.data_dir, tokenizer=tokenizer, hidden_size=width, pooling=pooling,
+                                 dropout=args.classifier_dropout, max_seq_length=args.max_seq_length,
+                                 splits=splits)  # fmt: skip
     return build_classification_task(
         args.task, args.data_dir, tokenizer=tokenizer, hidden_size=width, pooling=pooling,
         dropout=args.classifier_dropout, max_seq_length=args.max_seq_length, splits=splits, labels=labels,
