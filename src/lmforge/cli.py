@@ -79,7 +79,7 @@ STAGES: dict[str, Stage | dict[str, Stage]] = {
     "finetune": Stage(
         "lmforge.tasks.finetune:FinetuneArgs",
         "lmforge.tasks.finetune:finetune",
-        "Fine-tune on CLUE classification, extractive QA (cmrc2018, squad) or token classification (cluener).",
+        "Fine-tune: CLUE classification, C3/CHID multiple choice, QA (cmrc2018, squad, tydi), NER (cluener), SFT.",
         positional=True,
         precheck="lmforge.tasks.finetune:check_argv",
     ),

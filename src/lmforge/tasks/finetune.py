@@ -60,7 +60,8 @@ CHOICE_TASKS = ("c3", "chid")  # multiple choice: tasks/c3.py, tasks/chid.py
 @dataclass
 class FinetuneArgs:
     task: str
-    """tnews, iflytek, afqmc, ocnli, cmnli, cluewsc2020, csl, classification, cmrc2018, squad or cluener."""
+    """tnews, iflytek, afqmc, ocnli, cmnli, cluewsc2020, csl, classification (any jsonl), c3, chid, cmrc2018, squad,
+    cluener, tydi or sft."""
     model: str | None = None
     """Pretraining run/checkpoint, exported or Hugging Face directory, JunnYu directory, or an architecture name."""
     data_dir: str | None = None
