@@ -115,7 +115,7 @@ def build_c3_task(
 ) -> TaskBundle:
     """Read, encode (one ``[CLS] context [SEP] question choice [SEP]`` per choice) and wrap C3 for the engine."""
     from lmforge.heads.multiple_choice import MultipleChoiceHead
-    from lmforge.tasks.common import TaskBundle, encode_pair, encode_texts, require_cls_sep
+    from lmforge.tasks.common import TaskBundle, choice_row, encode_texts, require_cls_sep
 
     require_cls_sep(tokenizer, "c3")
     data, files, documents = read_c3(data_dir, splits=splits)
@@ -126,18 +126,10 @@ def build_c3_task(
         endings = encode_texts(tokenizer, [q.question + c for q in questions for c in q.choices])
         rows, cut, k = [], 0, 0
         for question, context in zip(questions, contexts, strict=True):
-            choice_rows = []
-            for _ in question.choices:
-                ending = endings[k][0]
-                k += 1
-                choice_rows.append(encode_pair(context, ending, cls_id=tokenizer.cls_token_id,
-                                               sep_id=tokenizer.sep_token_id, max_length=max_seq_length))  # fmt: skip
-                cut += len(context) + len(ending) + 3 > max_seq_length
-            row: dict[str, Any] = {"input_ids": [r["input_ids"] for r in choice_rows],
-                                   "token_type_ids": [r["token_type_ids"] for r in choice_rows]}  # fmt: skip
-            if question.label is not None:
-                row["labels"] = question.label
-            rows.append(row)
+            pairs = [(context, endings[k + i][0]) for i in range(len(question.choices))]
+            k += len(question.choices)
+            cut += sum(len(a) + len(b) + 3 > max_seq_length for a, b in pairs)
+            rows.append(choice_row(pairs, tokenizer=tokenizer, max_length=max_seq_length, label=question.label))
         features[split], truncated[split] = rows, cut
 
     def score(split: str, logits: list[Tensor]) -> tuple[dict[str, Any], list[tuple[Any, int]]]:

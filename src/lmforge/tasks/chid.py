@@ -144,7 +144,7 @@ def build_chid_task(
 ) -> TaskBundle:
     """Read, encode (one ``[CLS] candidate [SEP] window [SEP]`` per candidate) and wrap CHID for the engine."""
     from lmforge.heads.multiple_choice import MultipleChoiceHead
-    from lmforge.tasks.common import TaskBundle, encode_pair, encode_texts, require_cls_sep
+    from lmforge.tasks.common import TaskBundle, choice_row, encode_texts, require_cls_sep
 
     require_cls_sep(tokenizer, "chid")
     data, files, lines = read_chid(data_dir, splits=splits)
@@ -169,18 +169,13 @@ def build_chid_task(
             left = [t for i in range(b) for t in (*segments[i], *tags[i])] + segments[b]
             right = segments[b + 1] + [t for i in range(b + 1, k) for t in (*tags[i], *segments[i + 1])]
             target = [mask_id] * IDIOM_LENGTH if mask_id is not None else tags[b]
-            choice_rows = []
+            pairs = []
             for candidate in candidates:
                 budget = max_seq_length - 3 - len(candidate) - len(target)
                 before, after = _window(left, right, budget)
                 cut += len(before) + len(after) < len(left) + len(right)
-                choice_rows.append(encode_pair(candidate, [*before, *target, *after], cls_id=tokenizer.cls_token_id,
-                                               sep_id=tokenizer.sep_token_id, max_length=max_seq_length))  # fmt: skip
-            row: dict[str, Any] = {"input_ids": [r["input_ids"] for r in choice_rows],
-                                   "token_type_ids": [r["token_type_ids"] for r in choice_rows]}  # fmt: skip
-            if blank.label is not None:
-                row["labels"] = blank.label
-            rows.append(row)
+                pairs.append((candidate, [*before, *target, *after]))
+            rows.append(choice_row(pairs, tokenizer=tokenizer, max_length=max_seq_length, label=blank.label))
         features[split], truncated[split] = rows, cut
 
     def score(split: str, logits: list[Tensor]) -> tuple[dict[str, Any], list[tuple[str, int]]]:

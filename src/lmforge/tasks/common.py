@@ -96,6 +96,20 @@ def require_cls_sep(tokenizer: Any, task: str) -> None:
         raise ValueError(f"{task} needs a {' and a '.join(missing)} token, and the tokenizer ({source}) has none")
 
 
+def choice_row(pairs: list[tuple[list[int], list[int]]], *, tokenizer: Any, max_length: int, label: int | None) -> dict:
+    """One multiple-choice example (C3, CHID): ``encode_pair`` of every (first, second) pair, one per choice, as
+    lists of ``input_ids``/``token_type_ids`` (the collator pads choices and tokens), with the label when known."""
+    rows = [encode_pair(a, b, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id, max_length=max_length)
+            for a, b in pairs]  # fmt: skip
+    row: dict[str, Any] = {
+        "input_ids": [r["input_ids"] for r in rows],
+        "token_type_ids": [r["token_type_ids"] for r in rows],
+    }
+    if label is not None:
+        row["labels"] = label
+    return row
+
+
 def encode_pair(
     a: list[int], b: list[int] | None, *, cls_id: int | None, sep_id: int | None, max_length: int
 ) -> dict[str, list]:
