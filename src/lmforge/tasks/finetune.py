@@ -341,7 +341,12 @@ def finetune(args: FinetuneArgs) -> dict[str, Any]:
     with torch_threads(args.threads):
         info = init_distributed(use_cpu=args.use_cpu, backend=args.ddp_backend)
         try:
-            return _finetune(args, info)
+            report = _finetune(args, info)
+            if info.enabled:  # ranks leave together: tearing gloo down while rank 0 still writes aborts a rank
+                from lmforge.train.distributed import barrier
+
+                barrier()
+            return report
         finally:
             from lmforge.train.checkpoint import release_run_lock
 

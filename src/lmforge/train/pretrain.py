@@ -108,6 +108,7 @@ def _pretrain(args: PretrainArgs) -> dict[str, Any]:
             if job.logger is not None:
                 job.logger.close()
             print(f"pretrain finished: {format_summary(results)}", flush=True)
+        barrier()  # every rank leaves together: a rank that tore down gloo while rank 0 still wrote aborted (SIGABRT)
         return results
     finally:
         if info.is_main:
