@@ -48,3 +48,28 @@ def torch_threads(threads: int | None, *, flag: str = "--threads") -> Iterator[N
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) back until the block ends, then raise ``KeyboardInterrupt``: a checkpoint being written
+    is finished rather than cut (``torch.save`` interrupted mid-file turns the interrupt into a ``RuntimeError``).
+    Outside the main thread, or where SIGINT is ignored (``nohup``), nothing changes."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous in (signal.SIG_IGN, None):
+        yield
+        return
+    received: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt

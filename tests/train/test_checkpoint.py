@@ -111,3 +111,27 @@ def test_resolve_checkpoint_errors_are_value_errors(tmp_path) -> None:
         resolve_checkpoint(tmp_path)
     with pytest.raises(ValueError, match="neither"):
         resolve_checkpoint(tmp_path / "missing")
+
+
+def test_ctrl_c_during_a_save_finishes_the_checkpoint_then_interrupts(tmp_path, monkeypatch) -> None:
+    """SIGINT arriving while torch.save writes the training state used to surface as a RuntimeError from inside
+    torch's zip writer (a traceback, exit 1, a half-written temporary); now the checkpoint completes and verifies,
+    then KeyboardInterrupt is raised, and the SIGINT handler is restored."""
+    import os
+    import signal
+
+    from lmforge.train import checkpoint
+
+    model, info = _tiny()
+    write = checkpoint._write_files
+
+    def interrupted_write(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of writing
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "_write_files", interrupted_write)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        _save(tmp_path, 3, model, info, training_state={"step": 3})
+    assert verify_checkpoint(tmp_path / "checkpoint-3") is None
+    assert not list(tmp_path.glob(".tmp-*")) and signal.getsignal(signal.SIGINT) is before

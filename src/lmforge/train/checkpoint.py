@@ -277,9 +277,23 @@ def save_checkpoint(
 ) -> Path:
     """Write ``run_dir/checkpoint-STEP`` atomically and return its path (an existing one is replaced).
 
-    ``model_info`` is ``{"model": name, "task": task, "config": {...}}`` (written as config.json).
+    ``model_info`` is ``{"model": name, "task": task, "config": {...}}`` (written as config.json). Ctrl-C during the
+    write is held back until the checkpoint is complete, then raised (``utils.deferred_interrupt``).
     """
-    run_dir = Path(run_dir)
+    from lmforge.utils import deferred_interrupt
+
+    with deferred_interrupt():
+        return _save_checkpoint(Path(run_dir), step, weights, model_info, training_state, tokenizer_dir)
+
+
+def _save_checkpoint(
+    run_dir: Path,
+    step: int,
+    weights: Mapping[str, Tensor],
+    model_info: Mapping[str, Any],
+    training_state: Mapping[str, Any] | None,
+    tokenizer_dir: str | Path | None,
+) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / f"checkpoint-{step}"
     tmp = run_dir / f".tmp-checkpoint-{step}-{os.getpid()}"
