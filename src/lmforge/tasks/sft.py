@@ -280,7 +280,7 @@ def finetune_sft(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
     from lmforge.train.checkpoint import load_weights, restore_rng_state
     from lmforge.train.distributed import barrier, unwrap, wrap_model
     from lmforge.train.loop import train
-    from lmforge.train.metrics import MetricLogger, collect_env, plot_loss, write_yaml
+    from lmforge.train.metrics import collect_env, plot_loss, run_logger, write_yaml
     from lmforge.train.pretrain import RUN_FILES, prepare_output_dir
     from lmforge.utils import seed_everything
 
@@ -359,10 +359,7 @@ def finetune_sft(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
             higher = args.greater_is_better
             job.greater_is_better = not metric_name.endswith("loss") if higher is None else higher
         if info.is_main:
-            tensorboard = None if args.report_to == "none" else Path(args.logging_dir or run_dir / "tensorboard")
-            job.logger = logger = MetricLogger(
-                run_dir, tensorboard_dir=tensorboard, resume_step=job.state.step if resume else None
-            )
+            job.logger = logger = run_logger(args, run_dir, resume_step=job.state.step if resume else None)
         if rng_state is not None:
             restore_rng_state(rng_state)  # last: nothing may draw random numbers after this
         train(job)
