@@ -306,8 +306,9 @@ def train_lmforge(args: argparse.Namespace, work: Path, arm: str) -> float | Non
 # ---------------------------------------------------------------- evaluation
 
 
-def evaluate_checkpoint(path: str, data: Path, *, per_token: bool, seed: int = 1234) -> dict[str, float]:
-    """Held-out masked-LM accuracy of any model the loader reads, on fixed masked positions."""
+def evaluate_checkpoint(path: str, data: Path, *, seed: int = 1234) -> dict[str, dict[str, float]]:
+    """Held-out masked-LM metrics of any model the loader reads, on fixed masked positions, loaded once: "token"
+    (every token its own "word": 15% of tokens masked independently, 80/10/10) and "word" (15% of whole words)."""
     from lmforge.data.collate import MLMCollator
     from lmforge.data.loader import ShardLoader
     from lmforge.data.shards import open_shards
@@ -319,14 +320,15 @@ def evaluate_checkpoint(path: str, data: Path, *, per_token: bool, seed: int = 1
     shards = open_shards(data / "shards" / "validation")
     words = MLMCollator(tokenizer, mlm_probability=0.15, mode="word", max_seq_length=shards.sequence_length)
 
-    def collate(examples: list, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        if per_token:  # every token its own "word": 15% of tokens masked independently, 80/10/10
-            examples = [{"input_ids": e["input_ids"]} for e in examples]
-        return words(examples, generator)
+    def tokens(examples: list, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return words([{"input_ids": e["input_ids"]} for e in examples], generator)  # no word_starts: all starts
 
-    loader = ShardLoader(shards, batch_size=32, collator=collate, seed=seed, shuffle=False, drop_last=False)
     model = load_model(path)
-    return evaluate_lm(model, loader.iter_epoch(), objective="mlm", device=torch.device("cpu"))
+    results = {}
+    for name, collate in (("token", tokens), ("word", words)):
+        loader = ShardLoader(shards, batch_size=32, collator=collate, seed=seed, shuffle=False, drop_last=False)
+        results[name] = evaluate_lm(model, loader.iter_epoch(), objective="mlm", device=torch.device("cpu"))
+    return results
 
 
 def stage_evaluate(args: argparse.Namespace, work: Path) -> None:
@@ -338,8 +340,8 @@ def stage_evaluate(args: argparse.Namespace, work: Path) -> None:
         for mark in run["checkpoints"]:
             if "token_accuracy" in mark:
                 continue
-            token = evaluate_checkpoint(mark["path"], data, per_token=True)
-            word = evaluate_checkpoint(mark["path"], data, per_token=False)
+            metrics = evaluate_checkpoint(mark["path"], data)
+            token, word = metrics["token"], metrics["word"]
             mark.update(token_accuracy=token["eval_accuracy"], token_loss=token["eval_loss"],
                         word_accuracy=word["eval_accuracy"], word_loss=word["eval_loss"])  # fmt: skip
             log(f"{key} step {mark['step']} ({mark['train_s'] / 60:.1f} min): token acc {token['eval_accuracy']:.4f}, "
