@@ -335,17 +335,14 @@ def predict_logits(
 def finetune(args: FinetuneArgs) -> dict[str, Any]:
     """Train on train, keep the best checkpoint by dev metric, report dev metrics, predict test; returns the report
     (rank 0's is complete; under torchrun the other ranks train and return early)."""
-    from lmforge.train.distributed import destroy_distributed, init_distributed
+    from lmforge.train.distributed import barrier, destroy_distributed, init_distributed
     from lmforge.utils import torch_threads
 
     with torch_threads(args.threads):
         info = init_distributed(use_cpu=args.use_cpu, backend=args.ddp_backend)
         try:
             report = _finetune(args, info)
-            if info.enabled:  # ranks leave together: tearing gloo down while rank 0 still writes aborts a rank
-                from lmforge.train.distributed import barrier
-
-                barrier()
+            barrier()  # ranks leave together: tearing gloo down while rank 0 still writes aborts a rank
             return report
         finally:
             from lmforge.train.checkpoint import release_run_lock
