@@ -1,4 +1,5 @@
-"""Ingest: raw text in any mix of directories, zip archives, txt, gz/bz2/xz and json/jsonl -> jsonl documents.
+"""Ingest: raw text in any mix of directories, zip archives, txt, gz/bz2/xz, json/jsonl and datasets Parquet/Arrow
+(``columnar.py``) -> jsonl documents.
 
 Document rules follow PaddleNLP ``trans_to_json.py`` (copied into JunnYu/FLASHQuad_pytorch): a document ends at a
 line equal (after strip) to ``doc_separator`` (default "" = a blank line), or every non-blank line is a document
@@ -27,14 +28,15 @@ Bad input never crashes the run and is never dropped silently: every skipped doc
 (``too_short``, ``duplicate``, ``invalid_utf8``, ``line_too_long``, ``malformed_json``, ``missing_text_field``,
 ``damaged_file``) and every unusable file too (``binary_file``, ``empty_file``, ``unreadable``, ``bad_archive``,
 ``bad_compression``, ``not_a_regular_file``, ``hidden_file``, ``unsupported``, ``duplicate_input``,
-``json_array_too_large``, ``symlink_loop``, ``symlinked_directory``), with a few ``path:line`` examples.
+``json_array_too_large``, ``symlink_loop``, ``symlinked_directory``, ``bad_parquet``, ``bad_arrow``,
+``dataset_metadata``, ``dataset_cache``), with a few ``path:line`` examples.
 
-Nothing partial: a compressed file or zip member is committed only after it has been read to the end and its CRC
-checked (``ingest_source``); one that fails is skipped whole, its documents counted as ``damaged_file``, or with
-``keep_partial`` kept with the document the failure cut counted in ``documents_lost``. ``report["files"]`` gives
-the verdict of every source not read in full (``skipped`` or ``kept_partial``, reason, error, counts), so
-"skipped" is never said of a file with documents in the output. ``documents_in == documents_out + sum(skipped) +
-documents_lost`` is asserted at the end of every run. A bad path or option is a ``PrepareError`` (a
+Nothing partial: a compressed, Parquet or Arrow file or a zip member is committed only after it has been read to the
+end and its CRC checked (``ingest_source``); one that fails is skipped whole, its documents counted as
+``damaged_file``, or with ``keep_partial`` kept with the document the failure cut counted in ``documents_lost``.
+``report["files"]`` gives the verdict of every source not read in full (``skipped`` or ``kept_partial``, reason,
+error, counts), so "skipped" is never said of a file with documents in the output. ``documents_in == documents_out +
+sum(skipped) + documents_lost`` is asserted at the end of every run. A bad path or option is a ``PrepareError`` (a
 ``ValueError``: one line on the command line).
 
 Modules: ``readers.py`` (sources and parsers), ``documents.py`` (filters, dedup, shuffle buffer, parts),
@@ -62,6 +64,7 @@ from typing import Any
 
 import numpy as np
 
+from lmforge.data.columnar import parse_columnar, require_pyarrow
 from lmforge.data.documents import (
     DOCUMENT_REASONS,
     FILE_REASONS,
@@ -162,23 +165,11 @@ def ingest_source(
     failure: BaseException | None = None
     parsed = False
     try:
-        reader = _open_source(source, stack)
-        head = reader.peek(BINARY_SNIFF_BYTES)[:BINARY_SNIFF_BYTES]
-        failure = reader.raw.error
-        if failure is not None:
-            pass
-        elif not head:
-            stats.skip_file("empty_file", source.name)
-        elif b"\x00" in head:
-            stats.skip_file("binary_file", source.name)
+        if source.columnar is not None:  # datasets Parquet/Arrow: binary, read by pyarrow in record batches
+            failure = parse_columnar(source.path, source.columnar, source.name, sink, options, on_bytes)
+            parsed = source.name not in stats.files  # not an empty_file
         else:
-            lines = _read_lines(reader, options.max_line_bytes, on_bytes)
-            if source.is_json:
-                _parse_json(reader, lines, source.name, sink, options)
-            else:
-                _parse_text(lines, source.name, sink, options)
-            parsed = source.name not in stats.files  # not skipped inside the parser (json_array_too_large)
-            failure = reader.raw.error
+            failure, parsed = _parse_bytes(source, stack, sink, options, on_bytes)
         _check_unchanged(source)
     except READ_ERRORS as error:  # opening failed: missing, permissions, not a zip, bad member header
         _check_unchanged(source)  # vanished or rewritten: an error, not a skipped file
@@ -219,6 +210,31 @@ def ingest_source(
         if spool is not None:
             spool.close()
     return stats, sink.counter.sparse()
+
+
+def _parse_bytes(
+    source: Source, stack: list, sink: _DocumentSink, options: IngestOptions, on_bytes: Callable[[int], None]
+) -> tuple[BaseException | None, bool]:
+    """Parse a text or JSON source (sniffed for empty and binary files first): (the read error that ended it, if
+    any; whether it was parsed rather than skipped as a file). What it opens goes on ``stack``."""
+    stats = sink.stats
+    reader = _open_source(source, stack)
+    head = reader.peek(BINARY_SNIFF_BYTES)[:BINARY_SNIFF_BYTES]
+    if reader.raw.error is not None:
+        return reader.raw.error, False
+    if not head:
+        stats.skip_file("empty_file", source.name)
+        return None, False
+    if b"\x00" in head:
+        stats.skip_file("binary_file", source.name)
+        return None, False
+    lines = _read_lines(reader, options.max_line_bytes, on_bytes)
+    if source.is_json:
+        _parse_json(reader, lines, source.name, sink, options)
+    else:
+        _parse_text(lines, source.name, sink, options)
+    parsed = source.name not in stats.files  # not skipped inside the parser (json_array_too_large)
+    return reader.raw.error, parsed
 
 
 def _commit(spool, write: Callable[[bytes], Any]) -> None:
@@ -317,6 +333,8 @@ def _ingest(
     started = time.perf_counter()
     stats = IngestStats()
     sources = _apply_symlink_policy(discover_sources(inputs, stats=stats), stats, options.follow_symlinks)
+    if any(s.columnar for s in sources):
+        require_pyarrow()
     order = list(range(len(sources)))
     if shuffle:
         random.Random(f"{seed}/sources").shuffle(order)

@@ -53,6 +53,10 @@ FILE_REASONS = (
     "json_array_too_large",
     "symlink_loop",
     "symlinked_directory",
+    "bad_parquet",  # a .parquet file that pyarrow cannot read (truncated, corrupt page or footer)
+    "bad_arrow",  # an .arrow file that pyarrow cannot read (truncated stream, batch failing validation)
+    "dataset_metadata",  # state.json / dataset_info.json / dataset_dict.json of a datasets save_to_disk directory
+    "dataset_cache",  # an .arrow file in a save_to_disk directory that its state.json does not list (cache-*.arrow)
 )
 VERDICTS = ("read", "skipped", "kept_partial")
 MAX_EXAMPLES = 5
@@ -180,10 +184,11 @@ class _DocumentSink:
         self.counter = CodepointCounter()
         self.count = 0
 
-    def lose(self, where: str) -> None:
-        """A document cut by a read error: seen, never written (``ingest_source`` decides how it is counted)."""
-        self.stats.documents_in += 1
-        self.stats.documents_lost += 1
+    def lose(self, where: str, count: int = 1) -> None:
+        """A document cut by a read error (or ``count`` of them, the rows a damaged parquet file had left): seen,
+        never written (``ingest_source`` decides how it is counted)."""
+        self.stats.documents_in += count
+        self.stats.documents_lost += count
         self.stats._example("lost", where)
 
     def emit(self, text: str | None, where: str, bad: str | None = None) -> None:

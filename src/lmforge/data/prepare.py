@@ -43,12 +43,14 @@ DEFAULT_VOCAB_SIZE = {"char": 21128, "bpe": 32000}  # bert-base-chinese's vocabu
 class CorpusArgs:
     input: list[str] | str
     """Files and directories to read: .txt (or any text), .gz/.bz2/.xz, .jsonl/.json, .zip archives (read in
-    place, no unzip). Directories are walked recursively in sorted order."""
+    place, no unzip), datasets .parquet/.arrow files (pip install 'lmforge[arrow]'). Directories are walked
+    recursively in sorted order (a datasets save_to_disk directory reads its .arrow data, not its metadata)."""
     output_dir: str
     """Directory for the jsonl parts (part-00000.jsonl, ...) and report.json."""
     text_field: str = "text"
-    """Field holding the text in .json/.jsonl inputs; a dotted path reaches into nested objects and lists
-    ('meta.text', 'paragraphs.0.text'), as datasets' flattened column names do (a key with the dots in it wins)."""
+    """Field holding the text in .json/.jsonl inputs (the column of .parquet/.arrow ones); a dotted path reaches
+    into nested objects and lists ('meta.text', 'paragraphs.0.text'), as datasets' flattened column names do (a
+    key with the dots in it wins)."""
     min_doc_length: int = 10
     """Documents with fewer characters (after stripping) are dropped (trans_to_json.py --min_doc_length)."""
     one_doc_per_line: bool = False
@@ -231,14 +233,16 @@ def _import_tokenizer(name: str, output_dir: str) -> Path:
 @dataclass(kw_only=True)
 class PrepareAllArgs:
     input: list[str] | str
-    """Raw inputs: files and directories of .txt, .gz/.bz2/.xz, .jsonl/.json and .zip archives."""
+    """Raw inputs: files and directories of .txt, .gz/.bz2/.xz, .jsonl/.json, .zip archives and datasets
+    .parquet/.arrow files (save_to_disk directories, parquet shard folders)."""
     output_dir: str
     """Receives corpus/, tokenizer/, shards/{train,validation}/ and prepare.json."""
     num_proc: int = 1
     """Processes for ingest and for segmentation + tokenization."""
     text_field: str = "text"
-    """Field holding the text in .json/.jsonl inputs; a dotted path reaches into nested objects and lists
-    ('meta.text', 'paragraphs.0.text'), as datasets' flattened column names do (a key with the dots in it wins)."""
+    """Field holding the text in .json/.jsonl inputs (the column of .parquet/.arrow ones); a dotted path reaches
+    into nested objects and lists ('meta.text', 'paragraphs.0.text'), as datasets' flattened column names do (a
+    key with the dots in it wins)."""
     min_doc_length: int = 10
     """Documents with fewer characters are dropped."""
     one_doc_per_line: bool = False

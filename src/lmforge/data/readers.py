@@ -1,4 +1,5 @@
-"""Reading raw inputs for ingest: directories, zip archives (read in place), txt, gz/bz2/xz and json/jsonl/ndjson.
+"""Reading raw inputs for ingest: directories, zip archives (read in place), txt, gz/bz2/xz and json/jsonl/ndjson
+(datasets .parquet/.arrow files: ``columnar.py``).
 
 ``discover_sources`` expands the inputs into ``Source`` units in a stable order (sorted walk, sorted zip members;
 hidden files, nested archives and duplicates are counted, not read). A source is read as bytes through a
@@ -42,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lmforge.data.columnar import columnar_kind, datasets_directory_files
 from lmforge.data.documents import IngestOptions, IngestStats
 from lmforge.data.errors import InputChangedError, PrepareError
 
@@ -69,11 +71,18 @@ class Source:
     size: int = 0  # uncompressed size when known (progress bar)
     stamp: tuple[int, int] | None = None  # (bytes, mtime_ns) of the file on disk at discovery (the archive for members)
     link: str | None = None  # the symlinked directory this source was found through, if any
+    origin: int = 0  # which --input item it came from (the key of --source_weights)
 
     @property
     def is_transactional(self) -> bool:
-        """Compressed or archived: its documents are committed only once it has been read to the end and checked."""
-        return self.member is not None or self.compression is not None
+        """Compressed, archived or columnar: its documents are committed only once it has been read to the end and
+        checked."""
+        return self.member is not None or self.compression is not None or self.columnar is not None
+
+    @property
+    def columnar(self) -> str | None:
+        """The kind, "parquet" or "arrow", of a datasets Parquet/Arrow file (read by ``columnar.parse_columnar``)."""
+        return None if self.member is not None else columnar_kind(self.path)
 
     @property
     def name(self) -> str:
@@ -125,14 +134,16 @@ def discover_sources(inputs: Iterable[str | os.PathLike], *, stats: IngestStats)
         else:
             sources.append(Source(str(path), size=info.st_size, stamp=stamp, link=link))
 
-    for item in inputs:
+    for origin, item in enumerate(inputs):
         path = Path(item)
         if not path.exists() and not path.is_symlink():
             raise PrepareError(f"input path does not exist: {str(path)!r}")
+        first = len(sources)
         if path.is_dir():
             _walk_directory(path, add_file, stats)
         else:
             add_file(path)
+        sources[first:] = [dataclasses.replace(s, origin=origin) for s in sources[first:]]
     return sources
 
 
@@ -169,9 +180,12 @@ def _walk_directory(top: Path, add_file: Callable[[Path, str | None], None], sta
             if os.path.islink(path) or link is not None:
                 links[path] = link or path
         dirs[:] = kept
+        not_data = datasets_directory_files(root, files)  # a datasets save_to_disk directory's metadata
         for name in sorted(files):
             if name.startswith("."):
                 stats.skip_file("hidden_file", os.path.join(root, name))
+            elif name in not_data:
+                stats.skip_file(not_data[name], os.path.join(root, name))
             else:
                 add_file(Path(root) / name, link)
 
@@ -191,6 +205,8 @@ def _zip_members(path: Path, stats: IngestStats) -> list[Source]:
             stats.skip_file("hidden_file", where)
         elif base.lower().endswith(".zip"):
             stats.skip_file("unsupported", where)  # nested archives are not opened
+        elif columnar_kind(base):  # pyarrow reads files on disk (parquet seeks to its footer)
+            stats.skip_file("unsupported", where, "a .parquet/.arrow file inside a zip: extract it first")
         else:
             members.append(Source(str(path), info.filename, size=info.file_size))
     return members
@@ -423,6 +439,8 @@ def field_value(record: object, field_name: str) -> object:
 def _read_error_reason(source: Source, error: BaseException) -> str:
     if isinstance(error, FileNotFoundError | PermissionError | IsADirectoryError):
         return "unreadable"
+    if source.columnar:
+        return f"bad_{source.columnar}"
     if source.compression:  # gzip.BadGzipFile, EOFError of a truncated stream, zlib/lzma errors
         return "bad_compression"
     if isinstance(error, zipfile.BadZipFile) or source.member is not None:
