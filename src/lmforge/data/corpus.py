@@ -36,8 +36,8 @@ end and its CRC checked (``ingest_source``); one that fails is skipped whole, it
 ``damaged_file``, or with ``keep_partial`` kept with the document the failure cut counted in ``documents_lost``.
 ``report["files"]`` gives the verdict of every source not read in full (``skipped`` or ``kept_partial``, reason,
 error, counts), so "skipped" is never said of a file with documents in the output. ``documents_in == documents_out +
-sum(skipped) + documents_lost`` is asserted at the end of every run. A bad path or option is a ``PrepareError`` (a
-``ValueError``: one line on the command line).
+sum(skipped) + documents_lost`` (plus ``documents_left_out`` with ``source_weights``, ``weights.py``) is asserted at
+the end of every run. A bad path or option is a ``PrepareError`` (a ``ValueError``: one line on the command line).
 
 Modules: ``readers.py`` (sources and parsers), ``documents.py`` (filters, dedup, shuffle buffer, parts),
 ``stage.py`` (bounded parallel map, progress bar); this one drives them (``ingest``) and reads a corpus back
@@ -95,6 +95,7 @@ from lmforge.data.readers import (
 )
 from lmforge.data.stage import _check_output_dir, _progress_bar, bounded_imap, check_num_proc, mp_context
 from lmforge.data.tokenizer_spec import NUM_CODEPOINTS, is_encodable
+from lmforge.data.weights import apply_source_weights, parse_source_weights
 
 __all__ = [
     "BINARY_SNIFF_BYTES",
@@ -311,6 +312,7 @@ def _ingest(
     shuffle_buffer: int = 10000,
     seed: int = 42,
     shard_size_mb: float = 64.0,
+    source_weights: str | dict | None = None,
     progress: bool = True,
 ) -> dict:
     """Run the ingest stage; returns the report (also written to ``output_dir/report.json``).
@@ -330,6 +332,7 @@ def _ingest(
     for item in inputs:
         if os.path.realpath(item) == resolved_out:
             raise PrepareError(f"output_dir {str(output_dir)!r} is also an input; choose another directory")
+    weights = parse_source_weights(source_weights, [str(i) for i in inputs])  # one-line errors before any reading
     started = time.perf_counter()
     stats = IngestStats()
     sources = _apply_symlink_policy(discover_sources(inputs, stats=stats), stats, options.follow_symlinks)
@@ -342,7 +345,15 @@ def _ingest(
     for stale in [*output_dir.glob("part-[0-9][0-9][0-9][0-9][0-9].jsonl"), output_dir / "report.json"]:
         stale.unlink(missing_ok=True)
     writer = JsonlPartWriter(output_dir, int(shard_size_mb * (1 << 20)))
-    merger = _Merger(writer, stats, dedup=dedup, shuffle=shuffle, shuffle_buffer=shuffle_buffer, seed=seed)
+    merger = _Merger(
+        writer,
+        stats,
+        dedup=dedup,
+        shuffle=shuffle,
+        shuffle_buffer=shuffle_buffer,
+        seed=seed,
+        count_sources=weights is not None,
+    )
     bar = _progress_bar(sum(s.size for s in sources), "ingest", progress)
     tmp = output_dir / ".ingest-tmp"  # spools of compressed sources that outgrow memory; worker outputs
     shutil.rmtree(tmp, ignore_errors=True)
@@ -373,6 +384,26 @@ def _ingest(
         shutil.rmtree(tmp, ignore_errors=True)
     outputs = merger.finish()
     bar.close()
+    weighting = None
+    if weights is not None:
+        try:
+            outputs, weighting = apply_source_weights(
+                outputs,
+                directory=output_dir,
+                weights=weights,
+                inputs=[str(i) for i in inputs],
+                origin_of_source=[s.origin for s in sources],
+                kept_by_source=merger.kept_by_source,
+                stats=stats,
+                codepoint_counts=merger.counts,
+                part_bytes=int(shard_size_mb * (1 << 20)),
+                seed=seed,
+            )
+        except PrepareError:  # no report.json is written: leave no parts that look like a corpus
+            for part in outputs:
+                part.unlink(missing_ok=True)
+            raise
+    left_out = weighting["left_out"] if weighting else {}
     nonzero = np.flatnonzero(merger.counts)
     np.save(output_dir / COUNTS_FILE, np.stack([nonzero, merger.counts[nonzero]], axis=1))
     seconds = time.perf_counter() - started
@@ -380,6 +411,7 @@ def _ingest(
         "documents_in": stats.documents_in,
         "documents_out": stats.documents_out,
         "documents_lost": stats.documents_lost,
+        "documents_left_out": sum(left_out.values()),  # by --source_weights: never skipped, never in the output
         "skipped": dict(sorted(stats.skipped.items())),
         "files_read": stats.files_read,
         "files_skipped": dict(sorted(stats.files_skipped.items())),
@@ -393,6 +425,7 @@ def _ingest(
         "codepoint_counts": COUNTS_FILE,
         "seconds": round(seconds, 3),
         "mb_per_s": round(stats.bytes_read / 1e6 / max(seconds, 1e-9), 3),
+        **({"source_weights": weighting} if weighting else {}),
         "settings": {
             "inputs": [str(i) for i in inputs],
             **asdict(options),
@@ -402,9 +435,15 @@ def _ingest(
             "shuffle_buffer": shuffle_buffer,
             "seed": seed,
             "shard_size_mb": shard_size_mb,
+            "source_weights": source_weights,
         },
     }
-    accounted = report["documents_out"] + sum(report["skipped"].values()) + report["documents_lost"]
+    accounted = (
+        report["documents_out"]
+        + sum(report["skipped"].values())
+        + report["documents_lost"]
+        + report["documents_left_out"]
+    )
     assert report["documents_in"] == accounted, report
     (output_dir / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return report

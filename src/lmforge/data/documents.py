@@ -286,7 +286,15 @@ class _Merger:
     keeps the codepoint histogram of what it writes."""
 
     def __init__(
-        self, writer: JsonlPartWriter, stats: IngestStats, *, dedup: bool, shuffle: bool, shuffle_buffer: int, seed
+        self,
+        writer: JsonlPartWriter,
+        stats: IngestStats,
+        *,
+        dedup: bool,
+        shuffle: bool,
+        shuffle_buffer: int,
+        seed,
+        count_sources: bool = False,
     ) -> None:
         self.writer = writer
         self.stats = stats
@@ -297,6 +305,8 @@ class _Merger:
         self.buffer: list[bytes] = []
         self.buffer_bytes = 0
         self.counts = np.zeros(NUM_CODEPOINTS, dtype=np.int64)
+        # documents written per source number (for --source_weights): the id "<source>-<n>" opens the payload
+        self.kept_by_source: collections.Counter | None = collections.Counter() if count_sources else None
 
     def add_source(self, result: tuple[IngestStats, tuple[np.ndarray, np.ndarray]]) -> None:
         stats, (cps, counts) = result
@@ -311,7 +321,10 @@ class _Merger:
             self.stats.chars_out -= len(record["text"])
             self.stats.skip_document("duplicate", record["source"])
             np.subtract.at(self.counts, codepoints(record["text"]), 1)
-        elif not self.shuffle:
+            return
+        if self.kept_by_source is not None:
+            self.kept_by_source[int(payload[8 : payload.index(b"-", 8)])] += 1
+        if not self.shuffle:
             self.writer.write(payload)
         else:
             self.buffer.append(payload)

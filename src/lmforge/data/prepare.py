@@ -75,6 +75,11 @@ class CorpusArgs:
     """Longer lines are skipped (counted as line_too_long) without ever being held in memory."""
     max_doc_chars: int = 1_000_000
     """Longer text documents are cut at a line boundary into several documents."""
+    source_weights: str | None = None
+    """Mix the --input items in these proportions of documents, e.g. 'mnbvc=0.5,c4=0.3,oscar=0.2': a key is the
+    input's last path component without a file's suffixes (c4.jsonl.gz -> c4), every input named. Down-sampling only
+    (no repetition): the source that runs short sets the size, the others are sampled with --seed; the documents
+    left out are counted in report.json (documents_left_out, source_weights), never as skipped."""
     keep_partial: bool = False
     """A compressed file or zip member that fails to read (bad CRC, truncated or corrupt stream): false skips it
     whole, its documents counted as damaged_file; true keeps the documents read before the failure and counts the
@@ -111,6 +116,7 @@ def prepare_corpus(args: CorpusArgs) -> dict:
         shuffle_buffer=args.shuffle_buffer,
         seed=args.seed,
         shard_size_mb=args.shard_size_mb,
+        source_weights=args.source_weights,
         progress=args.progress,
     )
     print(corpus_summary(report, args.output_dir))
@@ -131,6 +137,10 @@ def corpus_summary(report: dict, output_dir: str) -> str:
         )
     damaged = report["skipped"].get("damaged_file", 0)
     whole = f" ({damaged} documents of damaged files skipped whole: none of them is in the output)" if damaged else ""
+    if "source_weights" in report:
+        mix = report["source_weights"]
+        kept = ", ".join(f"{k} {mix['kept'][k]}/{mix['available'][k]} ({mix['realised'][k]:.1%})" for k in mix["kept"])
+        partial += f"; --source_weights kept {kept}, {report['documents_left_out']} documents left out by it"
     return (
         f"corpus: {report['documents_out']}/{report['documents_in']} documents kept from {report['files_read']} files "
         f"({report['bytes_read'] / 1e6:.1f} MB, {report['mb_per_s']:.1f} MB/s); skipped documents: {skipped}; "
@@ -251,6 +261,10 @@ class PrepareAllArgs:
     """Unicode NFC normalisation."""
     dedup: bool = True
     """Drop exact duplicate documents."""
+    source_weights: str | None = None
+    """Mix the --input items in these proportions of documents, e.g. 'mnbvc=0.5,c4=0.3,oscar=0.2' (key: the input's
+    last path component without a file's suffixes); down-sampling with --seed, the documents left out counted in
+    prepare.json (corpus.documents_left_out, corpus.source_weights). Not with --train_ref_file/--write_ref_file."""
     keep_partial: bool = False
     """A compressed file or zip member that fails to read: false skips it whole (its documents counted as
     damaged_file); true keeps the documents read before the failure (the cut one counted in documents_lost)."""
@@ -313,6 +327,8 @@ def prepare_all(args: PrepareAllArgs) -> Path:
         if not Path(args.train_ref_file).is_file():
             raise PrepareError(f"--train_ref_file {args.train_ref_file!r} does not exist")
     in_order = args.train_ref_file is not None or args.write_ref_file is not None  # ref line k <-> text line k
+    if in_order and args.source_weights:
+        raise PrepareError("--source_weights leaves documents out, but a ref file needs every line of the text")
     if args.tokenizer_name is not None:  # a wrong name or a tokenizer unfit for the objective fails before ingest
         from lmforge.data.lm_tokenizer import require_mask_token_id
         from lmforge.data.tokenizer_import import load_named_tokenizer
@@ -331,6 +347,7 @@ def prepare_all(args: PrepareAllArgs) -> Path:
         shuffle=not in_order,
         keep_partial=args.keep_partial,
         follow_symlinks=args.follow_symlinks,
+        source_weights=args.source_weights,
         seed=args.seed,
         num_proc=args.num_proc,
         progress=args.progress,
@@ -344,7 +361,10 @@ def prepare_all(args: PrepareAllArgs) -> Path:
     held_out = None
     if args.validation_file is not None:
         validation_args = dataclasses.replace(
-            corpus_args, input=_as_list(args.validation_file), output_dir=str(out / "validation_corpus")
+            corpus_args,
+            input=_as_list(args.validation_file),
+            output_dir=str(out / "validation_corpus"),
+            source_weights=None,  # the weights mix --input; the held-out file is read whole
         )
         held_out = prepare_corpus(validation_args)
         if held_out["documents_out"] == 0:
