@@ -435,7 +435,9 @@ def _ingest(
             "shuffle_buffer": shuffle_buffer,
             "seed": seed,
             "shard_size_mb": shard_size_mb,
-            "source_weights": source_weights,
+            "source_weights": source_weights
+            if not isinstance(source_weights, dict)
+            else {str(k): str(v) for k, v in source_weights.items()},
         },
     }
     accounted = (
