@@ -143,7 +143,8 @@ def evaluate_clue(args: ClueEvalArgs) -> dict[str, Any]:
 def _evaluate_run(path: str, args: ClueEvalArgs, out: Path | None) -> dict[str, Any]:
     import torch
 
-    from lmforge.tasks.finetune import FinetuneArgs, _build_bundle, load_finetuned, predict_logits
+    from lmforge.tasks.finetune import FinetuneArgs, load_finetuned, predict_logits
+    from lmforge.tasks.registry import build_task_bundle
     from lmforge.utils import get_device
 
     loaded = load_finetuned(path)
@@ -164,8 +165,9 @@ def _evaluate_run(path: str, args: ClueEvalArgs, out: Path | None) -> dict[str, 
     trained_labels = info["head"].get("labels") if info["head"]["kind"] == "sequence_classification" else None
     run_report = checkpoint.parent / "report.json"  # the training run's majority label (its train label counts)
     majority = json.loads(run_report.read_text()).get("majority_label") if run_report.is_file() else None
-    bundle = _build_bundle(finetune_args, info["model"], config, model.backbone, tokenizer, (args.split,),
-                           labels=trained_labels, majority_label=majority if trained_labels else None)  # fmt: skip
+    bundle = build_task_bundle(finetune_args, arch=info["model"], config=config, backbone=model.backbone,
+                               tokenizer=tokenizer, splits=(args.split,), labels=trained_labels,
+                               majority_label=majority if trained_labels else None)  # fmt: skip
     if bundle.head_config.get("labels") != info["head"].get("labels"):
         raise ValueError(
             f"the labels of {finetune_args.data_dir} {bundle.head_config.get('labels')} differ from those "

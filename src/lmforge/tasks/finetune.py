@@ -35,13 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from lmforge.tasks.registry import SFT_TASKS  # torch-free
+
 if TYPE_CHECKING:  # torch stays unimported until a command runs (fast --help)
     from lmforge.train.distributed import DistInfo
     from lmforge.train.loop import TrainingJob
 
 __all__ = [
     "FinetuneArgs",
-    "build_head",
     "check_argv",
     "finetune",
     "load_backbone",
@@ -49,12 +50,6 @@ __all__ = [
     "load_task_model",
     "predict_logits",
 ]
-
-QA_TASKS = ("cmrc2018", "squad")
-NER_TASKS = ("cluener",)
-SFT_TASKS = ("sft",)  # a causal LM on conversations: tasks/sft.py
-TYDI_TASKS = ("tydi",)  # TyDi QA primary tasks: tasks/tydi.py
-CHOICE_TASKS = ("c3", "chid")  # multiple choice: tasks/c3.py, tasks/chid.py
 
 
 @dataclass
@@ -200,84 +195,6 @@ def load_backbone(args: FinetuneArgs) -> tuple[str, Any, Any, Any, Path | None]:
     return loaded.arch, loaded.config, loaded.build(), loaded.tokenizer, tokenizer_dir
 
 
-def _build_bundle(
-    args: FinetuneArgs,
-    arch: str,
-    config: Any,
-    backbone: Any,
-    tokenizer: Any,
-    splits: tuple[str, ...],
-    *,
-    labels: list[str] | None = None,
-    majority_label: str | None = None,
-) -> Any:
-    """The task's ``TaskBundle``; ``labels`` fixes a classification label set and ``majority_label`` the baseline's
-    label (evaluating a trained head: both from the run)."""
-    from lmforge.heads.classification import backbone_output_size, default_pooling
-    from lmforge.models.registry import get_entry
-
-    width = backbone_output_size(backbone)
-    if args.data_dir is None:
-        raise ValueError("pass --data_dir: the directory with the task's train/dev/test files")
-    if args.task in QA_TASKS:
-        from lmforge.tasks.qa import build_qa_task
-
-        return build_qa_task(args, tokenizer=tokenizer, hidden_size=width, splits=splits)
-    if args.task in NER_TASKS:
-        from lmforge.tasks.ner import build_ner_task
-
-        return build_ner_task(args, tokenizer=tokenizer, hidden_size=width, splits=splits)
-    if args.task in TYDI_TASKS:
-        from lmforge.tasks.tydi import build_tydi_task
-
-        return build_tydi_task(args, tokenizer=tokenizer, hidden_size=width, splits=splits, backbone=backbone)
-    from lmforge.tasks.clue import CLUE_TASKS, build_classification_task
-
-    if args.task not in CLUE_TASKS and args.task not in CHOICE_TASKS:
-        choices = sorted([*CLUE_TASKS, *QA_TASKS, *NER_TASKS, *SFT_TASKS, *TYDI_TASKS, *CHOICE_TASKS])
-        raise ValueError(f"unknown task {args.task!r}; choose from {choices}")
-    pooling = args.pooling if args.pooling != "auto" else default_pooling(config, builders=get_entry(arch).builders)
-    if args.task in CHOICE_TASKS:
-        from lmforge.tasks.c3 import build_c3_task
-        from lmforge.tasks.chid import build_chid_task
-
-        build_choice_task = build_chid_task if args.task == "chid" else build_c3_task
-        return build_choice_task(args.data_dir, tokenizer=tokenizer, hidden_size=width, pooling=pooling,
-                                 dropout=args.classifier_dropout, max_seq_length=args.max_seq_length,
-                                 splits=splits)  # fmt: skip
-    return build_classification_task(
-        args.task, args.data_dir, tokenizer=tokenizer, hidden_size=width, pooling=pooling,
-        dropout=args.classifier_dropout, max_seq_length=args.max_seq_length, splits=splits, labels=labels,
-        majority_label=majority_label,
-    )  # fmt: skip
-
-
-def build_head(head_config: dict[str, Any], hidden_size: int) -> Any:
-    """The task head described by a fine-tuned checkpoint's ``config.json`` ``"head"`` entry."""
-    from lmforge.heads.classification import SequenceClassificationHead
-    from lmforge.heads.qa import SpanHead
-    from lmforge.heads.token_classification import TokenClassificationHead
-
-    kind = head_config["kind"]
-    if kind == "sequence_classification":
-        return SequenceClassificationHead(
-            hidden_size, len(head_config["labels"]), pooling=head_config["pooling"], dropout=head_config["dropout"]
-        )
-    if kind == "token_classification":
-        return TokenClassificationHead(hidden_size, len(head_config["labels"]), dropout=head_config["dropout"])
-    if kind == "span":
-        return SpanHead(hidden_size)
-    if kind == "multiple_choice":
-        from lmforge.heads.multiple_choice import MultipleChoiceHead
-
-        return MultipleChoiceHead(hidden_size, pooling=head_config["pooling"], dropout=head_config["dropout"])
-    if kind == "tydi":
-        from lmforge.tasks.tydi import TydiHead
-
-        return TydiHead(hidden_size, dropout=head_config["dropout"])
-    raise ValueError(f"unknown head kind {kind!r}")
-
-
 def load_finetuned(path: str | Path) -> Any:
     """The ``LoadedModel`` (tokenizer loaded) of a fine-tuning run or checkpoint (``ValueError`` for other sources)."""
     from lmforge.models.loading import load_model
@@ -362,6 +279,7 @@ def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
     from lmforge.heads.classification import TaskModel
     from lmforge.models.common import set_gradient_checkpointing
     from lmforge.models.registry import config_to_dict
+    from lmforge.tasks.registry import build_task_bundle
     from lmforge.train.checkpoint import load_weights, restore_rng_state
     from lmforge.train.distributed import barrier, unwrap, wrap_model
     from lmforge.train.loop import train
@@ -372,7 +290,8 @@ def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
     seed_everything(args.seed)  # backbone (random init) and head: identical on every rank and every restart
     arch, config, backbone, tokenizer, tokenizer_dir = load_backbone(args)
     splits = tuple(s for s, on in (("train", args.do_train), ("dev", args.do_eval), ("test", args.do_predict)) if on)
-    bundle = _build_bundle(args, arch, config, backbone, tokenizer, splits or ("dev",))
+    bundle = build_task_bundle(args, arch=arch, config=config, backbone=backbone, tokenizer=tokenizer,
+                               splits=splits or ("dev",))  # fmt: skip
     if args.max_train_samples is not None and "train" in bundle.features:
         bundle.features["train"] = bundle.features["train"][: args.max_train_samples]
     run_dir = Path(args.output_dir)
