@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from lmforge.tasks.registry import SFT_TASKS  # torch-free
+from lmforge.train.arguments import TrainingArguments, normalise_bool_flags  # torch-free
 
 if TYPE_CHECKING:  # torch stays unimported until a command runs (fast --help)
     from lmforge.train.distributed import DistInfo
@@ -53,18 +53,18 @@ __all__ = [
 
 
 @dataclass
-class FinetuneArgs:
+class FinetuneArgs(TrainingArguments):
+    """``TrainingArguments`` plus the task, model and task-head options below; the fields re-declared here keep
+    ``lmforge finetune``'s own defaults (HF ``run_glue.py``'s, not pretraining's)."""
+
     task: str
     """tnews, iflytek, afqmc, ocnli, cmnli, cluewsc2020, csl, classification (any jsonl), c3, chid, cmrc2018, squad,
     cluener, tydi or sft."""
+    _: KW_ONLY  # the task is the one positional argument (``lmforge finetune TASK``, ``FinetuneArgs(task, ...)``)
     model: str | None = None
     """Pretraining run/checkpoint, exported or Hugging Face directory, JunnYu directory, or an architecture name."""
     data_dir: str | None = None
     """Directory with the task's train/dev/test JSON(-lines) files (and labels.json if any)."""
-    output_dir: str = "runs/finetune"
-    """Run directory."""
-    overwrite_output_dir: bool = False
-    """Allow a non-empty output directory (its content is replaced)."""
     tokenizer_dir: str | None = None
     """Tokenizer directory (default: the checkpoint's tokenizer/)."""
     model_preset: str = "tiny"
@@ -72,8 +72,35 @@ class FinetuneArgs:
     model_overrides: dict[str, Any] = field(default_factory=dict)
     """Config fields to override, as JSON (e.g. '{"hidden_dropout_prob": 0.1}')."""
 
+    # ------------------------------------------------------------------ TrainingArguments with other defaults
+    output_dir: str = "runs/finetune"
+    """Run directory."""
     max_seq_length: int = 128
     """Tokens per input (including [CLS]/[SEP]); longer inputs are truncated (QA: split into windows)."""
+    per_device_train_batch_size: int = 32
+    """Examples per device per micro-step."""
+    per_device_eval_batch_size: int = 64
+    """Examples per device per evaluation batch."""
+    optim: Literal["adamw_torch", "adamw", "adafactor", "lamb"] = "adamw_torch"
+    """adamw_torch/adamw (torch AdamW), lamb (You et al. 2019, ours) or adafactor (torch)."""
+    learning_rate: float = 2e-5
+    """Peak learning rate."""
+    weight_decay: float = 0.01
+    """Decoupled weight decay; never applied to biases, norm weights and other 1-D tensors."""
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    """linear/cosine decay after warm-up, or constant(_with_warmup)."""
+    warmup_ratio: float = 0.1
+    """Warm-up as a share of the total steps."""
+    logging_steps: int = 50
+    """Log the mean training metrics every N steps."""
+    eval_steps: int | None = None
+    """Evaluate on dev every N steps (unset: at the end of every epoch)."""
+    save_steps: int = 500
+    """Save a resumable checkpoint every N steps (also whenever the dev metric improves, and at the end)."""
+    save_total_limit: int | None = 1
+    """Keep the newest N checkpoints while training, besides the best one; at the end only the best is kept."""
+
+    # ------------------------------------------------------------------ task inputs and head
     doc_stride: int = 64
     """QA: tokens between the starts of two windows over a long context (BERT run_squad's meaning)."""
     max_query_length: int = 64
@@ -88,87 +115,27 @@ class FinetuneArgs:
     classifier_dropout: float = 0.1
     """Dropout before the task head."""
 
-    do_train: bool = True
-    do_eval: bool = True
+    # ------------------------------------------------------------------ fine-tuning only
     do_predict: bool = True
     """Write the test-set prediction file when the data has a test split."""
-    num_train_epochs: float = 3.0
-    max_steps: int = -1
-    """Optimizer steps (-1: from --num_train_epochs)."""
-    per_device_train_batch_size: int = 32
-    per_device_eval_batch_size: int = 64
-    gradient_accumulation_steps: int = 1
-    optim: Literal["adamw_torch", "adamw", "adafactor", "lamb"] = "adamw_torch"
-    learning_rate: float = 2e-5
     layerwise_lr_decay: float = 1.0
     """lr of layer i = lr * decay ** (L + 1 - depth); 1 = off (ELECTRA uses 0.8)."""
-    weight_decay: float = 0.01
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0
-    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
-    warmup_ratio: float = 0.1
-    warmup_steps: int = 0
-    logging_steps: int = 50
-    logging_first_step: bool = False
-    """Also log after the first step."""
-    eval_steps: int | None = None
-    """Evaluate on dev every N steps (unset: at the end of every epoch)."""
-    save_steps: int = 500
-    """Save a resumable checkpoint every N steps (also whenever the dev metric improves, and at the end)."""
-    save_total_limit: int | None = 1
-    """Keep the newest N checkpoints while training, besides the best one; at the end only the best is kept."""
-    resume_from_checkpoint: str | None = None
-    """A checkpoint directory, or "auto": the newest valid checkpoint in --output_dir (a fresh start if none)."""
-    report_to: Literal["tensorboard", "wandb", "all", "none"] = "tensorboard"
-    """Besides metrics.jsonl: tensorboard, wandb (pip install wandb), all (TensorBoard; W&B when installed), none."""
-    logging_dir: str | None = None
-    """TensorBoard directory (default OUTPUT_DIR/tensorboard)."""
     metric_for_best_model: str | None = None
     """Dev metric that picks the kept checkpoint (default: accuracy; QA em; NER f1)."""
     greater_is_better: bool | None = None
     """Whether a larger --metric_for_best_model is better (default, as HF: True unless the name ends in "loss")."""
     max_train_samples: int | None = None
     """Train on the first N training features only."""
-    seed: int = 42
-    use_cpu: bool = False
-    threads: int | None = None
-    """torch CPU threads (torch.set_num_threads) for the run; default: torch's (one per core)."""
-    bf16: bool = False
-    """bfloat16 autocast for training and evaluation (no loss scaling)."""
-    fp16: bool = False
-    """float16 autocast + dynamic loss scaling (GradScaler)."""
-    max_nonfinite_steps: int = 10
-    """Stop after this many consecutive steps with a non-finite loss or gradient (each such step is skipped)."""
-    gradient_checkpointing: bool = False
-    """Recompute the backbone's activations in backward: less memory, the same loss and gradients."""
-    disable_tqdm: bool = False
-    ddp_backend: Literal["gloo", "nccl"] | None = None
-    """Process-group backend under torchrun (default: nccl on CUDA, gloo on CPU)."""
-    ddp_find_unused_parameters: bool = False
-    """DDP: tolerate parameters that get no gradient."""
 
     def __post_init__(self) -> None:
-        positive = ("max_seq_length", "per_device_train_batch_size", "per_device_eval_batch_size", "logging_steps")
-        for name in (*positive, "gradient_accumulation_steps", "doc_stride", "n_best_size", "max_answer_length",
-                     "save_steps", "max_nonfinite_steps"):  # fmt: skip
+        super().__post_init__()
+        for name in ("doc_stride", "n_best_size", "max_answer_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("eval_steps", "save_total_limit", "threads"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_steps == 0 or self.max_steps < -1 or (self.max_steps == -1 and self.num_train_epochs <= 0):
-            raise ValueError(f"need --max_steps >= 1 or --num_train_epochs > 0, got {self.max_steps}")
-        if self.learning_rate <= 0 or not 0.0 < self.layerwise_lr_decay <= 1.0:
-            raise ValueError("need --learning_rate > 0 and --layerwise_lr_decay in (0, 1]")
-        if self.fp16 and self.bf16:
-            raise ValueError("--fp16 and --bf16 are exclusive")
-        if not 0.0 <= self.classifier_dropout < 1.0 or not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError("--classifier_dropout and --warmup_ratio must be in [0, 1)")
-        from lmforge.train.config import check_report_to  # torch-free
-
-        check_report_to(self.report_to)
+        if not 0.0 < self.layerwise_lr_decay <= 1.0:
+            raise ValueError(f"--layerwise_lr_decay must be in (0, 1], got {self.layerwise_lr_decay}")
+        if not 0.0 <= self.classifier_dropout < 1.0:
+            raise ValueError(f"--classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
 
 
 # ----------------------------------------------------------------------------- model loading
@@ -388,8 +355,7 @@ def _build_job(
         raise ValueError(f"{args.data_dir}: the train split has no examples")
     loader = FeatureLoader(features, batch_size=args.per_device_train_batch_size, pad_id=pad_id, seed=args.seed,
                            rank=info.rank, world_size=info.world_size)  # fmt: skip
-    steps_per_epoch = max(1, math.ceil(len(loader) / args.gradient_accumulation_steps))
-    max_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+    steps_per_epoch, max_steps = args.steps_per_epoch(len(loader)), args.total_steps(len(loader))
     optimizer = build_optimizer(
         unwrap(model), name=args.optim, lr=args.learning_rate, weight_decay=args.weight_decay,
         betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, layerwise_lr_decay=args.layerwise_lr_decay,
@@ -444,13 +410,4 @@ def _print_summary(report: dict[str, Any], *, file: Any) -> None:
 
 def check_argv(argv: list[str]) -> None:
     """Accept HF-style bare boolean flags (``--do_predict``) by inserting ``true`` in place, as pretraining does."""
-    booleans = {f.name for f in dataclasses.fields(FinetuneArgs) if f.type in ("bool", "bool | None")}
-    i = 0
-    while i < len(argv):
-        name = argv[i][2:].split("=", 1)[0].replace("-", "_") if argv[i].startswith("--") else None
-        if name in booleans and "=" not in argv[i]:
-            following = argv[i + 1] if i + 1 < len(argv) else None
-            if following is None or following.lower() not in ("true", "false", "yes", "no", "1", "0"):
-                argv.insert(i + 1, "true")
-                i += 1
-        i += 1
+    normalise_bool_flags(argv, FinetuneArgs)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import shutil
 from contextlib import nullcontext
@@ -365,8 +364,7 @@ def build_job(args: PretrainArgs, info: DistInfo) -> TrainingJob:
     model = wrap_model(model, info, fsdp=bool(args.fsdp), find_unused_parameters=args.ddp_find_unused_parameters)
 
     # ---- optimisation
-    steps_per_epoch = max(1, len(loader) // args.gradient_accumulation_steps)
-    max_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+    max_steps = args.total_steps(len(loader))
     warmup = warmup_steps_for(max_steps, warmup_steps=args.warmup_steps, warmup_ratio=args.warmup_ratio)
     schedule = make_schedule(
         args.lr_scheduler_type,
