@@ -27,9 +27,11 @@ end of every epoch"; ``layerwise_lr_decay`` is not an HF flag (ELECTRA's fine-tu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -47,8 +49,10 @@ __all__ = [
     "finetune",
     "load_backbone",
     "load_finetuned",
+    "load_source",
     "load_task_model",
     "predict_logits",
+    "train_keeping_best",
 ]
 
 
@@ -141,23 +145,30 @@ class FinetuneArgs(TrainingArguments):
 # ----------------------------------------------------------------------------- model loading
 
 
-def load_backbone(args: FinetuneArgs) -> tuple[str, Any, Any, Any, Path | None]:
-    """(arch, config, backbone with pretrained weights, tokenizer, tokenizer directory) for ``--model``, resolved by
-    ``lmforge.models.loading`` (any run, checkpoint, export, HF or JunnYu directory; the task head of a fine-tuned
-    source is dropped). The tokenizer directory is None for CANINE sources without tokenizer files (codepoints)."""
+def load_source(args: FinetuneArgs, *, task: str) -> Any:
+    """The ``LoadedModel`` (tokenizer loaded) of ``--model`` for ``task`` ("backbone" under a new task head, "clm"
+    for SFT), resolved by ``lmforge.models.loading``; an architecture name is a random init whose vocabulary comes
+    from ``--tokenizer_dir`` (tests, baselines)."""
     from lmforge.data.tokenizer import load_tokenizer
     from lmforge.models.loading import load_model
     from lmforge.models.registry import list_models
 
     if args.model is None:
-        raise ValueError("pass --model: a pretraining run, checkpoint, exported HF directory or architecture name")
+        raise ValueError("pass --model: a pretraining run, checkpoint, export, Hugging Face directory or architecture")
     tokenizer = None
     if args.model in list_models():  # random init: the tokenizer decides the vocabulary
         if args.tokenizer_dir is None:
             raise ValueError(f"--model {args.model!r} starts from random weights and needs --tokenizer_dir")
         tokenizer = load_tokenizer(args.tokenizer_dir)
-    loaded = load_model(args.model, task="backbone", preset=args.model_preset, overrides=args.model_overrides,
-                        tokenizer=tokenizer, with_tokenizer=True, tokenizer_dir=args.tokenizer_dir)  # fmt: skip
+    return load_model(args.model, task=task, preset=args.model_preset, overrides=args.model_overrides,
+                      tokenizer=tokenizer, with_tokenizer=True, tokenizer_dir=args.tokenizer_dir)  # fmt: skip
+
+
+def load_backbone(args: FinetuneArgs) -> tuple[str, Any, Any, Any, Path | None]:
+    """(arch, config, backbone with pretrained weights, tokenizer, tokenizer directory) for ``--model``
+    (``load_source``: any run, checkpoint, export, HF or JunnYu directory; the task head of a fine-tuned source is
+    dropped). The tokenizer directory is None for CANINE sources without tokenizer files (codepoints)."""
+    loaded = load_source(args, task="backbone")
     tokenizer_dir = Path(args.tokenizer_dir) if args.tokenizer_dir is not None else loaded.tokenizer_dir
     return loaded.arch, loaded.config, loaded.build(), loaded.tokenizer, tokenizer_dir
 
@@ -219,39 +230,24 @@ def predict_logits(
 def finetune(args: FinetuneArgs) -> dict[str, Any]:
     """Train on train, keep the best checkpoint by dev metric, report dev metrics, predict test; returns the report
     (rank 0's is complete; under torchrun the other ranks train and return early)."""
-    from lmforge.train.distributed import barrier, destroy_distributed, init_distributed
-    from lmforge.utils import torch_threads
+    from lmforge.train.job import training_session
 
-    with torch_threads(args.threads):
-        info = init_distributed(use_cpu=args.use_cpu, backend=args.ddp_backend)
-        try:
-            report = _finetune(args, info)
-            barrier()  # ranks leave together: tearing gloo down while rank 0 still writes aborts a rank
-            return report
-        finally:
-            from lmforge.train.checkpoint import release_run_lock
+    with training_session(args) as info:
+        if args.task in SFT_TASKS:  # trains the causal LM itself, not a task head: its own data (same job and loop)
+            from lmforge.tasks.sft import finetune_sft
 
-            release_run_lock(args.output_dir)  # taken by prepare_output_dir; only this process's lock is removed
-            destroy_distributed()
+            return finetune_sft(args, info)
+        return _finetune(args, info)
 
 
 def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
-    if args.task in SFT_TASKS:  # trains the causal LM itself, not a task head: its own job (same loop)
-        from lmforge.tasks.sft import finetune_sft
-
-        return finetune_sft(args, info)
-    import torch
-
     from lmforge.data.tokenizer import META_FILE
     from lmforge.heads.classification import TaskModel
-    from lmforge.models.common import set_gradient_checkpointing
     from lmforge.models.registry import config_to_dict
     from lmforge.tasks.registry import build_task_bundle
-    from lmforge.train.checkpoint import load_weights, restore_rng_state
-    from lmforge.train.distributed import barrier, unwrap, wrap_model
-    from lmforge.train.loop import train
-    from lmforge.train.metrics import collect_env, plot_loss, run_logger, write_yaml
-    from lmforge.train.pretrain import RUN_FILES, prepare_output_dir
+    from lmforge.train.distributed import barrier, unwrap
+    from lmforge.train.job import RUN_FILES, amp_dtype, open_run_dir, place_model, write_run_record
+    from lmforge.train.metrics import plot_loss
     from lmforge.utils import seed_everything
 
     seed_everything(args.seed)  # backbone (random init) and head: identical on every rank and every restart
@@ -261,9 +257,8 @@ def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
                                splits=splits or ("dev",))  # fmt: skip
     if args.max_train_samples is not None and "train" in bundle.features:
         bundle.features["train"] = bundle.features["train"][: args.max_train_samples]
-    run_dir = Path(args.output_dir)
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    outputs = ("dev_metrics.json", "confusion_matrix.png", f"{args.task}_predict.json", "report.json")
+    run_dir, resume = open_run_dir(args, info, run_files=(*RUN_FILES, *outputs))
     # CANINE from a directory without tokenizer files, or a Hugging Face directory (its weights beside the tokenizer
     # files): the run saves the tokenizer alone, and its checkpoints and exports copy that, not the model directory
     if tokenizer_dir is None or not (Path(tokenizer_dir) / META_FILE).is_file():
@@ -271,51 +266,32 @@ def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
         if info.is_main:
             shutil.rmtree(tokenizer_dir, ignore_errors=True)
             tokenizer.save(tokenizer_dir)
-    barrier()
-    outputs = ("dev_metrics.json", "confusion_matrix.png", f"{args.task}_predict.json", "report.json")
-    resume = prepare_output_dir(args, run_dir, info, run_files=(*RUN_FILES, *outputs))
-    model = TaskModel(backbone, bundle.head)
-    if args.gradient_checkpointing:
-        set_gradient_checkpointing(model)
-    if resume is not None:
-        model.load_state_dict(load_weights(resume), strict=True)
-    seed_everything(args.seed, info.rank)
-    model = wrap_model(model.to(info.device), info, find_unused_parameters=args.ddp_find_unused_parameters)
+        barrier()
+    model = place_model(TaskModel(backbone, bundle.head), args, info, resume=resume)
     model_info = {"model": arch, "task": f"finetune-{args.task}", "config": config_to_dict(config),
                   "head": bundle.head_config}  # fmt: skip
     metric_name = (args.metric_for_best_model or bundle.best_metric).removeprefix("eval_")  # HF takes both
-    amp_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
     report: dict[str, Any] = {"task": args.task, "model": args.model, "arch": arch, **bundle.report}
     pad_id, logger = tokenizer.pad_token_id, None
-    if info.is_main:
-        write_yaml(run_dir / "config.yaml", {"task": args.task, **dataclasses.asdict(args), "model_arch": arch})
-        env = collect_env(info.device, world_size=info.world_size)
-        (run_dir / "env.json").write_text(json.dumps(env, indent=2, default=str))
+    write_run_record(run_dir, {"task": args.task, **dataclasses.asdict(args), "model_arch": arch}, info)
 
     def score(split: str) -> tuple[dict[str, Any], Any]:  # on the bare model: every rank scores the split alike
         logits = predict_logits(unwrap(model), bundle.features[split], batch_size=args.per_device_eval_batch_size,
-                                pad_id=pad_id, device=info.device, autocast_dtype=amp_dtype)  # fmt: skip
+                                pad_id=pad_id, device=info.device, autocast_dtype=amp_dtype(args))  # fmt: skip
         return bundle.score(split, logits)
 
+    def evaluate_dev(job: TrainingJob) -> dict[str, Any]:
+        metrics = score("dev")[0]
+        model.train()  # predict_logits left it in eval mode
+        return {f"eval_{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
+
     if args.do_train:
-        job, rng_state = _build_job(args, info, model, bundle.features.get("train", []), pad_id, resume, amp_dtype)
-        job.model_info, job.tokenizer_dir = model_info, tokenizer_dir
-        if "dev" in bundle.features:
-
-            def evaluate_dev() -> dict[str, Any]:
-                metrics = score("dev")[0]
-                model.train()  # predict_logits left it in eval mode
-                return {f"eval_{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
-
-            job.evaluate, job.metric_for_best_model = evaluate_dev, f"eval_{metric_name}"
-            higher = args.greater_is_better
-            job.greater_is_better = not metric_name.endswith("loss") if higher is None else higher
-        if info.is_main:
-            job.logger = logger = run_logger(args, run_dir, resume_step=job.state.step if resume else None)
-        if rng_state is not None:
-            restore_rng_state(rng_state)  # last: nothing may draw random numbers after this
-        train(job)
-        report |= keep_best_checkpoint(job, run_dir, model, info) | {"metric_for_best_model": metric_name}
+        kept, logger = train_keeping_best(
+            args, info, model, bundle.features.get("train", []), pad_id=pad_id, resume=resume, run_dir=run_dir,
+            objective=f"finetune {args.task}", model_info=model_info, tokenizer_dir=tokenizer_dir,
+            evaluate=evaluate_dev if "dev" in bundle.features else None, metric_name=metric_name,
+        )  # fmt: skip
+        report |= kept
     if not info.is_main:
         return report
 
@@ -335,44 +311,48 @@ def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
     return report
 
 
-def _build_job(
-    args: FinetuneArgs, info: DistInfo, model: Any, features: list, pad_id: int, resume: Path | None, amp_dtype: Any
-) -> tuple[TrainingJob, dict[str, Any] | None]:
-    """The loop's ``TrainingJob`` over the train features, restored from ``resume``, and this rank's RNG states
-    from it (to restore last) or None."""
-    import functools
-    from contextlib import nullcontext
-
-    import torch
-
+def train_keeping_best(
+    args: FinetuneArgs,
+    info: DistInfo,
+    model: Any,
+    features: list[dict[str, Any]],
+    *,
+    pad_id: int,
+    resume: Path | None,
+    run_dir: Path,
+    objective: str,
+    model_info: dict[str, Any],
+    tokenizer_dir: Path | None,
+    evaluate: Callable[[TrainingJob], dict[str, Any]] | None,
+    metric_name: str,
+) -> tuple[dict[str, Any], Any]:
+    """The fine-tuning run of a task head or of SFT: train ``model`` (placed by ``place_model``) on ``features``
+    through ``train/job.py``'s job and the loop, ``evaluate(job)`` (``eval_``-prefixed metrics) at every evaluation
+    saving a checkpoint when ``eval_{metric_name}`` improves; then keep only the best checkpoint and load it into
+    ``model``. Returns the report's entries and the metric logger (rank 0; None elsewhere) for the caller to close."""
     from lmforge.tasks.common import FeatureLoader
-    from lmforge.train.distributed import unwrap
-    from lmforge.train.loop import TrainingJob, TrainState
-    from lmforge.train.optim import build_optimizer, make_schedule, warmup_steps_for
-    from lmforge.train.pretrain import restore_training_state
+    from lmforge.train.checkpoint import restore_rng_state
+    from lmforge.train.job import build_training_job
+    from lmforge.train.loop import train  # here, not at the top: tests patch lmforge.train.loop.train
 
     if not features:
         raise ValueError(f"{args.data_dir}: the train split has no examples")
     loader = FeatureLoader(features, batch_size=args.per_device_train_batch_size, pad_id=pad_id, seed=args.seed,
                            rank=info.rank, world_size=info.world_size)  # fmt: skip
-    steps_per_epoch, max_steps = args.steps_per_epoch(len(loader)), args.total_steps(len(loader))
-    optimizer = build_optimizer(
-        unwrap(model), name=args.optim, lr=args.learning_rate, weight_decay=args.weight_decay,
-        betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, layerwise_lr_decay=args.layerwise_lr_decay,
+    job, rng_state = build_training_job(
+        args, info, model, loader, resume=resume, run_dir=run_dir, objective=objective, model_info=model_info,
+        tokenizer_dir=tokenizer_dir, optimizer_options={"layerwise_lr_decay": args.layerwise_lr_decay},
+        eval_every_epoch=True,
     )  # fmt: skip
-    warmup = warmup_steps_for(max_steps, warmup_steps=args.warmup_steps, warmup_ratio=args.warmup_ratio)
-    scaler = torch.amp.GradScaler(info.device.type, enabled=args.fp16)
-    autocast = functools.partial(torch.autocast, info.device.type, dtype=amp_dtype) if amp_dtype else nullcontext
-    state = TrainState()
-    saved = None if resume is None else restore_training_state(resume, model, optimizer, scaler, loader, state, info)
-    job = TrainingJob(
-        args=dataclasses.replace(args, eval_steps=args.eval_steps or steps_per_epoch),
-        model=model, optimizer=optimizer, scaler=scaler,
-        schedule=make_schedule(args.lr_scheduler_type, total_steps=max_steps, warmup_steps=warmup),
-        train_batches=loader, eval_batches=None, autocast=autocast, state=state, info=info, max_steps=max_steps,
-        objective=f"finetune {args.task}", model_info={}, run_dir=Path(args.output_dir),
-    )  # fmt: skip
-    return job, None if saved is None else saved["ranks"][info.rank]["rng"]
+    if evaluate is not None:
+        job.evaluate, job.metric_for_best_model = functools.partial(evaluate, job), f"eval_{metric_name}"
+        higher = args.greater_is_better
+        job.greater_is_better = not metric_name.endswith("loss") if higher is None else higher
+    if rng_state is not None:
+        restore_rng_state(rng_state)  # last: nothing may draw random numbers after this
+    train(job)
+    kept = keep_best_checkpoint(job, run_dir, model, info) | {"metric_for_best_model": metric_name}
+    return kept, job.logger
 
 
 def keep_best_checkpoint(job: Any, run_dir: Path, model: Any, info: Any) -> dict[str, int]:

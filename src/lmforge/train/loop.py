@@ -139,7 +139,7 @@ class TrainState:
 
 @dataclass
 class TrainingJob:
-    """Everything ``train`` needs, built by ``lmforge.train.pretrain.build_job`` (or ``tasks/finetune.py``)."""
+    """Everything ``train`` needs, built by ``lmforge.train.job.build_training_job`` (for every command)."""
 
     args: TrainingArguments  # PretrainArgs or FinetuneArgs; CLM samples read PretrainArgs' generation_*
     model: nn.Module  # possibly wrapped: DDP, FSDP2 (in place) or torch.compile
