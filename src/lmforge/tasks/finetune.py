@@ -51,7 +51,8 @@ __all__ = [
     "load_finetuned",
     "load_source",
     "load_task_model",
-    "predict_logits",
+    "run_settings",
+    "saved_finetune_args",
     "train_keeping_best",
 ]
 
@@ -189,42 +190,24 @@ def load_task_model(path: str | Path) -> tuple[Any, dict[str, Any], Path]:
     return loaded.model, loaded.info, loaded.checkpoint
 
 
+def run_settings(checkpoint: Path) -> dict[str, Any]:
+    """The fine-tuning run's ``config.yaml`` (in or next to the checkpoint), or {} when absent."""
+    import yaml
+
+    for candidate in (checkpoint / "config.yaml", checkpoint.parent / "config.yaml"):
+        if candidate.is_file():
+            return yaml.safe_load(candidate.read_text(encoding="utf-8")) or {}
+    return {}
+
+
+def saved_finetune_args(checkpoint: Path, task: str, **overrides: Any) -> FinetuneArgs:
+    """The ``FinetuneArgs`` of ``task`` that the run of ``checkpoint`` was trained with (``run_settings``; keys that
+    are not arguments, such as ``model_arch``, are left out), with ``overrides`` on top."""
+    known = {f.name for f in dataclasses.fields(FinetuneArgs)} - {"task"}
+    return FinetuneArgs(task, **({k: v for k, v in run_settings(checkpoint).items() if k in known} | overrides))
+
+
 # ----------------------------------------------------------------------------- running
-
-
-def predict_logits(
-    model: Any,
-    features: list[dict[str, Any]],
-    *,
-    batch_size: int,
-    pad_id: int,
-    device: Any,
-    autocast_dtype: Any = None,
-) -> list:
-    """Per-feature logits (fp32 on CPU, without padding rows) of ``model`` in eval mode."""
-    import torch
-
-    from lmforge.tasks.common import collate
-
-    model.eval()
-    out = []
-    autocast = torch.autocast(torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
-    with torch.no_grad(), autocast:
-        for i in range(0, len(features), batch_size):
-            chunk = features[i : i + batch_size]
-            batch = collate(chunk, pad_id=pad_id)
-            logits = (
-                model(
-                    batch["input_ids"].to(device),
-                    attention_mask=batch["attention_mask"].to(device),
-                    token_type_ids=batch["token_type_ids"].to(device),
-                )
-                .logits.float()
-                .cpu()
-            )
-            for j, f in enumerate(chunk):
-                out.append(logits[j] if logits.dim() == 2 else logits[j, : len(f["input_ids"])])
-    return out
 
 
 def finetune(args: FinetuneArgs) -> dict[str, Any]:
@@ -244,6 +227,7 @@ def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
     from lmforge.data.tokenizer import META_FILE
     from lmforge.heads.classification import TaskModel
     from lmforge.models.registry import config_to_dict
+    from lmforge.tasks.common import predict_logits
     from lmforge.tasks.registry import build_task_bundle
     from lmforge.train.distributed import barrier, unwrap
     from lmforge.train.job import RUN_FILES, amp_dtype, open_run_dir, place_model, write_run_record
