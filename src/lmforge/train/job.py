@@ -141,7 +141,7 @@ def open_run_dir(
 
 def place_model(
     model: nn.Module, args: TrainingArguments, info: DistInfo, *, resume: Path | None, fsdp: bool = False,
-    compile: bool = False,
+    torch_compile: bool = False,
 ) -> nn.Module:  # fmt: skip
     """``model`` (built from ``--seed``, identical on every rank) with the checkpoint's weights, on the device,
     seeded per rank, compiled if asked and wrapped for DDP/FSDP."""
@@ -151,7 +151,7 @@ def place_model(
         set_gradient_checkpointing(model)
     seed_everything(args.seed, info.rank)
     model.to(info.device)
-    if compile:
+    if torch_compile:
         model = torch.compile(model)
     return wrap_model(model, info, fsdp=fsdp, find_unused_parameters=args.ddp_find_unused_parameters)
 

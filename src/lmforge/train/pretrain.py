@@ -264,7 +264,7 @@ def build_job(args: PretrainArgs, info: DistInfo) -> TrainingJob:
                  purpose="training with AdamW (weights, gradients, two moments)")  # fmt: skip
     torch.manual_seed(args.seed)
     model = initial.build()  # the seeded random init, or the source's weights (and a seeded new head if needed)
-    model = place_model(model, args, info, resume=resume, fsdp=bool(args.fsdp), compile=args.torch_compile)
+    model = place_model(model, args, info, resume=resume, fsdp=bool(args.fsdp), torch_compile=args.torch_compile)
 
     # ---- optimisation, restored training state, logger
     model_info = {"model": arch, "task": task, "config": config_to_dict(unwrap(model).config)}
