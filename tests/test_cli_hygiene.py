@@ -81,3 +81,22 @@ def test_resume_command_replaces_resume_and_overwrite_flags() -> None:
     assert cli.resume_command(argv) == "lmforge pretrain --train_dir 'd d' --resume_from_checkpoint auto"
     argv = ["finetune", "tnews", "--overwrite_output_dir", "--fp16", "true"]
     assert cli.resume_command(argv) == "lmforge finetune tnews --fp16 true --resume_from_checkpoint auto"
+
+
+def test_no_library_package_imports_the_commands() -> None:
+    """``lmforge.commands`` is command glue: only ``cli.py`` (and the commands themselves) may import it."""
+    import ast
+    from pathlib import Path
+
+    root = Path(cli.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        if (path.name == "cli.py" and path.parent == root) or path.parent.name == "commands":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            if any(n == "lmforge.commands" or n.startswith("lmforge.commands.") for n in names):
+                offenders.append(str(path.relative_to(root)))
+    assert not offenders, offenders

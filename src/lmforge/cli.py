@@ -85,8 +85,8 @@ STAGES: dict[str, Stage | dict[str, Stage]] = {
     ),
     "evaluate": {
         "lm": Stage(
-            "lmforge.eval.lm_cli:LMEvalArgs",
-            "lmforge.eval.lm_cli:evaluate_lm_run",
+            "lmforge.commands.evaluate_lm:LMEvalArgs",
+            "lmforge.commands.evaluate_lm:evaluate_lm_run",
             "Held-out masked-LM accuracy / loss / perplexity, or CLM perplexity and degeneration of continuations.",
         ),
         "length": Stage(
@@ -102,13 +102,13 @@ STAGES: dict[str, Stage | dict[str, Stage]] = {
             positional=True,
         ),
         "clue": Stage(
-            "lmforge.eval.clue_cli:ClueEvalArgs",
-            "lmforge.eval.clue_cli:evaluate_clue",
+            "lmforge.commands.evaluate_clue:ClueEvalArgs",
+            "lmforge.commands.evaluate_clue:evaluate_clue",
             "CLUE dev metrics or test-set leaderboard predictions of a fine-tuned model (lmforge finetune).",
         ),
         "tydi": Stage(
-            "lmforge.eval.tydi_cli:TydiEvalArgs",
-            "lmforge.eval.tydi_cli:evaluate_tydi",
+            "lmforge.commands.evaluate_tydi:TydiEvalArgs",
+            "lmforge.commands.evaluate_tydi:evaluate_tydi",
             "TyDi QA official-format predictions and tydi_eval.py scores (per language, macro, threshold sweep).",
         ),
     },
@@ -131,8 +131,8 @@ STAGES: dict[str, Stage | dict[str, Stage]] = {
         positional=True,
     ),
     "generate": Stage(
-        "lmforge.eval.generate_cli:GenerateArgs",
-        "lmforge.eval.generate_cli:generate",
+        "lmforge.commands.generate:GenerateArgs",
+        "lmforge.commands.generate:generate",
         "Generate text from a causal LM (KV cache; greedy, top-k/top-p sampling, repetition penalty).",
         positional=True,
     ),

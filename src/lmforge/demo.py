@@ -26,23 +26,15 @@ otherwise idle machine ``--num_threads 2`` is up to 2x faster.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_TEXT", "OPTIMIZER_RECIPE", "DemoArgs", "find_corpus", "run_demo"]
+from lmforge.data.bundled import find_corpus
+from lmforge.train.recipes import OPTIMIZER_RECIPE
 
-# AdamW recipe of the demo-scale runs (also used by benchmarks/length_generalisation.py): warm-up 10%, cosine to 10%.
-OPTIMIZER_RECIPE: dict[str, Any] = dict(
-    weight_decay=0.01,
-    adam_beta2=0.98,
-    adam_epsilon=1e-6,
-    lr_scheduler_type="cosine",
-    warmup_ratio=0.1,
-    min_lr_ratio=0.1,
-)
+__all__ = ["DEFAULT_TEXT", "OPTIMIZER_RECIPE", "DemoArgs", "find_corpus", "run_demo"]
 
 DEFAULT_TEXT = "天气预报说今天的天[MASK]很好，那么我[MASK]一起去公园玩吧！"
 
@@ -90,17 +82,6 @@ class DemoArgs:
     """Peak learning rate of the fine-tuning step (warm-up 10%, linear decay)."""
     finetune_max_train_samples: int | None = None
     """Fine-tune on the first N training examples only (a faster demo)."""
-
-
-def find_corpus(data_dir: str | None = None) -> list[Path]:
-    """The corpus files: ``data_dir`` or ``$LMFORGE_DATA`` or ``<repository>/data``, then ``corpus/*.jsonl``."""
-    import lmforge
-
-    root = data_dir or os.environ.get("LMFORGE_DATA") or Path(lmforge.__file__).resolve().parents[2] / "data"
-    files = sorted((Path(root) / "corpus").glob("*.jsonl"))
-    if not files:
-        raise ValueError(f"no corpus found: {Path(root) / 'corpus'}/*.jsonl is empty; set LMFORGE_DATA or --data_dir")
-    return files
 
 
 def _first_documents(files: list[Path], count: int, out: Path) -> list[Path]:

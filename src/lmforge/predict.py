@@ -35,7 +35,7 @@ import io
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -150,17 +150,14 @@ class Predictor:
     ) -> Predictor:
         """Load a fine-tuning run (or checkpoint): model, ``tokenizer/`` and the run's ``config.yaml`` settings."""
         from lmforge.data.tokenizer import load_tokenizer
-        from lmforge.eval.clue_cli import run_settings
-        from lmforge.tasks.finetune import FinetuneArgs, load_task_model
+        from lmforge.tasks.finetune import load_task_model, saved_finetune_args
         from lmforge.train.checkpoint import TOKENIZER_DIR
         from lmforge.utils import get_device
 
         model, info, checkpoint = load_task_model(path)
         task = str(info["task"]).removeprefix("finetune-")
-        known = {f.name for f in fields(FinetuneArgs)} - {"task"}
-        settings = FinetuneArgs(task, **{k: v for k, v in run_settings(checkpoint).items() if k in known})
-        if max_seq_length is not None:
-            settings.max_seq_length = max_seq_length
+        overrides = {"max_seq_length": max_seq_length} if max_seq_length is not None else {}
+        settings = saved_finetune_args(checkpoint, task, **overrides)
         tokenizer = load_tokenizer(checkpoint / TOKENIZER_DIR)
         resolved = get_device(device)
         return cls(model.to(resolved), tokenizer, task=task, head=info["head"], settings=settings, device=resolved,
@@ -198,7 +195,7 @@ class Predictor:
         """Per-feature fp32 logits, ``batch_size`` features per forward pass, with a progress bar on stderr."""
         from tqdm.auto import tqdm
 
-        from lmforge.tasks.finetune import predict_logits
+        from lmforge.tasks.common import predict_logits
 
         out: list = []
         starts = range(0, len(features), self.batch_size)

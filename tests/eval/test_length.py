@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from lmforge import cli
+from lmforge.commands.evaluate_lm import LMEvalArgs, evaluate_lm_run
 from lmforge.data.prepare import PrepareAllArgs, prepare_all
 from lmforge.data.tokenizer import load_tokenizer
 from lmforge.eval.length import (
@@ -26,7 +27,6 @@ from lmforge.eval.length import (
     load_run,
     mask_stream,
 )
-from lmforge.eval.lm_cli import LMEvalArgs, evaluate_lm_run
 from lmforge.train.checkpoint import TOKENIZER_DIR, load_model
 from lmforge.train.config import PretrainArgs
 from lmforge.train.pretrain import pretrain

@@ -10,7 +10,7 @@ import pytest
 from task_data import NEGATIVE, POSITIVE, synthetic_rows, write_rows
 
 from lmforge.cli import run
-from lmforge.eval.clue_cli import leaderboard_name
+from lmforge.commands.evaluate_clue import leaderboard_name
 from lmforge.tasks.clue import TNEWS_LABELS
 from lmforge.tasks.finetune import FinetuneArgs, finetune
 

@@ -19,13 +19,11 @@ from lmforge.train.config import PretrainArgs
 from lmforge.train.distributed import init_distributed
 from lmforge.train.loop import NonFiniteLossError, train
 from lmforge.train.pretrain import build_job, pretrain
+from tiny_args import tiny_pretrain
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = dict(
-    model="bert", model_preset="tiny", max_seq_length=32, per_device_train_batch_size=4, learning_rate=1e-3,
-    max_steps=12, logging_steps=1, save_steps=2, save_total_limit=1, do_eval=False, disable_tqdm=True,
-    report_to="none", seed=0, max_nonfinite_steps=2,
-)  # fmt: skip
+TINY = tiny_pretrain(model="bert", max_steps=12, logging_steps=1, save_steps=2, save_total_limit=1, do_eval=False,
+                     max_nonfinite_steps=2)  # fmt: skip
 
 
 def _records(run: Path) -> list[dict]:

@@ -12,23 +12,10 @@ import yaml
 from lmforge import cli
 from lmforge.train.config import PretrainArgs
 from lmforge.train.pretrain import pretrain
+from tiny_args import tiny_pretrain
 
-TINY = dict(
-    model="bert",
-    model_preset="tiny",
-    max_seq_length=32,
-    per_device_train_batch_size=4,
-    per_device_eval_batch_size=8,
-    learning_rate=1e-3,
-    warmup_steps=2,
-    max_steps=6,
-    logging_steps=2,
-    save_steps=3,
-    max_eval_samples=16,
-    disable_tqdm=True,
-    report_to="none",
-    seed=0,
-)
+TINY = tiny_pretrain(model="bert", per_device_eval_batch_size=8, warmup_steps=2, max_steps=6, logging_steps=2,
+                     save_steps=3, max_eval_samples=16)  # fmt: skip
 
 
 def _run(data: Path, out: Path, **kw) -> dict:

@@ -14,12 +14,10 @@ from lmforge import cli
 from lmforge.tasks.finetune import FinetuneArgs
 from lmforge.train.config import PretrainArgs
 from lmforge.train.pretrain import pretrain
+from tiny_args import tiny_pretrain
 
-TINY = dict(
-    model_preset="tiny", max_seq_length=32, per_device_train_batch_size=4, per_device_eval_batch_size=8,
-    learning_rate=1e-3, max_steps=4, logging_steps=2, save_steps=4, eval_steps=2, max_eval_samples=8,
-    disable_tqdm=True, report_to="none", seed=0,
-)  # fmt: skip
+TINY = tiny_pretrain(per_device_eval_batch_size=8, max_steps=4, logging_steps=2, save_steps=4, eval_steps=2,
+                     max_eval_samples=8)  # fmt: skip
 PROBE_KEYS = {"eval_probe_top1", "eval_probe_top5", "eval_probe_punctuation", "eval_probe_items", "eval_probe_skipped"}
 CLM_KEYS = {"eval_distinct_1", "eval_distinct_2", "eval_longest_repeat", "eval_blank_fraction"}
 

@@ -16,12 +16,10 @@ import pytest
 from lmforge.train.checkpoint import LOCK_FILE, RunLockedError, acquire_run_lock, release_run_lock
 from lmforge.train.config import PretrainArgs
 from lmforge.train.pretrain import format_summary, pretrain
+from tiny_args import tiny_pretrain
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = dict(
-    model="bert", model_preset="tiny", max_seq_length=32, per_device_train_batch_size=4, learning_rate=1e-3,
-    max_steps=4, logging_steps=1, save_steps=2, do_eval=False, disable_tqdm=True, report_to="none", seed=0,
-)  # fmt: skip
+TINY = tiny_pretrain(model="bert", max_steps=4, logging_steps=1, save_steps=2, do_eval=False)
 
 
 def _records(run: Path) -> list[dict]:

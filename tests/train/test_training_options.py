@@ -15,11 +15,9 @@ import pytest
 from lmforge import cli
 from lmforge.train.config import PretrainArgs
 from lmforge.train.pretrain import pretrain
+from tiny_args import tiny_pretrain
 
-TINY = dict(
-    model="gau-alpha", model_preset="tiny", max_seq_length=32, per_device_train_batch_size=4, learning_rate=1e-3,
-    max_steps=4, logging_steps=1, save_steps=2, do_eval=False, disable_tqdm=True, report_to="none", seed=0,
-)  # fmt: skip
+TINY = tiny_pretrain(model="gau-alpha", max_steps=4, logging_steps=1, save_steps=2, do_eval=False)
 
 
 def _losses(run: Path) -> list[float]:

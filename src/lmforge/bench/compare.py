@@ -130,8 +130,8 @@ def _variant(name: str, args: CompareArgs) -> tuple[str, dict[str, Any]]:
 
 
 def _prepare(args: CompareArgs, out: Path) -> Path:
+    from lmforge.data.bundled import find_corpus
     from lmforge.data.prepare import PrepareAllArgs, prepare_all
-    from lmforge.demo import find_corpus
 
     if args.data_dir is not None:
         return Path(args.data_dir)
@@ -289,11 +289,11 @@ def _slug(name: str) -> str:
 def _train_and_evaluate(
     args: CompareArgs, name: str, model: str, cfg: Any, data: Path, seed: int, steps: int, lengths: list[int]
 ) -> dict[str, Any]:
-    from lmforge.demo import OPTIMIZER_RECIPE
     from lmforge.eval.length import LengthArgs, evaluate_length
     from lmforge.models.registry import config_to_dict
     from lmforge.train.config import PretrainArgs
     from lmforge.train.pretrain import pretrain
+    from lmforge.train.recipes import OPTIMIZER_RECIPE
 
     run = Path(args.output_dir) / "runs" / _slug(name) / f"seed-{seed}"
     print(f"== {name}, seed {seed}: {steps} steps -> {run}", flush=True)

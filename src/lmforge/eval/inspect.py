@@ -198,7 +198,7 @@ def state_names(arch: str, num_states: int) -> list[str]:
 
 
 def _texts(args: InspectArgs) -> list[str]:
-    from lmforge.demo import find_corpus
+    from lmforge.data.bundled import find_corpus
     from lmforge.predict import read_records
 
     if args.text is not None:

@@ -46,7 +46,7 @@ from lmforge.eval.length_data import (
     load_run,
     mask_stream,
 )
-from lmforge.eval.length_data import _split_dir as _split_dir  # re-exported: lm_cli and the tests import it here
+from lmforge.eval.length_data import _split_dir as _split_dir  # re-exported: commands and tests import it here
 from lmforge.eval.length_report import format_table, plot_length
 
 __all__ = [

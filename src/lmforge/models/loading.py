@@ -119,7 +119,7 @@ class LoadedModel:
         check_memory(self.arch, self.config, "backbone" if self.task.startswith("finetune-") else self.task)
         if self.task.startswith("finetune-"):
             from lmforge.heads.classification import TaskModel, backbone_output_size
-            from lmforge.tasks.finetune import build_head
+            from lmforge.tasks.registry import build_head
 
             backbone = build_model(self.arch, config=self.config)
             model = TaskModel(backbone, build_head(self.info["head"], backbone_output_size(backbone)))

@@ -1,4 +1,5 @@
-"""What every fine-tuning task shares: the ``TaskBundle`` a task hands to the engine, pair encoding, collation.
+"""What every fine-tuning task shares: the ``TaskBundle`` a task hands to the engine, pair encoding, collation, and
+``predict_logits`` (a task model's logits over features).
 
 A task (``clue.py``, ``qa.py``, ``ner.py``) turns its files into *features* (plain dicts: ``input_ids``,
 ``token_type_ids`` and its targets) and a ``score`` function from per-feature logits to metrics and predictions;
@@ -22,7 +23,7 @@ from lmforge.data.loader import derive_seed
 from lmforge.heads.lm import IGNORE_INDEX
 
 __all__ = ["TARGET_KEYS", "FeatureLoader", "TaskBundle", "collate", "encode_pair", "encode_texts", "json_object",
-           "require_cls_sep", "truncate_pair"]  # fmt: skip
+           "predict_logits", "require_cls_sep", "truncate_pair"]  # fmt: skip
 
 TARGET_KEYS = ("labels", "start_positions", "end_positions")
 
@@ -248,3 +249,34 @@ class FeatureLoader:
     def _shape(self) -> dict[str, int]:
         return {"seed": self.seed, "rank": self.rank, "world_size": self.world_size,
                 "batch_size": self.batch_size, "num_features": len(self.features)}  # fmt: skip
+
+
+def predict_logits(
+    model: Any,
+    features: list[dict[str, Any]],
+    *,
+    batch_size: int,
+    pad_id: int,
+    device: Any,
+    autocast_dtype: Any = None,
+) -> list:
+    """Per-feature logits (fp32 on CPU, without padding rows) of ``model`` in eval mode."""
+    model.eval()
+    out = []
+    autocast = torch.autocast(torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
+    with torch.no_grad(), autocast:
+        for i in range(0, len(features), batch_size):
+            chunk = features[i : i + batch_size]
+            batch = collate(chunk, pad_id=pad_id)
+            logits = (
+                model(
+                    batch["input_ids"].to(device),
+                    attention_mask=batch["attention_mask"].to(device),
+                    token_type_ids=batch["token_type_ids"].to(device),
+                )
+                .logits.float()
+                .cpu()
+            )
+            for j, f in enumerate(chunk):
+                out.append(logits[j] if logits.dim() == 2 else logits[j, : len(f["input_ids"])])
+    return out

@@ -27,13 +27,17 @@ end of every epoch"; ``layerwise_lr_decay`` is not an HF flag (ELECTRA's fine-tu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-import math
 import shutil
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from lmforge.tasks.registry import SFT_TASKS  # torch-free
+from lmforge.train.arguments import TrainingArguments, normalise_bool_flags  # torch-free
 
 if TYPE_CHECKING:  # torch stays unimported until a command runs (fast --help)
     from lmforge.train.distributed import DistInfo
@@ -41,35 +45,31 @@ if TYPE_CHECKING:  # torch stays unimported until a command runs (fast --help)
 
 __all__ = [
     "FinetuneArgs",
-    "build_head",
     "check_argv",
     "finetune",
     "load_backbone",
     "load_finetuned",
+    "load_source",
     "load_task_model",
-    "predict_logits",
+    "run_settings",
+    "saved_finetune_args",
+    "train_keeping_best",
 ]
-
-QA_TASKS = ("cmrc2018", "squad")
-NER_TASKS = ("cluener",)
-SFT_TASKS = ("sft",)  # a causal LM on conversations: tasks/sft.py
-TYDI_TASKS = ("tydi",)  # TyDi QA primary tasks: tasks/tydi.py
-CHOICE_TASKS = ("c3", "chid")  # multiple choice: tasks/c3.py, tasks/chid.py
 
 
 @dataclass
-class FinetuneArgs:
+class FinetuneArgs(TrainingArguments):
+    """``TrainingArguments`` plus the task, model and task-head options below; the fields re-declared here keep
+    ``lmforge finetune``'s own defaults (HF ``run_glue.py``'s, not pretraining's)."""
+
     task: str
     """tnews, iflytek, afqmc, ocnli, cmnli, cluewsc2020, csl, classification (any jsonl), c3, chid, cmrc2018, squad,
     cluener, tydi or sft."""
+    _: KW_ONLY  # the task is the one positional argument (``lmforge finetune TASK``, ``FinetuneArgs(task, ...)``)
     model: str | None = None
     """Pretraining run/checkpoint, exported or Hugging Face directory, JunnYu directory, or an architecture name."""
     data_dir: str | None = None
     """Directory with the task's train/dev/test JSON(-lines) files (and labels.json if any)."""
-    output_dir: str = "runs/finetune"
-    """Run directory."""
-    overwrite_output_dir: bool = False
-    """Allow a non-empty output directory (its content is replaced)."""
     tokenizer_dir: str | None = None
     """Tokenizer directory (default: the checkpoint's tokenizer/)."""
     model_preset: str = "tiny"
@@ -77,8 +77,35 @@ class FinetuneArgs:
     model_overrides: dict[str, Any] = field(default_factory=dict)
     """Config fields to override, as JSON (e.g. '{"hidden_dropout_prob": 0.1}')."""
 
+    # ------------------------------------------------------------------ TrainingArguments with other defaults
+    output_dir: str = "runs/finetune"
+    """Run directory."""
     max_seq_length: int = 128
     """Tokens per input (including [CLS]/[SEP]); longer inputs are truncated (QA: split into windows)."""
+    per_device_train_batch_size: int = 32
+    """Examples per device per micro-step."""
+    per_device_eval_batch_size: int = 64
+    """Examples per device per evaluation batch."""
+    optim: Literal["adamw_torch", "adamw", "adafactor", "lamb"] = "adamw_torch"
+    """adamw_torch/adamw (torch AdamW), lamb (You et al. 2019, ours) or adafactor (torch)."""
+    learning_rate: float = 2e-5
+    """Peak learning rate."""
+    weight_decay: float = 0.01
+    """Decoupled weight decay; never applied to biases, norm weights and other 1-D tensors."""
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    """linear/cosine decay after warm-up, or constant(_with_warmup)."""
+    warmup_ratio: float = 0.1
+    """Warm-up as a share of the total steps."""
+    logging_steps: int = 50
+    """Log the mean training metrics every N steps."""
+    eval_steps: int | None = None
+    """Evaluate on dev every N steps (unset: at the end of every epoch)."""
+    save_steps: int = 500
+    """Save a resumable checkpoint every N steps (also whenever the dev metric improves, and at the end)."""
+    save_total_limit: int | None = 1
+    """Keep the newest N checkpoints while training, besides the best one; at the end only the best is kept."""
+
+    # ------------------------------------------------------------------ task inputs and head
     doc_stride: int = 64
     """QA: tokens between the starts of two windows over a long context (BERT run_squad's meaning)."""
     max_query_length: int = 64
@@ -93,189 +120,58 @@ class FinetuneArgs:
     classifier_dropout: float = 0.1
     """Dropout before the task head."""
 
-    do_train: bool = True
-    do_eval: bool = True
+    # ------------------------------------------------------------------ fine-tuning only
     do_predict: bool = True
     """Write the test-set prediction file when the data has a test split."""
-    num_train_epochs: float = 3.0
-    max_steps: int = -1
-    """Optimizer steps (-1: from --num_train_epochs)."""
-    per_device_train_batch_size: int = 32
-    per_device_eval_batch_size: int = 64
-    gradient_accumulation_steps: int = 1
-    optim: Literal["adamw_torch", "adamw", "adafactor", "lamb"] = "adamw_torch"
-    learning_rate: float = 2e-5
     layerwise_lr_decay: float = 1.0
     """lr of layer i = lr * decay ** (L + 1 - depth); 1 = off (ELECTRA uses 0.8)."""
-    weight_decay: float = 0.01
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0
-    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
-    warmup_ratio: float = 0.1
-    warmup_steps: int = 0
-    logging_steps: int = 50
-    logging_first_step: bool = False
-    """Also log after the first step."""
-    eval_steps: int | None = None
-    """Evaluate on dev every N steps (unset: at the end of every epoch)."""
-    save_steps: int = 500
-    """Save a resumable checkpoint every N steps (also whenever the dev metric improves, and at the end)."""
-    save_total_limit: int | None = 1
-    """Keep the newest N checkpoints while training, besides the best one; at the end only the best is kept."""
-    resume_from_checkpoint: str | None = None
-    """A checkpoint directory, or "auto": the newest valid checkpoint in --output_dir (a fresh start if none)."""
-    report_to: Literal["tensorboard", "wandb", "all", "none"] = "tensorboard"
-    """Besides metrics.jsonl: tensorboard, wandb (pip install wandb), all (TensorBoard; W&B when installed), none."""
-    logging_dir: str | None = None
-    """TensorBoard directory (default OUTPUT_DIR/tensorboard)."""
     metric_for_best_model: str | None = None
     """Dev metric that picks the kept checkpoint (default: accuracy; QA em; NER f1)."""
     greater_is_better: bool | None = None
     """Whether a larger --metric_for_best_model is better (default, as HF: True unless the name ends in "loss")."""
     max_train_samples: int | None = None
     """Train on the first N training features only."""
-    seed: int = 42
-    use_cpu: bool = False
-    threads: int | None = None
-    """torch CPU threads (torch.set_num_threads) for the run; default: torch's (one per core)."""
-    bf16: bool = False
-    """bfloat16 autocast for training and evaluation (no loss scaling)."""
-    fp16: bool = False
-    """float16 autocast + dynamic loss scaling (GradScaler)."""
-    max_nonfinite_steps: int = 10
-    """Stop after this many consecutive steps with a non-finite loss or gradient (each such step is skipped)."""
-    gradient_checkpointing: bool = False
-    """Recompute the backbone's activations in backward: less memory, the same loss and gradients."""
-    disable_tqdm: bool = False
-    ddp_backend: Literal["gloo", "nccl"] | None = None
-    """Process-group backend under torchrun (default: nccl on CUDA, gloo on CPU)."""
-    ddp_find_unused_parameters: bool = False
-    """DDP: tolerate parameters that get no gradient."""
 
     def __post_init__(self) -> None:
-        positive = ("max_seq_length", "per_device_train_batch_size", "per_device_eval_batch_size", "logging_steps")
-        for name in (*positive, "gradient_accumulation_steps", "doc_stride", "n_best_size", "max_answer_length",
-                     "save_steps", "max_nonfinite_steps"):  # fmt: skip
+        super().__post_init__()
+        for name in ("doc_stride", "n_best_size", "max_answer_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("eval_steps", "save_total_limit", "threads"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_steps == 0 or self.max_steps < -1 or (self.max_steps == -1 and self.num_train_epochs <= 0):
-            raise ValueError(f"need --max_steps >= 1 or --num_train_epochs > 0, got {self.max_steps}")
-        if self.learning_rate <= 0 or not 0.0 < self.layerwise_lr_decay <= 1.0:
-            raise ValueError("need --learning_rate > 0 and --layerwise_lr_decay in (0, 1]")
-        if self.fp16 and self.bf16:
-            raise ValueError("--fp16 and --bf16 are exclusive")
-        if not 0.0 <= self.classifier_dropout < 1.0 or not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError("--classifier_dropout and --warmup_ratio must be in [0, 1)")
-        from lmforge.train.config import check_report_to  # torch-free
-
-        check_report_to(self.report_to)
+        if not 0.0 < self.layerwise_lr_decay <= 1.0:
+            raise ValueError(f"--layerwise_lr_decay must be in (0, 1], got {self.layerwise_lr_decay}")
+        if not 0.0 <= self.classifier_dropout < 1.0:
+            raise ValueError(f"--classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
 
 
 # ----------------------------------------------------------------------------- model loading
 
 
-def load_backbone(args: FinetuneArgs) -> tuple[str, Any, Any, Any, Path | None]:
-    """(arch, config, backbone with pretrained weights, tokenizer, tokenizer directory) for ``--model``, resolved by
-    ``lmforge.models.loading`` (any run, checkpoint, export, HF or JunnYu directory; the task head of a fine-tuned
-    source is dropped). The tokenizer directory is None for CANINE sources without tokenizer files (codepoints)."""
+def load_source(args: FinetuneArgs, *, task: str) -> Any:
+    """The ``LoadedModel`` (tokenizer loaded) of ``--model`` for ``task`` ("backbone" under a new task head, "clm"
+    for SFT), resolved by ``lmforge.models.loading``; an architecture name is a random init whose vocabulary comes
+    from ``--tokenizer_dir`` (tests, baselines)."""
     from lmforge.data.tokenizer import load_tokenizer
     from lmforge.models.loading import load_model
     from lmforge.models.registry import list_models
 
     if args.model is None:
-        raise ValueError("pass --model: a pretraining run, checkpoint, exported HF directory or architecture name")
+        raise ValueError("pass --model: a pretraining run, checkpoint, export, Hugging Face directory or architecture")
     tokenizer = None
     if args.model in list_models():  # random init: the tokenizer decides the vocabulary
         if args.tokenizer_dir is None:
             raise ValueError(f"--model {args.model!r} starts from random weights and needs --tokenizer_dir")
         tokenizer = load_tokenizer(args.tokenizer_dir)
-    loaded = load_model(args.model, task="backbone", preset=args.model_preset, overrides=args.model_overrides,
-                        tokenizer=tokenizer, with_tokenizer=True, tokenizer_dir=args.tokenizer_dir)  # fmt: skip
+    return load_model(args.model, task=task, preset=args.model_preset, overrides=args.model_overrides,
+                      tokenizer=tokenizer, with_tokenizer=True, tokenizer_dir=args.tokenizer_dir)  # fmt: skip
+
+
+def load_backbone(args: FinetuneArgs) -> tuple[str, Any, Any, Any, Path | None]:
+    """(arch, config, backbone with pretrained weights, tokenizer, tokenizer directory) for ``--model``
+    (``load_source``: any run, checkpoint, export, HF or JunnYu directory; the task head of a fine-tuned source is
+    dropped). The tokenizer directory is None for CANINE sources without tokenizer files (codepoints)."""
+    loaded = load_source(args, task="backbone")
     tokenizer_dir = Path(args.tokenizer_dir) if args.tokenizer_dir is not None else loaded.tokenizer_dir
     return loaded.arch, loaded.config, loaded.build(), loaded.tokenizer, tokenizer_dir
-
-
-def _build_bundle(
-    args: FinetuneArgs,
-    arch: str,
-    config: Any,
-    backbone: Any,
-    tokenizer: Any,
-    splits: tuple[str, ...],
-    *,
-    labels: list[str] | None = None,
-    majority_label: str | None = None,
-) -> Any:
-    """The task's ``TaskBundle``; ``labels`` fixes a classification label set and ``majority_label`` the baseline's
-    label (evaluating a trained head: both from the run)."""
-    from lmforge.heads.classification import backbone_output_size, default_pooling
-    from lmforge.models.registry import get_entry
-
-    width = backbone_output_size(backbone)
-    if args.data_dir is None:
-        raise ValueError("pass --data_dir: the directory with the task's train/dev/test files")
-    if args.task in QA_TASKS:
-        from lmforge.tasks.qa import build_qa_task
-
-        return build_qa_task(args, tokenizer=tokenizer, hidden_size=width, splits=splits)
-    if args.task in NER_TASKS:
-        from lmforge.tasks.ner import build_ner_task
-
-        return build_ner_task(args, tokenizer=tokenizer, hidden_size=width, splits=splits)
-    if args.task in TYDI_TASKS:
-        from lmforge.tasks.tydi import build_tydi_task
-
-        return build_tydi_task(args, tokenizer=tokenizer, hidden_size=width, splits=splits, backbone=backbone)
-    from lmforge.tasks.clue import CLUE_TASKS, build_classification_task
-
-    if args.task not in CLUE_TASKS and args.task not in CHOICE_TASKS:
-        choices = sorted([*CLUE_TASKS, *QA_TASKS, *NER_TASKS, *SFT_TASKS, *TYDI_TASKS, *CHOICE_TASKS])
-        raise ValueError(f"unknown task {args.task!r}; choose from {choices}")
-    pooling = args.pooling if args.pooling != "auto" else default_pooling(config, builders=get_entry(arch).builders)
-    if args.task in CHOICE_TASKS:
-        from lmforge.tasks.c3 import build_c3_task
-        from lmforge.tasks.chid import build_chid_task
-
-        build_choice_task = build_chid_task if args.task == "chid" else build_c3_task
-        return build_choice_task(args.data_dir, tokenizer=tokenizer, hidden_size=width, pooling=pooling,
-                                 dropout=args.classifier_dropout, max_seq_length=args.max_seq_length,
-                                 splits=splits)  # fmt: skip
-    return build_classification_task(
-        args.task, args.data_dir, tokenizer=tokenizer, hidden_size=width, pooling=pooling,
-        dropout=args.classifier_dropout, max_seq_length=args.max_seq_length, splits=splits, labels=labels,
-        majority_label=majority_label,
-    )  # fmt: skip
-
-
-def build_head(head_config: dict[str, Any], hidden_size: int) -> Any:
-    """The task head described by a fine-tuned checkpoint's ``config.json`` ``"head"`` entry."""
-    from lmforge.heads.classification import SequenceClassificationHead
-    from lmforge.heads.qa import SpanHead
-    from lmforge.heads.token_classification import TokenClassificationHead
-
-    kind = head_config["kind"]
-    if kind == "sequence_classification":
-        return SequenceClassificationHead(
-            hidden_size, len(head_config["labels"]), pooling=head_config["pooling"], dropout=head_config["dropout"]
-        )
-    if kind == "token_classification":
-        return TokenClassificationHead(hidden_size, len(head_config["labels"]), dropout=head_config["dropout"])
-    if kind == "span":
-        return SpanHead(hidden_size)
-    if kind == "multiple_choice":
-        from lmforge.heads.multiple_choice import MultipleChoiceHead
-
-        return MultipleChoiceHead(hidden_size, pooling=head_config["pooling"], dropout=head_config["dropout"])
-    if kind == "tydi":
-        from lmforge.tasks.tydi import TydiHead
-
-        return TydiHead(hidden_size, dropout=head_config["dropout"])
-    raise ValueError(f"unknown head kind {kind!r}")
 
 
 def load_finetuned(path: str | Path) -> Any:
@@ -294,90 +190,59 @@ def load_task_model(path: str | Path) -> tuple[Any, dict[str, Any], Path]:
     return loaded.model, loaded.info, loaded.checkpoint
 
 
+def run_settings(checkpoint: Path) -> dict[str, Any]:
+    """The fine-tuning run's ``config.yaml`` (in or next to the checkpoint), or {} when absent."""
+    import yaml
+
+    for candidate in (checkpoint / "config.yaml", checkpoint.parent / "config.yaml"):
+        if candidate.is_file():
+            return yaml.safe_load(candidate.read_text(encoding="utf-8")) or {}
+    return {}
+
+
+def saved_finetune_args(checkpoint: Path, task: str, **overrides: Any) -> FinetuneArgs:
+    """The ``FinetuneArgs`` of ``task`` that the run of ``checkpoint`` was trained with (``run_settings``; keys that
+    are not arguments, such as ``model_arch``, are left out), with ``overrides`` on top."""
+    known = {f.name for f in dataclasses.fields(FinetuneArgs)} - {"task"}
+    return FinetuneArgs(task, **({k: v for k, v in run_settings(checkpoint).items() if k in known} | overrides))
+
+
 # ----------------------------------------------------------------------------- running
-
-
-def predict_logits(
-    model: Any,
-    features: list[dict[str, Any]],
-    *,
-    batch_size: int,
-    pad_id: int,
-    device: Any,
-    autocast_dtype: Any = None,
-) -> list:
-    """Per-feature logits (fp32 on CPU, without padding rows) of ``model`` in eval mode."""
-    import torch
-
-    from lmforge.tasks.common import collate
-
-    model.eval()
-    out = []
-    autocast = torch.autocast(torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
-    with torch.no_grad(), autocast:
-        for i in range(0, len(features), batch_size):
-            chunk = features[i : i + batch_size]
-            batch = collate(chunk, pad_id=pad_id)
-            logits = (
-                model(
-                    batch["input_ids"].to(device),
-                    attention_mask=batch["attention_mask"].to(device),
-                    token_type_ids=batch["token_type_ids"].to(device),
-                )
-                .logits.float()
-                .cpu()
-            )
-            for j, f in enumerate(chunk):
-                out.append(logits[j] if logits.dim() == 2 else logits[j, : len(f["input_ids"])])
-    return out
 
 
 def finetune(args: FinetuneArgs) -> dict[str, Any]:
     """Train on train, keep the best checkpoint by dev metric, report dev metrics, predict test; returns the report
     (rank 0's is complete; under torchrun the other ranks train and return early)."""
-    from lmforge.train.distributed import barrier, destroy_distributed, init_distributed
-    from lmforge.utils import torch_threads
+    from lmforge.train.job import training_session
 
-    with torch_threads(args.threads):
-        info = init_distributed(use_cpu=args.use_cpu, backend=args.ddp_backend)
-        try:
-            report = _finetune(args, info)
-            barrier()  # ranks leave together: tearing gloo down while rank 0 still writes aborts a rank
-            return report
-        finally:
-            from lmforge.train.checkpoint import release_run_lock
+    with training_session(args) as info:
+        if args.task in SFT_TASKS:  # trains the causal LM itself, not a task head: its own data (same job and loop)
+            from lmforge.tasks.sft import finetune_sft
 
-            release_run_lock(args.output_dir)  # taken by prepare_output_dir; only this process's lock is removed
-            destroy_distributed()
+            return finetune_sft(args, info)
+        return _finetune(args, info)
 
 
 def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
-    if args.task in SFT_TASKS:  # trains the causal LM itself, not a task head: its own job (same loop)
-        from lmforge.tasks.sft import finetune_sft
-
-        return finetune_sft(args, info)
-    import torch
-
     from lmforge.data.tokenizer import META_FILE
     from lmforge.heads.classification import TaskModel
-    from lmforge.models.common import set_gradient_checkpointing
     from lmforge.models.registry import config_to_dict
-    from lmforge.train.checkpoint import load_weights, restore_rng_state
-    from lmforge.train.distributed import barrier, unwrap, wrap_model
-    from lmforge.train.loop import train
-    from lmforge.train.metrics import collect_env, plot_loss, run_logger, write_yaml
-    from lmforge.train.pretrain import RUN_FILES, prepare_output_dir
+    from lmforge.tasks.common import predict_logits
+    from lmforge.tasks.registry import build_task_bundle
+    from lmforge.train.distributed import barrier, unwrap
+    from lmforge.train.job import RUN_FILES, amp_dtype, open_run_dir, place_model, write_run_record
+    from lmforge.train.metrics import plot_loss
     from lmforge.utils import seed_everything
 
     seed_everything(args.seed)  # backbone (random init) and head: identical on every rank and every restart
     arch, config, backbone, tokenizer, tokenizer_dir = load_backbone(args)
     splits = tuple(s for s, on in (("train", args.do_train), ("dev", args.do_eval), ("test", args.do_predict)) if on)
-    bundle = _build_bundle(args, arch, config, backbone, tokenizer, splits or ("dev",))
+    bundle = build_task_bundle(args, arch=arch, config=config, backbone=backbone, tokenizer=tokenizer,
+                               splits=splits or ("dev",))  # fmt: skip
     if args.max_train_samples is not None and "train" in bundle.features:
         bundle.features["train"] = bundle.features["train"][: args.max_train_samples]
-    run_dir = Path(args.output_dir)
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    outputs = ("dev_metrics.json", "confusion_matrix.png", f"{args.task}_predict.json", "report.json")
+    run_dir, resume = open_run_dir(args, info, run_files=(*RUN_FILES, *outputs))
     # CANINE from a directory without tokenizer files, or a Hugging Face directory (its weights beside the tokenizer
     # files): the run saves the tokenizer alone, and its checkpoints and exports copy that, not the model directory
     if tokenizer_dir is None or not (Path(tokenizer_dir) / META_FILE).is_file():
@@ -385,51 +250,32 @@ def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
         if info.is_main:
             shutil.rmtree(tokenizer_dir, ignore_errors=True)
             tokenizer.save(tokenizer_dir)
-    barrier()
-    outputs = ("dev_metrics.json", "confusion_matrix.png", f"{args.task}_predict.json", "report.json")
-    resume = prepare_output_dir(args, run_dir, info, run_files=(*RUN_FILES, *outputs))
-    model = TaskModel(backbone, bundle.head)
-    if args.gradient_checkpointing:
-        set_gradient_checkpointing(model)
-    if resume is not None:
-        model.load_state_dict(load_weights(resume), strict=True)
-    seed_everything(args.seed, info.rank)
-    model = wrap_model(model.to(info.device), info, find_unused_parameters=args.ddp_find_unused_parameters)
+        barrier()
+    model = place_model(TaskModel(backbone, bundle.head), args, info, resume=resume)
     model_info = {"model": arch, "task": f"finetune-{args.task}", "config": config_to_dict(config),
                   "head": bundle.head_config}  # fmt: skip
     metric_name = (args.metric_for_best_model or bundle.best_metric).removeprefix("eval_")  # HF takes both
-    amp_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
     report: dict[str, Any] = {"task": args.task, "model": args.model, "arch": arch, **bundle.report}
     pad_id, logger = tokenizer.pad_token_id, None
-    if info.is_main:
-        write_yaml(run_dir / "config.yaml", {"task": args.task, **dataclasses.asdict(args), "model_arch": arch})
-        env = collect_env(info.device, world_size=info.world_size)
-        (run_dir / "env.json").write_text(json.dumps(env, indent=2, default=str))
+    write_run_record(run_dir, {"task": args.task, **dataclasses.asdict(args), "model_arch": arch}, info)
 
     def score(split: str) -> tuple[dict[str, Any], Any]:  # on the bare model: every rank scores the split alike
         logits = predict_logits(unwrap(model), bundle.features[split], batch_size=args.per_device_eval_batch_size,
-                                pad_id=pad_id, device=info.device, autocast_dtype=amp_dtype)  # fmt: skip
+                                pad_id=pad_id, device=info.device, autocast_dtype=amp_dtype(args))  # fmt: skip
         return bundle.score(split, logits)
 
+    def evaluate_dev(job: TrainingJob) -> dict[str, Any]:
+        metrics = score("dev")[0]
+        model.train()  # predict_logits left it in eval mode
+        return {f"eval_{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
+
     if args.do_train:
-        job, rng_state = _build_job(args, info, model, bundle.features.get("train", []), pad_id, resume, amp_dtype)
-        job.model_info, job.tokenizer_dir = model_info, tokenizer_dir
-        if "dev" in bundle.features:
-
-            def evaluate_dev() -> dict[str, Any]:
-                metrics = score("dev")[0]
-                model.train()  # predict_logits left it in eval mode
-                return {f"eval_{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
-
-            job.evaluate, job.metric_for_best_model = evaluate_dev, f"eval_{metric_name}"
-            higher = args.greater_is_better
-            job.greater_is_better = not metric_name.endswith("loss") if higher is None else higher
-        if info.is_main:
-            job.logger = logger = run_logger(args, run_dir, resume_step=job.state.step if resume else None)
-        if rng_state is not None:
-            restore_rng_state(rng_state)  # last: nothing may draw random numbers after this
-        train(job)
-        report |= keep_best_checkpoint(job, run_dir, model, info) | {"metric_for_best_model": metric_name}
+        kept, logger = train_keeping_best(
+            args, info, model, bundle.features.get("train", []), pad_id=pad_id, resume=resume, run_dir=run_dir,
+            objective=f"finetune {args.task}", model_info=model_info, tokenizer_dir=tokenizer_dir,
+            evaluate=evaluate_dev if "dev" in bundle.features else None, metric_name=metric_name,
+        )  # fmt: skip
+        report |= kept
     if not info.is_main:
         return report
 
@@ -449,45 +295,48 @@ def _finetune(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
     return report
 
 
-def _build_job(
-    args: FinetuneArgs, info: DistInfo, model: Any, features: list, pad_id: int, resume: Path | None, amp_dtype: Any
-) -> tuple[TrainingJob, dict[str, Any] | None]:
-    """The loop's ``TrainingJob`` over the train features, restored from ``resume``, and this rank's RNG states
-    from it (to restore last) or None."""
-    import functools
-    from contextlib import nullcontext
-
-    import torch
-
+def train_keeping_best(
+    args: FinetuneArgs,
+    info: DistInfo,
+    model: Any,
+    features: list[dict[str, Any]],
+    *,
+    pad_id: int,
+    resume: Path | None,
+    run_dir: Path,
+    objective: str,
+    model_info: dict[str, Any],
+    tokenizer_dir: Path | None,
+    evaluate: Callable[[TrainingJob], dict[str, Any]] | None,
+    metric_name: str,
+) -> tuple[dict[str, Any], Any]:
+    """The fine-tuning run of a task head or of SFT: train ``model`` (placed by ``place_model``) on ``features``
+    through ``train/job.py``'s job and the loop, ``evaluate(job)`` (``eval_``-prefixed metrics) at every evaluation
+    saving a checkpoint when ``eval_{metric_name}`` improves; then keep only the best checkpoint and load it into
+    ``model``. Returns the report's entries and the metric logger (rank 0; None elsewhere) for the caller to close."""
     from lmforge.tasks.common import FeatureLoader
-    from lmforge.train.distributed import unwrap
-    from lmforge.train.loop import TrainingJob, TrainState
-    from lmforge.train.optim import build_optimizer, make_schedule, warmup_steps_for
-    from lmforge.train.pretrain import restore_training_state
+    from lmforge.train.checkpoint import restore_rng_state
+    from lmforge.train.job import build_training_job
+    from lmforge.train.loop import train  # here, not at the top: tests patch lmforge.train.loop.train
 
     if not features:
         raise ValueError(f"{args.data_dir}: the train split has no examples")
     loader = FeatureLoader(features, batch_size=args.per_device_train_batch_size, pad_id=pad_id, seed=args.seed,
                            rank=info.rank, world_size=info.world_size)  # fmt: skip
-    steps_per_epoch = max(1, math.ceil(len(loader) / args.gradient_accumulation_steps))
-    max_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
-    optimizer = build_optimizer(
-        unwrap(model), name=args.optim, lr=args.learning_rate, weight_decay=args.weight_decay,
-        betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, layerwise_lr_decay=args.layerwise_lr_decay,
+    job, rng_state = build_training_job(
+        args, info, model, loader, resume=resume, run_dir=run_dir, objective=objective, model_info=model_info,
+        tokenizer_dir=tokenizer_dir, optimizer_options={"layerwise_lr_decay": args.layerwise_lr_decay},
+        eval_every_epoch=True,
     )  # fmt: skip
-    warmup = warmup_steps_for(max_steps, warmup_steps=args.warmup_steps, warmup_ratio=args.warmup_ratio)
-    scaler = torch.amp.GradScaler(info.device.type, enabled=args.fp16)
-    autocast = functools.partial(torch.autocast, info.device.type, dtype=amp_dtype) if amp_dtype else nullcontext
-    state = TrainState()
-    saved = None if resume is None else restore_training_state(resume, model, optimizer, scaler, loader, state, info)
-    job = TrainingJob(
-        args=dataclasses.replace(args, eval_steps=args.eval_steps or steps_per_epoch),
-        model=model, optimizer=optimizer, scaler=scaler,
-        schedule=make_schedule(args.lr_scheduler_type, total_steps=max_steps, warmup_steps=warmup),
-        train_batches=loader, eval_batches=None, autocast=autocast, state=state, info=info, max_steps=max_steps,
-        objective=f"finetune {args.task}", model_info={}, run_dir=Path(args.output_dir),
-    )  # fmt: skip
-    return job, None if saved is None else saved["ranks"][info.rank]["rng"]
+    if evaluate is not None:
+        job.evaluate, job.metric_for_best_model = functools.partial(evaluate, job), f"eval_{metric_name}"
+        higher = args.greater_is_better
+        job.greater_is_better = not metric_name.endswith("loss") if higher is None else higher
+    if rng_state is not None:
+        restore_rng_state(rng_state)  # last: nothing may draw random numbers after this
+    train(job)
+    kept = keep_best_checkpoint(job, run_dir, model, info) | {"metric_for_best_model": metric_name}
+    return kept, job.logger
 
 
 def keep_best_checkpoint(job: Any, run_dir: Path, model: Any, info: Any) -> dict[str, int]:
@@ -525,13 +374,4 @@ def _print_summary(report: dict[str, Any], *, file: Any) -> None:
 
 def check_argv(argv: list[str]) -> None:
     """Accept HF-style bare boolean flags (``--do_predict``) by inserting ``true`` in place, as pretraining does."""
-    booleans = {f.name for f in dataclasses.fields(FinetuneArgs) if f.type in ("bool", "bool | None")}
-    i = 0
-    while i < len(argv):
-        name = argv[i][2:].split("=", 1)[0].replace("-", "_") if argv[i].startswith("--") else None
-        if name in booleans and "=" not in argv[i]:
-            following = argv[i + 1] if i + 1 < len(argv) else None
-            if following is None or following.lower() not in ("true", "false", "yes", "no", "1", "0"):
-                argv.insert(i + 1, "true")
-                i += 1
-        i += 1
+    normalise_bool_flags(argv, FinetuneArgs)

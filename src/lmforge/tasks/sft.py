@@ -17,9 +17,10 @@ segment index of each token (1, 2, ... per row; 0 = padding; T5X's ``segment_ids
 ``token_type_ids``: the training loop passes a fixed set of keys (``train/loop.MODEL_INPUTS``) and a causal LM has
 no token types. Other backbones (BERT/GAU-alpha/FLASH/Reformer ``clm``) train one conversation per row, padded.
 
-Training is the fine-tuning job of ``tasks/finetune.py`` (``_build_job``: ``FeatureLoader``, optimizer, schedule,
-exact resume) run by the one loop (``train/loop.py``); dev metrics are ``eval/lm.evaluate_lm``'s (loss, next-token
-accuracy and perplexity on the response tokens), and the checkpoint with the lowest ``eval_loss`` is kept. The
+Training is the fine-tuning run of ``tasks/finetune.py`` (``train_keeping_best``: a ``FeatureLoader`` and the job
+of ``train/job.py``: optimizer, schedule, exact resume) run by the one loop (``train/loop.py``); dev metrics are
+``eval/lm.evaluate_lm``'s (loss, next-token accuracy and perplexity on the response tokens), and the checkpoint
+with the lowest ``eval_loss`` is kept. The
 checkpoints are plain causal-LM checkpoints (``config.json`` task ``clm``, the ``LanguageModel`` state dict), so
 ``lmforge generate``, ``evaluate lm``, ``export`` and a second SFT read them as any CLM run; the run's
 ``tokenizer/`` holds ``chat_template.json``, which every checkpoint and export copies. ``lmforge generate RUN
@@ -49,6 +50,7 @@ from lmforge.tasks.common import collate, encode_texts, json_object
 if TYPE_CHECKING:
     from lmforge.tasks.finetune import FinetuneArgs
     from lmforge.train.distributed import DistInfo
+    from lmforge.train.loop import TrainingJob
 
 __all__ = [
     "PACKING_ARCHS",
@@ -250,22 +252,6 @@ class SFTModel(LanguageModel):
 # ----------------------------------------------------------------------------- the job
 
 
-def _load_causal_lm(args: FinetuneArgs) -> Any:
-    from lmforge.data.tokenizer import load_tokenizer
-    from lmforge.models.loading import load_model
-    from lmforge.models.registry import list_models
-
-    if args.model is None:
-        raise ValueError("pass --model: a causal-LM pretraining run, checkpoint, export or Hugging Face directory")
-    tokenizer = None
-    if args.model in list_models():  # random init: the tokenizer decides the vocabulary (tests, baselines)
-        if args.tokenizer_dir is None:
-            raise ValueError(f"--model {args.model!r} starts from random weights and needs --tokenizer_dir")
-        tokenizer = load_tokenizer(args.tokenizer_dir)
-    return load_model(args.model, task="clm", preset=args.model_preset, overrides=args.model_overrides,
-                      tokenizer=tokenizer, with_tokenizer=True, tokenizer_dir=args.tokenizer_dir)  # fmt: skip
-
-
 def _batches(features: list[dict[str, Any]], *, batch_size: int, pad_id: int) -> Iterator[dict[str, Tensor]]:
     for i in range(0, len(features), batch_size):
         yield collate(features[i : i + batch_size], pad_id=pad_id)
@@ -276,18 +262,16 @@ def finetune_sft(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
     from lmforge.data.tokenizer import META_FILE
     from lmforge.eval.lm import evaluate_lm
     from lmforge.models.registry import config_to_dict
-    from lmforge.tasks.finetune import _build_job, keep_best_checkpoint
-    from lmforge.train.checkpoint import load_weights, restore_rng_state
-    from lmforge.train.distributed import barrier, unwrap, wrap_model
-    from lmforge.train.loop import train
-    from lmforge.train.metrics import collect_env, plot_loss, run_logger, write_yaml
-    from lmforge.train.pretrain import RUN_FILES, prepare_output_dir
+    from lmforge.tasks.finetune import load_source, train_keeping_best
+    from lmforge.train.distributed import barrier, unwrap
+    from lmforge.train.job import RUN_FILES, amp_dtype, open_run_dir, place_model, write_run_record
+    from lmforge.train.metrics import plot_loss
     from lmforge.utils import seed_everything
 
     if args.data_dir is None:
         raise ValueError("pass --data_dir: the directory with train.jsonl (and dev.jsonl) conversations")
     seed_everything(args.seed)
-    loaded = _load_causal_lm(args)
+    loaded = load_source(args, task="clm")
     tokenizer, config = loaded.tokenizer, loaded.config
     limit = getattr(config, "max_position_embeddings", None)
     if limit is not None and args.max_seq_length > limit:
@@ -312,11 +296,7 @@ def finetune_sft(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
     if args.max_train_samples is not None and "train" in features:
         features["train"] = features["train"][: args.max_train_samples]
 
-    run_dir = Path(args.output_dir)
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    outputs = ("dev_metrics.json", "report.json", "tokenizer")
-    resume = prepare_output_dir(args, run_dir, info, run_files=(*RUN_FILES, *outputs))
+    run_dir, resume = open_run_dir(args, info, run_files=(*RUN_FILES, "dev_metrics.json", "report.json", "tokenizer"))
     tokenizer_dir = run_dir / "tokenizer"  # the tokenizer + chat_template.json: every checkpoint and export copies it
     if info.is_main:
         shutil.rmtree(tokenizer_dir, ignore_errors=True)
@@ -326,12 +306,7 @@ def finetune_sft(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
             tokenizer.save(tokenizer_dir)
         template.save(tokenizer_dir)
     barrier()
-    model = SFTModel(loaded.build(), packed=packed)
-    if resume is not None:
-        model.load_state_dict(load_weights(resume), strict=True)
-    seed_everything(args.seed, info.rank)
-    model = wrap_model(model.to(info.device), info, find_unused_parameters=args.ddp_find_unused_parameters)
-    amp_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
+    model = place_model(SFTModel(loaded.build(), packed=packed), args, info, resume=resume)
     pad_id, logger = tokenizer.pad_token_id, None
     report: dict[str, Any] = {
         "task": "sft", "model": args.model, "arch": loaded.arch, "chat_template": template.to_dict(),
@@ -339,36 +314,27 @@ def finetune_sft(args: FinetuneArgs, info: DistInfo) -> dict[str, Any]:
         "counts": {s: dataclasses.asdict(c) for s, c in counts.items()},
         "rows": {s: _row_stats(f, args.max_seq_length) for s, f in features.items()},
     }  # fmt: skip
-    if info.is_main:
-        write_yaml(run_dir / "config.yaml", {"task": "sft", **dataclasses.asdict(args), "model_arch": loaded.arch})
-        env = collect_env(info.device, world_size=info.world_size)
-        (run_dir / "env.json").write_text(json.dumps(env, indent=2, default=str))
+    write_run_record(run_dir, {"task": "sft", **dataclasses.asdict(args), "model_arch": loaded.arch}, info)
 
-    metric_name = (args.metric_for_best_model or "loss").removeprefix("eval_")
+    def evaluate_dev(job: TrainingJob) -> dict[str, Any]:
+        batches = _batches(features["dev"], batch_size=args.per_device_eval_batch_size, pad_id=pad_id)
+        return evaluate_lm(job.model, batches, objective="clm", device=info.device, autocast=job.autocast)
+
     if args.do_train:
-        job, rng_state = _build_job(args, info, model, features["train"], pad_id, resume, amp_dtype)
-        job.model_info = {"model": loaded.arch, "task": "clm", "config": config_to_dict(config), "finetuned": "sft"}
-        job.tokenizer_dir = tokenizer_dir
-        if "dev" in features:
-
-            def evaluate_dev() -> dict[str, Any]:
-                batches = _batches(features["dev"], batch_size=args.per_device_eval_batch_size, pad_id=pad_id)
-                return evaluate_lm(job.model, batches, objective="clm", device=info.device, autocast=job.autocast)
-
-            job.evaluate, job.metric_for_best_model = evaluate_dev, f"eval_{metric_name}"
-            higher = args.greater_is_better
-            job.greater_is_better = not metric_name.endswith("loss") if higher is None else higher
-        if info.is_main:
-            job.logger = logger = run_logger(args, run_dir, resume_step=job.state.step if resume else None)
-        if rng_state is not None:
-            restore_rng_state(rng_state)  # last: nothing may draw random numbers after this
-        train(job)
-        report |= keep_best_checkpoint(job, run_dir, model, info) | {"metric_for_best_model": metric_name}
+        kept, logger = train_keeping_best(
+            args, info, model, features["train"], pad_id=pad_id, resume=resume, run_dir=run_dir,
+            objective="finetune sft",
+            model_info={"model": loaded.arch, "task": "clm", "config": config_to_dict(config), "finetuned": "sft"},
+            tokenizer_dir=tokenizer_dir, evaluate=evaluate_dev if "dev" in features else None,
+            metric_name=(args.metric_for_best_model or "loss").removeprefix("eval_"),
+        )  # fmt: skip
+        report |= kept
     if not info.is_main:
         return report
     if "dev" in features:
         batches = _batches(features["dev"], batch_size=args.per_device_eval_batch_size, pad_id=pad_id)
-        autocast = torch.autocast(info.device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+        dtype = amp_dtype(args)
+        autocast = torch.autocast(info.device.type, dtype=dtype, enabled=dtype is not None)
         metrics = evaluate_lm(unwrap(model), batches, objective="clm", device=info.device, autocast=lambda: autocast)
         (run_dir / "dev_metrics.json").write_text(json.dumps(metrics, indent=2))
         report["dev"] = metrics

@@ -1,5 +1,9 @@
 """``PretrainArgs``: every option of ``lmforge pretrain``, named like Hugging Face ``TrainingArguments``.
 
+The options every training command shares (run directory, steps, batch, optimizer, schedule, logging, numerics,
+devices) are ``train/arguments.py``'s ``TrainingArguments``, which ``PretrainArgs`` extends with the data, model
+and pretraining-only options.
+
 The field names are HF's (``--per_device_train_batch_size``, ``--gradient_accumulation_steps``, ``--save_steps``,
 ...) so the FLASHQuad/``run_mlm_wwm.py`` command lines run with only the program name and data paths changed.
 HF-only model/data flags map onto ours: ``--train_file`` is an alias of ``--train_dir`` (a raw text/jsonl file is
@@ -16,23 +20,13 @@ example scripts pass them explicitly), ``eval_steps`` unset means "evaluate once
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from lmforge.train.arguments import ReportTo, TrainingArguments, check_report_to, normalise_bool_flags
+
+# ReportTo and check_report_to live in train/arguments.py; they stay importable from here.
 __all__ = ["UNSUPPORTED_HF_FLAGS", "PretrainArgs", "ReportTo", "check_argv", "check_report_to"]
-
-OptimizerName = Literal["adamw_torch", "adamw", "adamw_torch_fused", "lamb", "adafactor"]
-SchedulerName = Literal["linear", "cosine", "constant", "constant_with_warmup", "piecewise"]
-ReportTo = Literal["tensorboard", "wandb", "all", "none"]
-
-
-def check_report_to(report_to: str) -> None:
-    """``--report_to wandb`` without the wandb package is a one-line error before any work (W&B is optional)."""
-    if report_to == "wandb" and importlib.util.find_spec("wandb") is None:
-        raise ValueError("--report_to wandb needs Weights & Biases, which is not installed: pip install wandb")
-
 
 # GAU-alpha's train.py (ZhuiyiTechnology/GAU-alpha): piecewise-linear lr multipliers, no warm-up.
 GAU_ALPHA_MILESTONES: dict[int, float] = {0: 1.0, 160_000: 0.5, 640_000: 0.1, 1_280_000: 0.01}
@@ -72,7 +66,10 @@ UNSUPPORTED_HF_FLAGS: dict[str, str] = {
 
 
 @dataclass(kw_only=True)
-class PretrainArgs:
+class PretrainArgs(TrainingArguments):
+    """``TrainingArguments`` (run directory, steps, batch, optimizer, schedule, logging, numerics) plus the data,
+    model and pretraining-only options below."""
+
     # ------------------------------------------------------------------ data
     train_dir: str | None = None
     """Training data: a `lmforge prepare all` output directory (tokenizer/ + shards/) or a shards directory."""
@@ -93,8 +90,6 @@ class PretrainArgs:
     segmenter for Chinese characters; the text is then read one document per line, in order)."""
     objective: Literal["mlm", "clm"] | None = None
     """mlm (whole-word masking) or clm. Default: the objective the shards were prepared for, else mlm."""
-    max_seq_length: int = 512
-    """Tokens per training sequence (including [CLS]/[SEP])."""
     line_by_line: bool = False
     """mlm: one document per sequence instead of documents packed into full sequences (HF run_mlm.py). Used when a
     raw --train_file is prepared here; prepared shards keep their layout (true on packed shards is an error)."""
@@ -121,146 +116,34 @@ class PretrainArgs:
     config_name: str | None = None
     """HF alias: train from scratch the architecture of a local HF/JunnYu config directory or a registered name."""
 
-    # ------------------------------------------------------------------ run directory
-    output_dir: str = "runs/pretrain"
-    """Run directory: config.yaml, env.json, metrics.jsonl, TensorBoard events, loss.png, checkpoint-STEP/."""
-    overwrite_output_dir: bool = False
-    """Allow starting a new run in a non-empty output directory (its old checkpoints are deleted)."""
-    logging_dir: str | None = None
-    """TensorBoard directory (default OUTPUT_DIR/tensorboard)."""
-    report_to: ReportTo = "tensorboard"
-    """Where metrics go besides metrics.jsonl: tensorboard, wandb (Weights & Biases: pip install wandb; WANDB_PROJECT,
-    WANDB_MODE=offline apply), all (TensorBoard, and W&B when installed) or none."""
+    # ------------------------------------------------------------------ pretraining only
     run_name: str | None = None
     """Free-form name recorded in config.yaml and the model card."""
-    disable_tqdm: bool = False
-    """Disable the console progress bar."""
-
-    # ------------------------------------------------------------------ what to run
-    do_train: bool = True
-    """Train (false: only evaluate the initial or resumed model)."""
-    do_eval: bool = True
-    """Evaluate on the held-out split at the end (and every --eval_steps)."""
-    max_steps: int = -1
-    """Optimizer steps to run; -1: derive from --num_train_epochs and the training set size."""
-    num_train_epochs: float = 3.0
-    """Epochs over the training shards, used when --max_steps is -1."""
-
-    # ------------------------------------------------------------------ batch and optimizer
-    per_device_train_batch_size: int = 8
-    """Sequences per device per micro-step."""
-    per_device_eval_batch_size: int = 8
-    """Sequences per device per evaluation batch."""
-    gradient_accumulation_steps: int = 1
-    """Micro-steps per optimizer step; the global batch is batch * accumulation * world size."""
-    optim: OptimizerName = "adamw_torch"
-    """adamw_torch/adamw/adamw_torch_fused (torch AdamW), lamb (You et al. 2019, ours) or adafactor (torch)."""
-    learning_rate: float = 5e-5
-    """Peak learning rate."""
-    weight_decay: float = 0.0
-    """Decoupled weight decay; never applied to biases, norm weights and other 1-D tensors."""
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
     lamb_bias_correction: bool = True
     """LAMB only: Adam bias correction of the moments (GAU-alpha's recipe uses false)."""
-    max_grad_norm: float = 1.0
-    """Clip the global gradient norm to this value (0: no clipping; the norm is still logged)."""
-
-    # ------------------------------------------------------------------ schedule
-    lr_scheduler_type: SchedulerName = "linear"
-    """linear/cosine decay after warm-up, constant(_with_warmup), or piecewise (--lr_milestones)."""
-    warmup_steps: int = 0
-    """Linear warm-up steps (overrides --warmup_ratio when > 0)."""
-    warmup_ratio: float = 0.0
-    """Warm-up as a share of the total steps."""
     min_lr_ratio: float = 0.0
     """linear/cosine: the multiplier reached at the last step (0.1 = decay to 10% of the peak)."""
     lr_milestones: dict[int, float] = field(default_factory=lambda: dict(GAU_ALPHA_MILESTONES))
     """piecewise: {step: multiplier}, linearly interpolated, held after the last (default: GAU-alpha's)."""
-
-    # ------------------------------------------------------------------ logging, evaluation, checkpoints
-    logging_steps: int = 500
-    """Log the mean training metrics every N steps."""
-    logging_first_step: bool = False
-    """Also log after the first step."""
-    eval_steps: int | None = None
-    """Evaluate every N steps (unset: once at the end when --do_eval)."""
-    save_steps: int = 500
-    """Save a checkpoint every N steps (and always at the end)."""
-    save_total_limit: int | None = None
-    """Keep only the newest N checkpoints."""
-    resume_from_checkpoint: str | None = None
-    """A checkpoint directory, or "auto": the newest valid checkpoint in --output_dir (a fresh start if none)."""
     num_generation_samples: int = 2
     """CLM only: continuations sampled from held-out prompts at each evaluation."""
     generation_max_new_tokens: int = 32
     """CLM only: length of each sampled continuation."""
-
-    # ------------------------------------------------------------------ numerics and devices
-    seed: int = 42
-    """Seed of model init, masking, shuffling and dropout (each rank adds its rank to the dropout seed)."""
-    fp16: bool = False
-    """float16 autocast + dynamic loss scaling (GradScaler). Works on CPU too, but is slow there."""
-    bf16: bool = False
-    """bfloat16 autocast (no loss scaling)."""
     tf32: bool | None = None
     """CUDA only: allow TF32 matmuls."""
-    max_nonfinite_steps: int = 10
-    """Stop after this many consecutive steps with a non-finite loss or gradient (each such step is skipped)."""
     full_determinism: bool = False
     """torch.use_deterministic_algorithms(True) (CPU runs are already deterministic for the ops we use)."""
-    use_cpu: bool = False
-    """Train on CPU even when CUDA is available."""
-    threads: int | None = None
-    """torch CPU threads (torch.set_num_threads) for the run; default: torch's (one per core). On a machine shared
-    with other jobs, fewer threads than cores avoid OpenMP spin-waiting (lmforge demo uses 1)."""
     torch_compile: bool = False
     """Compile the model with torch.compile."""
-    gradient_checkpointing: bool = False
-    """Recompute each layer's activations in backward instead of keeping them: less memory (deep models, long
-    inputs), about one more forward per step; the same loss and gradients (every architecture)."""
-    ddp_backend: Literal["gloo", "nccl"] | None = None
-    """Process-group backend under torchrun (default: nccl on CUDA, gloo on CPU)."""
-    ddp_find_unused_parameters: bool = False
-    """DDP: tolerate parameters that get no gradient."""
     fsdp: Literal["", "full_shard", "full_shard auto_wrap"] = ""
     """full_shard: shard parameters, gradients and optimizer state (FSDP2 fully_shard per layer) under torchrun."""
 
     def __post_init__(self) -> None:
-        positive = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
-        for name in (*positive, "max_seq_length", "logging_steps", "save_steps", "max_nonfinite_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {self.threads}")
-        if self.eval_steps is not None and self.eval_steps < 1:
-            raise ValueError(f"--eval_steps must be >= 1, got {self.eval_steps}")
-        if self.save_total_limit is not None and self.save_total_limit < 1:
-            raise ValueError(f"--save_total_limit must be >= 1, got {self.save_total_limit}")
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise ValueError(f"--max_steps must be -1 or >= 1, got {self.max_steps}")
-        if self.max_steps == -1 and self.num_train_epochs <= 0:
-            raise ValueError(f"--num_train_epochs must be > 0 when --max_steps is -1, got {self.num_train_epochs}")
+        super().__post_init__()
         if not 0.0 < self.mlm_probability < 1.0:
             raise ValueError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}")
-        if not 0.0 <= self.warmup_ratio < 1.0 or self.warmup_steps < 0:
-            raise ValueError(
-                f"warm-up must be >= 0 steps and a ratio in [0, 1), got {self.warmup_steps}, {self.warmup_ratio}"
-            )
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"--min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.learning_rate <= 0 or self.weight_decay < 0 or self.adam_epsilon <= 0:
-            raise ValueError(
-                f"need learning_rate > 0, weight_decay >= 0, adam_epsilon > 0; got {self.learning_rate}, "
-                f"{self.weight_decay}, {self.adam_epsilon}"
-            )
-        if not (0.0 <= self.adam_beta1 < 1.0 and 0.0 <= self.adam_beta2 < 1.0):
-            raise ValueError(f"Adam betas must be in [0, 1), got {self.adam_beta1}, {self.adam_beta2}")
-        if self.max_grad_norm < 0:
-            raise ValueError(f"--max_grad_norm must be >= 0, got {self.max_grad_norm}")
-        if self.fp16 and self.bf16:
-            raise ValueError("--fp16 and --bf16 are exclusive")
         if not 0.0 <= self.validation_split_percentage < 100.0:
             raise ValueError(
                 f"--validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}"
@@ -277,17 +160,6 @@ class PretrainArgs:
                 )
         if self.num_generation_samples < 0 or self.generation_max_new_tokens < 1:
             raise ValueError("--num_generation_samples must be >= 0 and --generation_max_new_tokens >= 1")
-        check_report_to(self.report_to)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _bool_fields() -> set[str]:
-    return {f.name for f in dataclasses.fields(PretrainArgs) if f.type in ("bool", "bool | None")}
-
-
-_BOOL_WORDS = {"true", "false", "yes", "no", "1", "0"}
 
 
 def check_argv(argv: list[str]) -> None:
@@ -298,17 +170,8 @@ def check_argv(argv: list[str]) -> None:
        *in place* to ``--fp16 true``, because jsonargparse requires a value for booleans. The CLI parses the
        same list object afterwards, so the FLASHQuad/``run_mlm_wwm.py`` commands run unchanged.
     """
-    booleans = _bool_fields()
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        if token.startswith("--"):
-            name = token[2:].split("=", 1)[0].replace("-", "_")
-            if name in UNSUPPORTED_HF_FLAGS:
-                raise ValueError(f"--{name} is not supported by lmforge pretrain: {UNSUPPORTED_HF_FLAGS[name]}")
-            if name in booleans and "=" not in token:
-                following = argv[i + 1] if i + 1 < len(argv) else None
-                if following is None or following.lower() not in _BOOL_WORDS:
-                    argv.insert(i + 1, "true")
-                    i += 1
-        i += 1
+    for token in argv:
+        name = token[2:].split("=", 1)[0].replace("-", "_") if token.startswith("--") else None
+        if name in UNSUPPORTED_HF_FLAGS:
+            raise ValueError(f"--{name} is not supported by lmforge pretrain: {UNSUPPORTED_HF_FLAGS[name]}")
+    normalise_bool_flags(argv, PretrainArgs)

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from lmforge.eval.degeneration import continuation_quality
 from lmforge.eval.lm import count_output_predictions, evaluate_lm
 from lmforge.eval.probe import ClozeItem, score_probe
+from lmforge.train.arguments import TrainingArguments
 from lmforge.train.checkpoint import (
     capture_rng_state,
     find_latest_checkpoint,
@@ -41,7 +42,6 @@ from lmforge.train.checkpoint import (
     save_checkpoint,
     verify_checkpoint,
 )
-from lmforge.train.config import PretrainArgs
 from lmforge.train.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -139,9 +139,9 @@ class TrainState:
 
 @dataclass
 class TrainingJob:
-    """Everything ``train`` needs, built by ``lmforge.train.pretrain.build_job`` (or ``tasks/finetune.py``)."""
+    """Everything ``train`` needs, built by ``lmforge.train.job.build_training_job`` (for every command)."""
 
-    args: PretrainArgs  # or FinetuneArgs: the loop reads only the fields both have
+    args: TrainingArguments  # PretrainArgs or FinetuneArgs; CLM samples read PretrainArgs' generation_*
     model: nn.Module  # possibly wrapped: DDP, FSDP2 (in place) or torch.compile
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler

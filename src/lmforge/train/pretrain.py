@@ -17,12 +17,9 @@ accepted and ignored (batches come from memory-mapped shards in-process).
 
 from __future__ import annotations
 
-import functools
 import json
-import math
 import os
 import shutil
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
@@ -37,46 +34,17 @@ from lmforge.data.tokenizer import LMTokenizer, load_tokenizer
 from lmforge.data.tokenizer_import import resolve_tokenizer_name
 from lmforge.data.tokenizer_spec import META_FILE
 from lmforge.eval.probe import load_probe
-from lmforge.models.common import set_gradient_checkpointing
 from lmforge.models.footprint import TRAINING_BYTES_PER_PARAMETER, check_memory
-from lmforge.models.loading import LoadedModel, check_source, load_model, load_weights
+from lmforge.models.loading import LoadedModel, check_source, load_model
 from lmforge.models.registry import config_to_dict
-from lmforge.train.checkpoint import (
-    acquire_run_lock,
-    find_latest_checkpoint,
-    list_checkpoints,
-    load_training_state,
-    release_run_lock,
-    restore_rng_state,
-    verify_checkpoint,
-)
+from lmforge.train.checkpoint import restore_rng_state
 from lmforge.train.config import PretrainArgs
-from lmforge.train.distributed import (
-    DistInfo,
-    barrier,
-    destroy_distributed,
-    init_distributed,
-    load_optimizer_state,
-    unwrap,
-    wrap_model,
-)
-from lmforge.train.loop import TrainingJob, TrainState, run_evaluation, train
-from lmforge.train.metrics import collect_env, plot_loss, run_logger, write_yaml
-from lmforge.train.optim import build_optimizer, make_schedule, warmup_steps_for
-from lmforge.utils import seed_everything, torch_threads
+from lmforge.train.distributed import DistInfo, barrier, unwrap
+from lmforge.train.job import build_training_job, open_run_dir, place_model, training_session, write_run_record
+from lmforge.train.loop import TrainingJob, run_evaluation, train
+from lmforge.train.metrics import plot_loss
 
-__all__ = [
-    "DataPaths",
-    "build_job",
-    "format_summary",
-    "model_source",
-    "prepare_output_dir",
-    "pretrain",
-    "resolve_data",
-    "restore_training_state",
-]
-
-RUN_FILES = ("config.yaml", "env.json", "metrics.jsonl", "loss.png", "all_results.json", "tensorboard")
+__all__ = ["DataPaths", "build_job", "format_summary", "model_source", "pretrain", "resolve_data"]
 
 
 @dataclass(frozen=True)
@@ -88,13 +56,7 @@ class DataPaths:
 
 def pretrain(args: PretrainArgs) -> dict[str, Any]:
     """Train (and/or evaluate) as ``args`` say; returns the final metrics (also in OUTPUT_DIR/all_results.json)."""
-    with torch_threads(args.threads):
-        return _pretrain(args)
-
-
-def _pretrain(args: PretrainArgs) -> dict[str, Any]:
-    info = init_distributed(use_cpu=args.use_cpu, backend=args.ddp_backend)
-    try:
+    with training_session(args) as info:
         job = build_job(args, info)
         if args.do_train:
             results = train(job)
@@ -108,12 +70,7 @@ def _pretrain(args: PretrainArgs) -> dict[str, Any]:
             if job.logger is not None:
                 job.logger.close()
             print(f"pretrain finished: {format_summary(results)}", flush=True)
-        barrier()  # every rank leaves together: a rank that tore down gloo while rank 0 still wrote aborted (SIGABRT)
         return results
-    finally:
-        if info.is_main:
-            release_run_lock(args.output_dir)
-        destroy_distributed()
 
 
 def format_summary(results: dict[str, Any]) -> str:
@@ -247,56 +204,9 @@ def _check_length(config: Any, sequence_length: int) -> None:
 # ----------------------------------------------------------------------------- the job
 
 
-def prepare_output_dir(
-    args: PretrainArgs, run_dir: Path, info: DistInfo, *, run_files: tuple[str, ...] = RUN_FILES
-) -> Path | None:
-    """Decide between resume and a fresh start; returns the checkpoint to resume from (or None). ``run_files``:
-    what a run writes besides checkpoints (deleted by a fresh start; ``tasks/finetune.py`` adds its reports)."""
-    if info.is_main:  # one writer per run directory: a second one fails here, naming the first one's pid
-        acquire_run_lock(run_dir)
-    barrier()
-    resume = None
-    if args.resume_from_checkpoint == "auto":
-        resume = find_latest_checkpoint(run_dir)  # skips (and reports) damaged ones: falls back to an older one
-        if resume is None and list_checkpoints(run_dir) and not args.overwrite_output_dir:
-            raise ValueError(
-                f"--resume_from_checkpoint auto: no checkpoint in {str(run_dir)!r} is valid (reasons above); "
-                "pass --overwrite_output_dir true to start over"
-            )
-        if resume is None and info.is_main:
-            print(f"--resume_from_checkpoint auto: no checkpoint in {run_dir} to resume from, starting from scratch",
-                  flush=True)  # fmt: skip
-    elif args.resume_from_checkpoint is not None:
-        resume = Path(args.resume_from_checkpoint)
-        # a run directory: its newest valid checkpoint (verified by find_latest_checkpoint, not hashed again)
-        latest = find_latest_checkpoint(resume) if resume.is_dir() and list_checkpoints(resume) else None
-        if latest is not None:
-            resume = latest
-        elif (reason := verify_checkpoint(resume)) is not None:
-            raise ValueError(f"cannot resume from {resume}: {reason}")
-    used = any((run_dir / name).exists() for name in run_files) or bool(list_checkpoints(run_dir))
-    if resume is None and used:
-        # auto without any checkpoint (killed before the first save): a fresh start, as the flag promises
-        if not args.overwrite_output_dir and args.resume_from_checkpoint != "auto":
-            raise ValueError(
-                f"output directory {str(run_dir)!r} already holds a run; pass --resume_from_checkpoint auto to "
-                "continue it or --overwrite_output_dir true to start over"
-            )
-        if info.is_main:
-            for child in run_dir.iterdir():
-                if child.name in run_files or child.name.startswith(("checkpoint-", ".tmp-checkpoint-")):
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
-    barrier()
-    return resume
-
-
 def build_job(args: PretrainArgs, info: DistInfo) -> TrainingJob:
     model_source(args)  # fail on a command line naming no model before touching the output directory or data
-    run_dir = Path(args.output_dir)
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    barrier()
-    resume = prepare_output_dir(args, run_dir, info)
+    run_dir, resume = open_run_dir(args, info)
     if args.full_determinism:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
@@ -354,122 +264,39 @@ def build_job(args: PretrainArgs, info: DistInfo) -> TrainingJob:
                  purpose="training with AdamW (weights, gradients, two moments)")  # fmt: skip
     torch.manual_seed(args.seed)
     model = initial.build()  # the seeded random init, or the source's weights (and a seeded new head if needed)
-    if resume is not None:
-        model.load_state_dict(load_weights(resume), strict=True)
-    if args.gradient_checkpointing:
-        set_gradient_checkpointing(model)
-    seed_everything(args.seed, info.rank)
-    model.to(info.device)
-    if args.torch_compile:
-        model = torch.compile(model)
-    model = wrap_model(model, info, fsdp=bool(args.fsdp), find_unused_parameters=args.ddp_find_unused_parameters)
+    model = place_model(model, args, info, resume=resume, fsdp=bool(args.fsdp), torch_compile=args.torch_compile)
 
-    # ---- optimisation
-    steps_per_epoch = max(1, len(loader) // args.gradient_accumulation_steps)
-    max_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
-    warmup = warmup_steps_for(max_steps, warmup_steps=args.warmup_steps, warmup_ratio=args.warmup_ratio)
-    schedule = make_schedule(
-        args.lr_scheduler_type,
-        total_steps=max_steps,
-        warmup_steps=warmup,
-        min_lr_ratio=args.min_lr_ratio,
-        milestones=args.lr_milestones,
-    )
-    optimizer = build_optimizer(
-        unwrap(model),
-        name=args.optim,
-        lr=args.learning_rate,
-        weight_decay=args.weight_decay,
-        betas=(args.adam_beta1, args.adam_beta2),
-        eps=args.adam_epsilon,
-        lamb_bias_correction=args.lamb_bias_correction,
-    )
-    scaler = torch.amp.GradScaler(info.device.type, enabled=args.fp16)
-    dtype = torch.float16 if args.fp16 else torch.bfloat16
-    autocast = (
-        functools.partial(torch.autocast, info.device.type, dtype=dtype) if args.fp16 or args.bf16 else nullcontext
-    )
-
-    # ---- restore a checkpoint's training state
-    state = TrainState()
-    if resume is not None:
-        saved = restore_training_state(resume, model, optimizer, scaler, loader, state, info)
+    # ---- optimisation, restored training state, logger
+    model_info = {"model": arch, "task": task, "config": config_to_dict(unwrap(model).config)}
+    job, rng_state = build_training_job(
+        args, info, model, loader, resume=resume, run_dir=run_dir, objective=objective, model_info=model_info,
+        eval_batches=eval_batches, tokenizer_dir=paths.tokenizer, decode=tokenizer.decode,
+        eos_token_id=tokenizer.eos_token_id, optimizer_options={"lamb_bias_correction": args.lamb_bias_correction},
+        schedule_options={"min_lr_ratio": args.min_lr_ratio, "milestones": args.lr_milestones},
+    )  # fmt: skip
 
     # ---- run directory
-    logger = None
-    model_info = {"model": arch, "task": task, "config": config_to_dict(unwrap(model).config)}
-    if info.is_main:
-        resolved = replace(
-            args,
-            train_dir=str(paths.train.parent.parent if paths.train.parent.name == "shards" else paths.train),
-            train_file=None,
-            validation_file=None,  # consumed: the prepared data below holds the split and the word boundaries
-            train_ref_file=None,
-            tokenizer_dir=str(paths.tokenizer),
-            tokenizer_name=None,
-            objective=objective,
-            model=arch,
-        )
-        write_yaml(run_dir / "config.yaml", resolved.to_dict())
-        env = collect_env(info.device, world_size=info.world_size)
-        env |= {"model_config": model_info, "data": {k: str(v) for k, v in vars(paths).items()}}
-        env["parameters"] = sum(p.numel() for p in unwrap(model).parameters())
-        (run_dir / "env.json").write_text(json.dumps(env, indent=2, ensure_ascii=False) + "\n")
-        logger = run_logger(args, run_dir, resume_step=state.step if resume else None)
-
-    job = TrainingJob(
-        args=args,
-        model=model,
-        optimizer=optimizer,
-        scaler=scaler,
-        schedule=schedule,
-        train_batches=loader,
-        eval_batches=eval_batches,
-        autocast=autocast,
-        state=state,
-        info=info,
-        max_steps=max_steps,
+    resolved = replace(
+        args,
+        train_dir=str(paths.train.parent.parent if paths.train.parent.name == "shards" else paths.train),
+        train_file=None,
+        validation_file=None,  # consumed: the prepared data below holds the split and the word boundaries
+        train_ref_file=None,
+        tokenizer_dir=str(paths.tokenizer),
+        tokenizer_name=None,
         objective=objective,
-        model_info=model_info,
-        run_dir=run_dir,
-        tokenizer_dir=paths.tokenizer,
-        logger=logger,
-        decode=tokenizer.decode,
-        eos_token_id=tokenizer.eos_token_id,
+        model=arch,
     )
+    write_run_record(run_dir, resolved.to_dict(), info, model_config=model_info,
+                     data={k: str(v) for k, v in vars(paths).items()},
+                     parameters=sum(p.numel() for p in unwrap(model).parameters()))  # fmt: skip
     if objective == "mlm" and eval_batches is not None:
         job.tokenizer, job.probe_items = tokenizer, load_probe()  # the cloze probe at every evaluation
     if objective == "clm" and eval_batches is not None and args.num_generation_samples:
         job.sample_prompts = _sample_prompts(paths.validation, args.num_generation_samples)
-    if resume is not None:
-        restore_rng_state(saved["ranks"][info.rank]["rng"])  # last: nothing may draw random numbers after this
+    if rng_state is not None:
+        restore_rng_state(rng_state)  # last: nothing may draw random numbers after this
     return job
-
-
-def restore_training_state(
-    checkpoint: Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    loader: Any,
-    state: TrainState,
-    info: DistInfo,
-) -> dict[str, Any]:
-    """Load a checkpoint's optimizer, scaler, this rank's loader position and the counters (weights are loaded
-    before wrapping, by the caller). Returns the saved state: restore its ``["ranks"][rank]["rng"]`` last."""
-    saved = load_training_state(checkpoint)
-    if saved["world_size"] != info.world_size:
-        raise ValueError(
-            f"{checkpoint} was written by {saved['world_size']} processes, this run has {info.world_size}; "
-            "exact resume needs the same number (use --model_name_or_path to start a new run from its weights)"
-        )
-    load_optimizer_state(model, optimizer, saved["optimizer"])
-    scaler.load_state_dict(saved["scaler"])
-    loader.load_state_dict(saved["ranks"][info.rank]["loader"])
-    state.load_state_dict(saved["train"])
-    if info.is_main:
-        print(f"resuming from {checkpoint} at step {state.step}", flush=True)
-    return saved
 
 
 def _eval_batches(args: PretrainArgs, paths: DataPaths, tokenizer: LMTokenizer, collator: Any, info: DistInfo):

@@ -12,7 +12,7 @@ leaderboard numbers). Fine-tuning's own ``dev_metrics.json`` is never overwritte
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,7 +69,7 @@ def evaluate_tydi(args: TydiEvalArgs) -> dict[str, Any]:
 
 
 def _gold(args: TydiEvalArgs, checkpoint: Path) -> list:
-    from lmforge.eval.clue_cli import run_settings
+    from lmforge.tasks.finetune import run_settings
     from lmforge.tasks.tydi import find_tydi_file, read_tydi
 
     data_dir = Path(args.data_dir or run_settings(checkpoint).get("data_dir") or ".")
@@ -79,21 +79,18 @@ def _gold(args: TydiEvalArgs, checkpoint: Path) -> list:
 def _run_model(args: TydiEvalArgs) -> tuple[dict[str, Any], list[dict[str, Any]], Path]:
     import torch
 
-    from lmforge.eval.clue_cli import run_settings
     from lmforge.heads.classification import TaskModel, backbone_output_size
     from lmforge.models.registry import build_model
-    from lmforge.tasks.finetune import FinetuneArgs, load_finetuned, predict_logits
+    from lmforge.tasks.common import predict_logits
+    from lmforge.tasks.finetune import load_finetuned, saved_finetune_args
     from lmforge.tasks.tydi import TydiHead, build_tydi_task
     from lmforge.utils import get_device
 
     loaded = load_finetuned(args.model)
     if loaded.head["kind"] != "tydi":
         raise ValueError(f"{loaded.checkpoint} was fine-tuned for {loaded.task!r}, not tydi")
-    known = {f.name for f in fields(FinetuneArgs)}
-    settings = {k: v for k, v in run_settings(loaded.checkpoint).items() if k in known and k != "task"}
-    if args.data_dir is not None:
-        settings["data_dir"] = args.data_dir
-    finetune_args = FinetuneArgs("tydi", **settings)
+    overrides = {"data_dir": args.data_dir} if args.data_dir is not None else {}
+    finetune_args = saved_finetune_args(loaded.checkpoint, "tydi", **overrides)
     backbone = build_model(loaded.arch, config=loaded.config)
     model = TaskModel(backbone, TydiHead(backbone_output_size(backbone), dropout=loaded.head["dropout"]))
     model.load_state_dict(loaded.weights, strict=True)

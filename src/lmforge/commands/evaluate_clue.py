@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import json
 import zipfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["LEADERBOARD_FILES", "ClueEvalArgs", "evaluate_clue", "find_runs", "leaderboard_name", "run_settings"]
+__all__ = ["LEADERBOARD_FILES", "ClueEvalArgs", "evaluate_clue", "find_runs", "leaderboard_name"]
 
 # The member names of a CLUE leaderboard zip (CLUEbenchmark/CLUE's submission instructions, 2021-09-04 update:
 # "<task><version>_predict.json" for the tasks whose test set changed in CLUE 1.1, "<task>_predict.json" for the
@@ -67,16 +67,6 @@ class ClueEvalArgs:
     """Sequences per forward pass."""
     use_cpu: bool = False
     """Evaluate on CPU even when CUDA is available."""
-
-
-def run_settings(checkpoint: Path) -> dict[str, Any]:
-    """The fine-tuning run's ``config.yaml`` (next to the checkpoint), or {} when absent."""
-    import yaml
-
-    for candidate in (checkpoint / "config.yaml", checkpoint.parent / "config.yaml"):
-        if candidate.is_file():
-            return yaml.safe_load(candidate.read_text(encoding="utf-8")) or {}
-    return {}
 
 
 def leaderboard_name(task: str, *, clue_version: str = "1.1") -> str:
@@ -143,29 +133,30 @@ def evaluate_clue(args: ClueEvalArgs) -> dict[str, Any]:
 def _evaluate_run(path: str, args: ClueEvalArgs, out: Path | None) -> dict[str, Any]:
     import torch
 
-    from lmforge.tasks.finetune import FinetuneArgs, _build_bundle, load_finetuned, predict_logits
+    from lmforge.tasks.common import predict_logits
+    from lmforge.tasks.finetune import load_finetuned, saved_finetune_args
+    from lmforge.tasks.registry import build_task_bundle
     from lmforge.utils import get_device
 
     loaded = load_finetuned(path)
     model, info, checkpoint = loaded.model, loaded.info, loaded.checkpoint
     task = args.task or info["task"].removeprefix("finetune-")
-    known = {f.name for f in fields(FinetuneArgs)}
-    settings = {k: v for k, v in run_settings(checkpoint).items() if k in known and k != "task"}
-    settings |= {"do_train": False, "do_eval": args.split == "dev", "do_predict": args.split == "test"}
+    settings = {"do_train": False, "do_eval": args.split == "dev", "do_predict": args.split == "test"}
     if args.data_dir is not None:
         settings["data_dir"] = args.data_dir
     if args.max_seq_length is not None:
         settings["max_seq_length"] = args.max_seq_length
     if "pooling" in info["head"]:
         settings["pooling"] = info["head"]["pooling"]
-    finetune_args = FinetuneArgs(task, **settings)
+    finetune_args = saved_finetune_args(checkpoint, task, **settings)
     tokenizer = loaded.tokenizer
     config = model.backbone.config
     trained_labels = info["head"].get("labels") if info["head"]["kind"] == "sequence_classification" else None
     run_report = checkpoint.parent / "report.json"  # the training run's majority label (its train label counts)
     majority = json.loads(run_report.read_text()).get("majority_label") if run_report.is_file() else None
-    bundle = _build_bundle(finetune_args, info["model"], config, model.backbone, tokenizer, (args.split,),
-                           labels=trained_labels, majority_label=majority if trained_labels else None)  # fmt: skip
+    bundle = build_task_bundle(finetune_args, arch=info["model"], config=config, backbone=model.backbone,
+                               tokenizer=tokenizer, splits=(args.split,), labels=trained_labels,
+                               majority_label=majority if trained_labels else None)  # fmt: skip
     if bundle.head_config.get("labels") != info["head"].get("labels"):
         raise ValueError(
             f"the labels of {finetune_args.data_dir} {bundle.head_config.get('labels')} differ from those "
