@@ -3,8 +3,9 @@ from random init, fine-tuned on the bundled labelled splits, several seeds each,
 
 Stages (all by default): ``prepare`` (``lmforge prepare all`` on ``data/corpus`` into WORK/data), ``pretrain``
 (whole-word MLM, the demo's optimizer recipe, into WORK/pretrain), ``finetune`` (grid: task x pooling x arm x seed,
-the two arms interleaved per seed so that load drifts on the shared machine hit both alike). The few-label task is
-the first N examples of ``lo_topic`` train after a fixed shuffle (``--few_label_seed``), with the full dev split.
+the two arms interleaved per seed so that load drifts on the shared machine hit both alike). A few-label task is
+the first N examples of a task's train split after a fixed shuffle (``--few_label_seed``), with the full dev split
+(``--few_tasks``: ``lo_topic`` by default).
 
 No model selection on dev: every fine-tuning run evaluates dev once, after its last step, and reports the final
 weights (``eval_steps`` past the end, so the loop's best-checkpoint logic sees one evaluation only). Dev is therefore
@@ -61,6 +62,8 @@ def stage_prepare(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     started = time.perf_counter()
     files = sorted((ROOT / "data" / "corpus").glob("*.jsonl"))
+    if args.corpus:
+        files = [f for f in files if f.stem in args.corpus.split(",")]
     shutil.rmtree(work / "data", ignore_errors=True)
     prepare_all(
         PrepareAllArgs(input=[str(f) for f in files], output_dir=str(work / "data"), cjk_continuations=False,
@@ -88,7 +91,7 @@ def stage_pretrain(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             wwm_mode="word", max_seq_length=args.seq_length, per_device_train_batch_size=args.batch,
             per_device_eval_batch_size=64, learning_rate=args.lr, **OPTIMIZER_RECIPE, max_steps=args.steps,
             logging_steps=max(1, args.steps // 40), eval_steps=max(1, args.steps // 4), save_steps=args.steps,
-            save_total_limit=1, max_eval_samples=512, seed=42, disable_tqdm=True, report_to="none",
+            save_total_limit=1, max_eval_samples=512, seed=args.pretrain_seed, disable_tqdm=True, report_to="none",
             threads=args.threads,
         )
     )  # fmt: skip
@@ -133,13 +136,14 @@ def stage_finetune(args: argparse.Namespace, work: Path, out: dict[str, Any], sa
         "random": dict(model=info["model"], model_overrides=info["config"],
                        tokenizer_dir=str(checkpoint / TOKENIZER_DIR)),
     }  # fmt: skip
-    few = f"lo_topic_{args.few_label}"
+    wanted = args.tasks.split(",")
     tasks = {
-        "lo_topic": (ROOT / "data" / "clue" / "lo_topic", args.epochs),
-        "poem_genre": (ROOT / "data" / "clue" / "poem_genre", args.epochs),
-        few: (few_label_split(work, "lo_topic", args.few_label, args.few_label_seed), args.few_label_epochs),
+        name: (ROOT / "data" / "clue" / name, args.epochs) for name in ("lo_topic", "poem_genre") if name in wanted
     }
-    tasks = {k: v for k, v in tasks.items() if k in args.tasks.split(",") or (k == few and "few" in args.tasks)}
+    if "few" in wanted:  # the few-label variants: the first N train lines of each --few_tasks task after a shuffle
+        for name in args.few_tasks.split(","):
+            split = few_label_split(work, name, args.few_label, args.few_label_seed)
+            tasks[f"{name}_{args.few_label}"] = (split, args.few_label_epochs)
     runs = out.setdefault("runs", [])
     done = {(r["task"], r["pooling"], r["arm"], r["seed"], r["lr"], r.get("llrd", 1.0), r.get("pretrain", "pretrain"))
             for r in runs}  # fmt: skip
@@ -220,12 +224,18 @@ def main() -> None:
         default=1,
         help="torch threads of fine-tuning (1: on a shared 2-core machine 2 threads spin-wait)",
     )
+    parser.add_argument(
+        "--corpus", default="", help="pretrain on these data/corpus files (stems, comma-separated); all by default"
+    )
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--seq_length", type=int, default=128)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument(
+        "--pretrain_seed", type=int, default=42, help="seed of the pretraining run (init, masking, order)"
+    )
     parser.add_argument("--tasks", default="lo_topic,poem_genre,few")
     parser.add_argument("--poolings", default="cls,mean")
     parser.add_argument("--seeds", default="1,2,3")
@@ -234,6 +244,7 @@ def main() -> None:
     parser.add_argument("--ft_length", type=int, default=64)
     parser.add_argument("--few_label", type=int, default=200)
     parser.add_argument("--few_label_seed", type=int, default=0)
+    parser.add_argument("--few_tasks", default="lo_topic", help="tasks whose few-label variant 'few' runs")
     parser.add_argument("--few_label_epochs", type=float, default=15.0)
     parser.add_argument("--llrds", default="1.0", help="layer-wise lr decays of fine-tuning (1 = off), every task")
     parser.add_argument(
@@ -267,7 +278,8 @@ def main() -> None:
     if "pretrain" in stages:
         out["pretrain"] = {"recipe": {"model": "gau-alpha", "preset": "small", "overrides": pretrain_overrides(args),
                                       "steps": args.steps, "batch": args.batch, "seq_length": args.seq_length,
-                                      "lr": args.lr, "threads": args.threads}}  # fmt: skip
+                                      "lr": args.lr, "threads": args.threads, "seed": args.pretrain_seed,
+                                      "corpus": args.corpus or "all"}}  # fmt: skip
         out["pretrain"] |= stage_pretrain(args, work)
         out["pretrain"] |= pretrain_summary(work)
         save()
