@@ -32,7 +32,8 @@ from typing import Any, Literal
 import torch
 
 from lmforge.bench.flops import train_flops_per_token
-from lmforge.bench.speed import bench_config, environment, step_memory
+from lmforge.bench.measure import environment, step_memory
+from lmforge.bench.speed import bench_config
 
 __all__ = ["VARIANTS", "CompareArgs", "compare", "format_compare", "verdict"]
 
