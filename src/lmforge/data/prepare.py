@@ -178,7 +178,7 @@ class TokenizerArgs:
 
 def prepare_tokenizer(args: TokenizerArgs) -> Path:
     """Build a tokenizer from the corpus (or import ``tokenizer_name``) and save it; returns its directory."""
-    from lmforge.data.corpus import corpus_codepoint_counts, corpus_files, iter_texts
+    from lmforge.data.corpus_reader import corpus_codepoint_counts, corpus_files, iter_texts
     from lmforge.data.tokenizer import KINDS, build_tokenizer
 
     if args.tokenizer_name is not None:
