@@ -35,13 +35,7 @@ from lmforge.eval.degeneration import continuation_quality
 from lmforge.eval.lm import count_output_predictions, evaluate_lm
 from lmforge.eval.probe import ClozeItem, score_probe
 from lmforge.train.arguments import TrainingArguments
-from lmforge.train.checkpoint import (
-    capture_rng_state,
-    find_latest_checkpoint,
-    rotate_checkpoints,
-    save_checkpoint,
-    verify_checkpoint,
-)
+from lmforge.train.checkpoint import find_latest_checkpoint, rotate_checkpoints, save_checkpoint, verify_checkpoint
 from lmforge.train.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -54,6 +48,7 @@ from lmforge.train.distributed import (
 )
 from lmforge.train.metrics import MetricLogger, plot_loss
 from lmforge.train.optim import set_learning_rate
+from lmforge.train.rng import capture_rng_state
 
 __all__ = [
     "MODEL_INPUTS",
