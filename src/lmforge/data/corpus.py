@@ -39,10 +39,10 @@ error, counts), so "skipped" is never said of a file with documents in the outpu
 sum(skipped) + documents_lost`` (plus ``documents_left_out`` with ``source_weights``, ``weights.py``) is asserted at
 the end of every run. A bad path or option is a ``PrepareError`` (a ``ValueError``: one line on the command line).
 
-Modules: ``readers.py`` (sources and parsers), ``documents.py`` (filters, dedup, shuffle buffer, parts),
-``stage.py`` (bounded parallel map, progress bar), ``corpus_reader.py`` (reading a corpus back: ``corpus_files``,
-``iter_texts``, ``corpus_codepoint_counts``); this one drives them (``ingest``). Every name stays importable from
-here.
+Modules: ``discovery.py`` (finding sources), ``readers.py`` (reading and parsing them), ``documents.py`` (filters,
+dedup, shuffle buffer, parts), ``stage.py`` (bounded parallel map, progress bar), ``corpus_reader.py`` (reading a
+corpus back: ``corpus_files``, ``iter_texts``, ``corpus_codepoint_counts``); this one drives them (``ingest``).
+Every name stays importable from here.
 
 Deviations from trans_to_json.py: length is measured on the stripped text without the trailing newlines it
 counted (so ``min_doc_length`` is a true minimum); several inputs go into one corpus (its ``--no-merge`` is
@@ -67,6 +67,7 @@ import numpy as np
 
 from lmforge.data.columnar import parse_columnar, require_pyarrow
 from lmforge.data.corpus_reader import COUNTS_FILE, corpus_codepoint_counts, corpus_files, iter_texts
+from lmforge.data.discovery import COMPRESSIONS, JSON_SUFFIXES, Source, _check_unchanged, discover_sources
 from lmforge.data.documents import (
     DOCUMENT_REASONS,
     FILE_REASONS,
@@ -82,18 +83,13 @@ from lmforge.data.documents import (
 from lmforge.data.errors import InputChangedError, OutputWriteError, PrepareError, os_error_text
 from lmforge.data.readers import (
     BINARY_SNIFF_BYTES,
-    COMPRESSIONS,
-    JSON_SUFFIXES,
     MAX_JSON_ARRAY_BYTES,
     READ_ERRORS,
-    Source,
-    _check_unchanged,
     _open_source,
     _parse_json,
     _parse_text,
     _read_error_reason,
     _read_lines,
-    discover_sources,
 )
 from lmforge.data.stage import _check_output_dir, _progress_bar, bounded_imap, check_num_proc, mp_context
 from lmforge.data.tokenizer_spec import is_encodable
