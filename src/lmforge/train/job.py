@@ -42,10 +42,10 @@ from lmforge.train.distributed import (
     unwrap,
     wrap_model,
 )
-from lmforge.train.loop import TrainingJob, TrainState
 from lmforge.train.metrics import collect_env, run_logger, write_yaml
 from lmforge.train.optim import build_optimizer, make_schedule, warmup_steps_for
 from lmforge.train.run_lock import acquire_run_lock, release_run_lock
+from lmforge.train.state import TrainingJob, TrainState
 from lmforge.utils import seed_everything, torch_threads
 
 __all__ = [
