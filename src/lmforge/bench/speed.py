@@ -20,6 +20,9 @@ twice the layers, because one GAU replaces attention *and* FFN (two GAUs ~ one b
 FLASH paper's convention). Each architecture starts from its ``bench`` (else ``small``) preset; FFN and GAU widths
 keep the preset's ratio to the width. Dropout is off. Writes ``NAME.json``, ``NAME.md`` and ``NAME.png`` (time per
 token vs length, log-log) to ``output_dir``, with the command, date, machine and versions.
+
+Code: the step, memory, timing and environment primitives are in ``bench/measure.py`` (shared with ``lmforge
+compare``), the table and plot in ``bench/speed_report.py``; this module re-exports them.
 """
 
 from __future__ import annotations
@@ -27,20 +30,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
-import statistics
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from lmforge.bench.flops import matmul_peak, sample_ids, train_flops_per_token
+from lmforge.bench.measure import (  # re-exported: the primitives live in bench/measure.py
+    environment,
+    measure_pair,
+    profile_step,
+    saved_bytes,
+    step_fn,
+    step_memory,
+)
 from lmforge.bench.peers import PEERS, build_peer
+from lmforge.bench.speed_report import format_markdown, plot_speed, row_line  # re-exported
 from lmforge.models.common import set_gradient_checkpointing
 
 __all__ = [
@@ -50,7 +57,10 @@ __all__ = [
     "bench_speed",
     "environment",
     "format_markdown",
+    "measure_pair",
+    "plot_speed",
     "profile_step",
+    "saved_bytes",
     "step_memory",
 ]
 
@@ -166,109 +176,6 @@ def bench_config(name: str, *, hidden_size: int, num_layers: int, vocab_size: in
     return get_config(name, preset=preset, **{k: v for k, v in wanted.items() if k in fields})
 
 
-def _output_tensor(out: Any) -> torch.Tensor:
-    if isinstance(out, torch.Tensor):
-        return out
-    for key in ("logits", "last_hidden_state"):
-        value = getattr(out, key, None)
-        if isinstance(value, torch.Tensor):
-            return value
-    raise TypeError(f"cannot find an output tensor in {type(out).__name__}")
-
-
-def _step_fn(model: nn.Module, ids: torch.Tensor, autocast: torch.dtype | None) -> Callable[[], None]:
-    device_type = ids.device.type
-
-    def step() -> None:
-        with torch.autocast(device_type, dtype=autocast, enabled=autocast is not None):
-            loss = _output_tensor(model(ids)).float().square().mean()
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-        if device_type == "cuda":
-            torch.cuda.synchronize()
-
-    return step
-
-
-def step_memory(step: Callable[[], None], device: torch.device) -> int:
-    """CUDA: peak allocated bytes of one step; CPU: bytes saved for backward in one step."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        step()
-        return torch.cuda.max_memory_allocated(device) - base
-    return saved_bytes(step)
-
-
-def saved_bytes(step: Callable[[], None]) -> int:
-    """Bytes of the tensors autograd saves for backward during ``step`` (activation memory, any device)."""
-    total = 0
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        step()
-    return total
-
-
-def _timed(step: Callable[[], None]) -> float:
-    start = time.perf_counter()
-    step()
-    return time.perf_counter() - start
-
-
-def _spread(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
-def measure_pair(
-    steps: dict[str, Callable[[], None]], *, tokens: int, warmup: int, repeats: int
-) -> dict[str, dict[str, float]]:
-    """Seconds per token of each named step (median, min, max); the steps alternate, the order flips each repeat."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    names = list(steps)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(repeats):
-        for n in names if r % 2 == 0 else names[::-1]:
-            times[n].append(_timed(steps[n]) / tokens)
-    out = {n: _spread(times[n]) | {"raw": times[n]} for n in names}
-    if len(names) == 2:
-        ours, peer = names
-        out["ratio"] = _spread([p / o for o, p in zip(times[ours], times[peer], strict=True)])
-    return out
-
-
-def environment(device: torch.device, threads: int) -> dict[str, Any]:
-    """Command, date, machine and versions (R13), recorded in every result file."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"python": platform.python_version(), "torch": torch.__version__}
-    for package in ("transformers", "FLASH-pytorch", "lmforge"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = None
-    cpu = platform.processor() or platform.machine()
-    if Path("/proc/cpuinfo").is_file():
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return {
-        "command": " ".join(["lmforge", *sys.argv[1:]]) if Path(sys.argv[0]).name == "lmforge" else " ".join(sys.argv),
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {cpu}",
-        "cpu_count": os.cpu_count(),
-        "threads": threads,
-        "load_average_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "versions": versions,
-    }
-
-
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -354,7 +261,7 @@ def _run(args: SpeedArgs, names: list[str], device: torch.device) -> dict[str, A
             for dtype in args.dtypes:
                 row = _measure_row(name, pair, args, device, dtype=dtype, length=length)
                 rows.append(row)
-                print(_row_line(row), flush=True)
+                print(row_line(row), flush=True)
             del pair
     env["load_average_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     env["peak_flops_fp32"] = max([env["peak_flops_fp32"], *(r["peak_flops"] for r in rows if "peak_flops" in r)])
@@ -383,9 +290,9 @@ def _measure_row(
         return row | {"status": "not measured: bf16 on CPU (no fast bf16 matmul kernel; ~200x slower than fp32)"}
     autocast = torch.bfloat16 if dtype == "bfloat16" else None
     ids = sample_ids(pair["cfg"], (batch, length), device=device)
-    steps = {"ours": _step_fn(pair["ours"], ids, autocast)}
+    steps = {"ours": step_fn(pair["ours"], ids, autocast)}
     if "peer" in pair:
-        steps["peer"] = _step_fn(pair["peer"], ids, autocast)
+        steps["peer"] = step_fn(pair["peer"], ids, autocast)
     try:  # a length a model cannot take (e.g. a fixed position table) is a row with the reason
         memory = {key: step_memory(step, device) for key, step in steps.items()}
         if args.checkpointing_memory and not args.compile:
@@ -413,115 +320,3 @@ def _measure_row(
     if args.profile:
         row["profile"] = {key: profile_step(step, top=args.profile) for key, step in steps.items()}
     return row
-
-
-def profile_step(step: Callable[[], None], *, top: int = 10) -> list[dict[str, Any]]:
-    """The ``top`` ops of one ``step`` by self CPU time (``torch.profiler``): name, calls, ms, share of the step."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
-    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
-    total = sum(e.self_cpu_time_total for e in events) or 1.0
-    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
-    return [{"op": e.key, "calls": e.count, "ms": e.self_cpu_time_total / 1e3, "share": e.self_cpu_time_total / total}
-            for e in events[:top]]  # fmt: skip
-
-
-def _row_line(row: dict[str, Any]) -> str:
-    head = f"{row['model']:12s} {row['dtype']:9s} T={row['length']:<6d}"
-    if row.get("status") != "ok":
-        return f"{head} {row.get('status')}"
-    line = f"{head} ours {row['ours_tokens_per_s']:9,.0f} tok/s"
-    if "ratio" in row:
-        line += f"  peer {row['peer_tokens_per_s']:9,.0f} tok/s  peer/ours time {row['ratio']['median']:.2f}x"
-    if "checkpointing_memory_ratio" in row:
-        line += f"  memory with checkpointing {row['checkpointing_memory_ratio']:.2f}x"
-    for key, ops in row.get("profile", {}).items():
-        line += f"\n    {key} profile: " + "; ".join(f"{o['op']} {o['share']:.0%} ({o['calls']}x)" for o in ops)
-    return line
-
-
-def _mb(value: int | None) -> str:
-    return "-" if value is None else f"{value / 2**20:,.1f}"
-
-
-def format_markdown(result: dict[str, Any]) -> str:
-    """The result table: one row per model, dtype and length; ratios are peer time / our time (> 1 = ours faster)."""
-    env = result["environment"]
-    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
-    lines = [
-        f"Command: `{env['command']}`",
-        "",
-        f"Date {env['date']}; {env['device']}, {env['cpu_count']} CPUs, {env['threads']} threads; {versions}; "
-        f"best fp32 matmul peak {env['peak_flops_fp32'] / 1e9:.1f} GFLOP/s; load average "
-        f"{env['load_average_start']:.2f} at the start, {env['load_average_end']:.2f} at the end (1-minute; a "
-        "shared machine when > 0.5).",
-        "",
-        "| model | task | peer | dtype | T | batch | ours tokens/s | peer tokens/s | speed-up vs peer, median (range) "
-        "| ours MB | peer MB | GFLOP/token | MFU ours | matmul peak GFLOP/s | ours MB, checkpointing (on/off) |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    models = result["models"]
-    for row in result["rows"]:
-        model = models[row["model"]]
-        peer = row.get("peer_label") or f"none ({model.get('peer_error', '')})"
-        start = f"| {row['model']} | {row['task']} | {peer} | {row['dtype']} | {row['length']} | {row['batch']} |"
-        if row.get("status") != "ok":
-            lines.append(f"{start} {row['status']} | | | | | | | | |")
-            continue
-        memory = row["memory_bytes"]
-        ratio = row.get("ratio")
-        ratio_text = f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f})" if ratio else "-"
-        peer_rate = f"{row['peer_tokens_per_s']:,.0f}" if "peer" in row else "-"
-        flops = row.get("flops_per_token")
-        mfu = row.get("ours_mfu")
-        ckpt = row.get("checkpointing_memory_ratio")
-        ckpt_text = "-" if ckpt is None else f"{_mb(memory['ours_checkpointed'])} ({ckpt:.2f}x)"
-        lines.append(
-            f"{start} {row['ours_tokens_per_s']:,.0f} | {peer_rate} | {ratio_text} | {_mb(memory.get('ours'))} | "
-            f"{_mb(memory.get('peer'))} | {'-' if flops is None else f'{flops / 1e9:.3f}'} | "
-            f"{'-' if mfu is None else f'{mfu:.1%}'} | {row['peak_flops'] / 1e9:.0f} | {ckpt_text} |"
-        )
-    for name, model in models.items():
-        if "error" in model:
-            lines.append(f"| {name} | | | | | | not measured: {model['error']} | | | | | | | | |")
-    lines.append("")
-    on_cpu = env["device"].startswith("CPU")
-    memory_note = "bytes saved for backward in one step (activation memory)" if on_cpu else "peak allocated bytes"
-    lines.append(
-        "Speed-up = peer time / our time per repeat (ours and the peer alternate; > 1: ours is faster). "
-        f"Memory (MB): {memory_note}. GFLOP/token: analytic training FLOPs (`lmforge bench flops`). MFU: against "
-        "the fp32 matmul peak sampled around the row's timed steps (last column; it moves with the machine's load)."
-    )
-    return "\n".join(lines) + "\n"
-
-
-def plot_speed(result: dict[str, Any], path: Path) -> Path:
-    """Best time per token over the repeats (load only adds time) vs length, log-log; ours solid, peers dashed,
-    one colour per architecture."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9.0, 4.6))
-    rows = [r for r in result["rows"] if r.get("status") == "ok" and r["dtype"] == "float32"]
-    for i, name in enumerate(dict.fromkeys(r["model"] for r in rows)):
-        mine = sorted((r for r in rows if r["model"] == name), key=lambda r: r["length"])
-        colour = f"C{i % 10}"
-        lengths = [r["length"] for r in mine]
-        ax.plot(lengths, [r["ours"]["min"] * 1e6 for r in mine], marker="o", color=colour, label=name)
-        peers = [r for r in mine if "peer" in r]
-        if peers:
-            label = f"{name} peer: {peers[0]['peer_label']}"
-            ax.plot([r["length"] for r in peers], [r["peer"]["min"] * 1e6 for r in peers], marker="x",
-                    linestyle="--", color=colour, label=label)  # fmt: skip
-    ax.set(xscale="log", yscale="log", xlabel="sequence length (tokens)", ylabel="fwd+bwd us per token (best)")
-    ax.set_title(f"{result['environment']['device']}, fp32 (lower is better)", fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

@@ -39,9 +39,10 @@ error, counts), so "skipped" is never said of a file with documents in the outpu
 sum(skipped) + documents_lost`` (plus ``documents_left_out`` with ``source_weights``, ``weights.py``) is asserted at
 the end of every run. A bad path or option is a ``PrepareError`` (a ``ValueError``: one line on the command line).
 
-Modules: ``readers.py`` (sources and parsers), ``documents.py`` (filters, dedup, shuffle buffer, parts),
-``stage.py`` (bounded parallel map, progress bar); this one drives them (``ingest``) and reads a corpus back
-(``corpus_files``, ``iter_texts``). Every name stays importable from here.
+Modules: ``discovery.py`` (finding sources), ``readers.py`` (reading and parsing them), ``documents.py`` (filters,
+dedup, shuffle buffer, parts), ``stage.py`` (bounded parallel map, progress bar), ``corpus_reader.py`` (reading a
+corpus back: ``corpus_files``, ``iter_texts``, ``corpus_codepoint_counts``); this one drives them (``ingest``).
+Every name stays importable from here.
 
 Deviations from trans_to_json.py: length is measured on the stripped text without the trailing newlines it
 counted (so ``min_doc_length`` is a true minimum); several inputs go into one corpus (its ``--no-merge`` is
@@ -57,7 +58,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,8 @@ from typing import Any
 import numpy as np
 
 from lmforge.data.columnar import parse_columnar, require_pyarrow
+from lmforge.data.corpus_reader import COUNTS_FILE, corpus_codepoint_counts, corpus_files, iter_texts
+from lmforge.data.discovery import COMPRESSIONS, JSON_SUFFIXES, Source, _check_unchanged, discover_sources
 from lmforge.data.documents import (
     DOCUMENT_REASONS,
     FILE_REASONS,
@@ -80,21 +83,16 @@ from lmforge.data.documents import (
 from lmforge.data.errors import InputChangedError, OutputWriteError, PrepareError, os_error_text
 from lmforge.data.readers import (
     BINARY_SNIFF_BYTES,
-    COMPRESSIONS,
-    JSON_SUFFIXES,
     MAX_JSON_ARRAY_BYTES,
     READ_ERRORS,
-    Source,
-    _check_unchanged,
     _open_source,
     _parse_json,
     _parse_text,
     _read_error_reason,
     _read_lines,
-    discover_sources,
 )
 from lmforge.data.stage import _check_output_dir, _progress_bar, bounded_imap, check_num_proc, mp_context
-from lmforge.data.tokenizer_spec import NUM_CODEPOINTS, is_encodable
+from lmforge.data.tokenizer_spec import is_encodable
 from lmforge.data.weights import apply_source_weights, parse_source_weights
 
 __all__ = [
@@ -273,9 +271,6 @@ def _worker_progress(n: int) -> None:
     if _PROGRESS_COUNTER is not None and n:
         with _PROGRESS_COUNTER.get_lock():
             _PROGRESS_COUNTER.value += n
-
-
-COUNTS_FILE = "codepoint_counts.npy"
 
 
 def ingest(inputs: list[str], output_dir: str | Path, *, options: IngestOptions, **settings: Any) -> dict:
@@ -458,64 +453,3 @@ def _apply_symlink_policy(sources: list[Source], stats: IngestStats, follow: boo
     for link in sorted({s.link for s in sources if s.link is not None}):
         stats.skip_file("symlinked_directory", link, f"-> {os.path.realpath(link)} (--follow_symlinks false)")
     return [s for s in sources if s.link is None]
-
-
-def corpus_codepoint_counts(directory: str | Path) -> np.ndarray | None:
-    """Dense codepoint histogram that ``ingest`` saved for ``directory``, or None when it is missing or the parts
-    changed since (their byte sizes are recorded in report.json)."""
-    directory = Path(directory)
-    try:
-        report = json.loads((directory / "report.json").read_text(encoding="utf-8"))
-        sparse = np.load(directory / report["codepoint_counts"])
-    except (OSError, KeyError, ValueError):
-        return None
-    parts = {p.name: p.stat().st_size for p in directory.glob("part-*.jsonl")}
-    if parts != report.get("output_bytes"):
-        return None
-    counts = np.zeros(NUM_CODEPOINTS, dtype=np.int64)
-    counts[sparse[:, 0]] = sparse[:, 1]
-    return counts
-
-
-# --------------------------------------------------------------------------------------------------------------
-# reading the corpus back (tokenizer and shard stages)
-
-
-def corpus_files(inputs: Iterable[str | os.PathLike]) -> list[Path]:
-    """The jsonl files of a corpus: a ``prepare corpus`` directory (its ``part-*.jsonl``), jsonl files or dirs."""
-    files: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if not path.exists():
-            raise PrepareError(f"input path does not exist: {str(path)!r}")
-        if path.is_dir():
-            found = sorted(path.glob("part-*.jsonl"))
-            if found and not (path / "report.json").is_file():  # written last by ingest: its parts are complete
-                raise PrepareError(
-                    f"{str(path)!r} holds part-*.jsonl but no report.json: an interrupted 'lmforge prepare corpus'; "
-                    "rerun it (it starts over) before the next stage"
-                )
-            found = found or sorted(path.rglob("*.jsonl"))
-            if not found:
-                raise PrepareError(f"no .jsonl files in {str(path)!r}; run 'lmforge prepare corpus' first")
-            files.extend(found)
-        else:
-            files.append(path)
-    if not files:
-        raise PrepareError("no corpus files given")
-    return files
-
-
-def iter_texts(files: Iterable[Path], *, text_field: str = "text") -> Iterator[str]:
-    """Texts of the jsonl documents; lines that are not a JSON object with a valid string ``text_field`` are
-    skipped (``prepare corpus`` writes none of those)."""
-    for path in files:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                try:
-                    record = json.loads(line)
-                except (ValueError, RecursionError):
-                    continue
-                text = record.get(text_field) if isinstance(record, dict) else None
-                if isinstance(text, str) and is_encodable(text):
-                    yield text

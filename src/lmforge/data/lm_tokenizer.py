@@ -326,7 +326,7 @@ def _write_json(path: Path, obj: dict) -> None:
 def _backend_special_ids(backend) -> frozenset[int]:
     if backend is None:
         return frozenset()
-    if hasattr(backend, "special_ids"):  # tokenizer_import.SentencePieceBackend
+    if hasattr(backend, "special_ids"):  # sentencepiece_backend.SentencePieceBackend
         return frozenset(backend.special_ids())
     return frozenset(i for i, token in backend.get_added_tokens_decoder().items() if token.special)
 

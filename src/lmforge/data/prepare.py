@@ -14,6 +14,9 @@ Output of ``prepare all --output_dir D``: ``D/corpus`` (jsonl + report.json), ``
 lmforge_tokenizer.json; with ``--tokenizer_name DIR`` the imported tokenizer, see ``tokenizer_import.py``),
 ``D/shards/{train,validation}`` (bins + index.json) and ``D/prepare.json`` (arguments and the reports of every
 stage).
+
+Code: ``corpus_stage.py``, ``tokenizer_stage.py`` and ``shard_stage.py`` hold the three stages; this module holds
+``prepare all`` and re-exports every stage's names.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import itertools
 import json
 import os
 import shutil
@@ -30,214 +32,26 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from lmforge.data.corpus_stage import CorpusArgs, corpus_summary, prepare_corpus
 from lmforge.data.errors import PrepareError
 from lmforge.data.shard_stage import ShardsArgs, prepare_shards
 from lmforge.data.shard_stage import _byte_ranges as _byte_ranges  # re-exported for the tests
 from lmforge.data.shard_stage import _read_range as _read_range
-from lmforge.data.stage import _as_list, _check_output_dir
+from lmforge.data.stage import _as_list
+from lmforge.data.tokenizer_stage import DEFAULT_VOCAB_SIZE, TokenizerArgs, prepare_tokenizer
 
-DEFAULT_VOCAB_SIZE = {"char": 21128, "bpe": 32000}  # bert-base-chinese's vocabulary size for char
-
-
-@dataclass(kw_only=True)
-class CorpusArgs:
-    input: list[str] | str
-    """Files and directories to read: .txt (or any text), .gz/.bz2/.xz, .jsonl/.json, .zip archives (read in
-    place, no unzip), datasets .parquet/.arrow files (pip install 'lmforge[arrow]'). Directories are walked
-    recursively in sorted order (a datasets save_to_disk directory reads its .arrow data, not its metadata)."""
-    output_dir: str
-    """Directory for the jsonl parts (part-00000.jsonl, ...) and report.json."""
-    text_field: str = "text"
-    """Field holding the text in .json/.jsonl inputs (the column of .parquet/.arrow ones); a dotted path reaches
-    into nested objects and lists ('meta.text', 'paragraphs.0.text'), as datasets' flattened column names do (a
-    key with the dots in it wins)."""
-    min_doc_length: int = 10
-    """Documents with fewer characters (after stripping) are dropped (trans_to_json.py --min_doc_length)."""
-    one_doc_per_line: bool = False
-    """Every non-blank line of a text file is a document (else documents are separated by doc_separator lines)."""
-    doc_separator: str = ""
-    """A line equal to this (after strip) ends a document in text files; "" = a blank line."""
-    normalize: bool = True
-    """Unicode NFC normalisation (also maps CJK compatibility ideographs to the unified ones)."""
-    dedup: bool = True
-    """Drop exact duplicate documents (after normalisation), keeping the first seen."""
-    shuffle: bool = True
-    """Shuffle deterministically: source order by seed, then a shuffle buffer (memory stays bounded)."""
-    shuffle_buffer: int = 10000
-    """Documents held in the shuffle buffer (which also stops at 256 MB)."""
-    seed: int = 42
-    """Seed of the shuffle."""
-    num_proc: int = 1
-    """Processes reading sources in parallel (files and zip members are the unit of work)."""
-    shard_size_mb: float = 64.0
-    """Approximate size of each output jsonl part."""
-    max_line_bytes: int = 4 << 20
-    """Longer lines are skipped (counted as line_too_long) without ever being held in memory."""
-    max_doc_chars: int = 1_000_000
-    """Longer text documents are cut at a line boundary into several documents."""
-    source_weights: str | None = None
-    """Mix the --input items in these proportions of documents, e.g. 'mnbvc=0.5,c4=0.3,oscar=0.2': a key is the
-    input's last path component without a file's suffixes (c4.jsonl.gz -> c4), every input named. Down-sampling only
-    (no repetition): the source that runs short sets the size, the others are sampled with --seed; the documents
-    left out are counted in report.json (documents_left_out, source_weights), never as skipped."""
-    keep_partial: bool = False
-    """A compressed file or zip member that fails to read (bad CRC, truncated or corrupt stream): false skips it
-    whole, its documents counted as damaged_file; true keeps the documents read before the failure and counts the
-    one it cut in documents_lost. report.json 'files' gives each such file's verdict (skipped or kept_partial)."""
-    follow_symlinks: bool = True
-    """Walk into symlinked directories inside input directories (each directory once: a link back to an ancestor is
-    reported as symlink_loop, never followed); false skips them, reported as symlinked_directory."""
-    progress: bool = True
-    """Show a progress bar with MB/s (only when stderr is a terminal)."""
-
-
-def prepare_corpus(args: CorpusArgs) -> dict:
-    """Ingest raw text into jsonl documents; returns the report (also in ``output_dir/report.json``)."""
-    from lmforge.data.corpus import IngestOptions, ingest
-
-    options = IngestOptions(
-        text_field=args.text_field,
-        min_doc_length=args.min_doc_length,
-        one_doc_per_line=args.one_doc_per_line,
-        doc_separator=args.doc_separator,
-        normalize=args.normalize,
-        max_line_bytes=args.max_line_bytes,
-        max_doc_chars=args.max_doc_chars,
-        keep_partial=args.keep_partial,
-        follow_symlinks=args.follow_symlinks,
-    )
-    report = ingest(
-        _as_list(args.input),
-        args.output_dir,
-        options=options,
-        num_proc=args.num_proc,
-        dedup=args.dedup,
-        shuffle=args.shuffle,
-        shuffle_buffer=args.shuffle_buffer,
-        seed=args.seed,
-        shard_size_mb=args.shard_size_mb,
-        source_weights=args.source_weights,
-        progress=args.progress,
-    )
-    print(corpus_summary(report, args.output_dir))
-    return report
-
-
-def corpus_summary(report: dict, output_dir: str) -> str:
-    """The one-line console summary of an ingest report: what was kept, skipped (whole) and kept partially."""
-    skipped = ", ".join(f"{k} {v}" for k, v in report["skipped"].items()) or "none"
-    files = ", ".join(f"{k} {v}" for k, v in report["files_skipped"].items()) or "none"
-    partial = ""
-    if report["files_partial"]:
-        kept = sum(f.get("documents_kept", 0) for f in report["files"].values() if f["verdict"] == "kept_partial")
-        reasons = ", ".join(f"{k} {v}" for k, v in report["files_partial"].items())
-        partial = (
-            f"; kept partially: {sum(report['files_partial'].values())} files ({reasons}) with {kept} documents kept "
-            f"(before de-duplication), {report['documents_lost']} documents lost"
-        )
-    damaged = report["skipped"].get("damaged_file", 0)
-    whole = f" ({damaged} documents of damaged files skipped whole: none of them is in the output)" if damaged else ""
-    if "source_weights" in report:
-        mix = report["source_weights"]
-        kept = ", ".join(f"{k} {mix['kept'][k]}/{mix['available'][k]} ({mix['realised'][k]:.1%})" for k in mix["kept"])
-        partial += f"; --source_weights kept {kept}, {report['documents_left_out']} documents left out by it"
-    return (
-        f"corpus: {report['documents_out']}/{report['documents_in']} documents kept from {report['files_read']} files "
-        f"({report['bytes_read'] / 1e6:.1f} MB, {report['mb_per_s']:.1f} MB/s); skipped documents: {skipped}; "
-        f"skipped files: {files}{whole}{partial} -> {output_dir}"
-    )
-
-
-@dataclass(kw_only=True)
-class TokenizerArgs:
-    input: list[str] | str | None = None
-    """The corpus: a 'prepare corpus' directory or jsonl files (not read with --tokenizer_name)."""
-    output_dir: str
-    """Directory for the tokenizer (loadable by transformers.AutoTokenizer and lmforge load_tokenizer)."""
-    tokenizer_name: str | None = None
-    """Import this local tokenizer directory instead of building one: Hugging Face (tokenizer.json, vocab.txt,
-    vocab.json + merges.txt or a sentencepiece .model) or lmforge. A hub id is an error: nothing is downloaded."""
-    tokenizer: Literal["char", "bpe", "codepoint"] = "char"
-    """char: BERT vocab.txt of characters; bpe: byte-level BPE; codepoint: CANINE codepoints (no training)."""
-    vocab_size: int | None = None
-    """Upper bound on the vocabulary size (default 21128 for char, 32000 for bpe)."""
-    min_frequency: int = 2
-    """Characters (char) or merges (bpe) seen fewer times are left out."""
-    lowercase: bool = True
-    """char: lower-case and strip accents as bert-base-chinese does."""
-    cjk_continuations: bool = True
-    """char: add '##X' entries for CJK characters too (bert-base-chinese layout, whole-word marks representable);
-    false nearly halves the vocabulary of a Chinese corpus."""
-    cjk_piece_length: int = 2
-    """bpe: Han runs are pre-split into pieces of at most this many characters (bounds trainer memory)."""
-    text_field: str = "text"
-    """Field holding the text in the jsonl files."""
-    max_train_mb: float | None = None
-    """Train on at most this many MB of text (the ingest output is shuffled, so a prefix is a sample)."""
-
-
-def prepare_tokenizer(args: TokenizerArgs) -> Path:
-    """Build a tokenizer from the corpus (or import ``tokenizer_name``) and save it; returns its directory."""
-    from lmforge.data.corpus import corpus_codepoint_counts, corpus_files, iter_texts
-    from lmforge.data.tokenizer import KINDS, build_tokenizer
-
-    if args.tokenizer_name is not None:
-        return _import_tokenizer(args.tokenizer_name, args.output_dir)
-    if args.input is None:
-        raise PrepareError("pass --input (the corpus to build a tokenizer from) or --tokenizer_name (one to import)")
-    if args.tokenizer not in KINDS:
-        raise PrepareError(f"unknown tokenizer {args.tokenizer!r}; choose from {KINDS}")
-    if args.vocab_size is not None and args.vocab_size < 1:
-        raise PrepareError(f"vocab_size must be positive, got {args.vocab_size}")
-    if args.min_frequency < 1:
-        raise PrepareError(f"min_frequency must be >= 1, got {args.min_frequency}")
-    started = time.perf_counter()
-    inputs = _as_list(args.input)
-    texts = iter_texts(corpus_files(inputs), text_field=args.text_field)
-    if args.max_train_mb is not None:
-        texts = _take_chars(texts, int(args.max_train_mb * 1e6 / 3))  # ~3 UTF-8 bytes per Chinese character
-    counts = None
-    if args.tokenizer == "char" and args.max_train_mb is None and args.text_field == "text" and len(inputs) == 1:
-        counts = corpus_codepoint_counts(inputs[0])  # saved by 'prepare corpus': no second pass over the text
-        if counts is not None and not counts.any():
-            raise PrepareError(f"no text to build a tokenizer from in {inputs}")
-    _check_output_dir(args.output_dir)
-    if counts is None and args.tokenizer != "codepoint":
-        first = next(texts, None)
-        if first is None:
-            raise PrepareError(f"no text to build a tokenizer from in {inputs}")
-        texts = itertools.chain([first], texts)
-    tokenizer = build_tokenizer(
-        args.tokenizer,
-        None if counts is not None else texts,
-        codepoint_counts=counts,
-        vocab_size=args.vocab_size or DEFAULT_VOCAB_SIZE.get(args.tokenizer),
-        min_frequency=args.min_frequency,
-        lowercase=args.lowercase,
-        cjk_continuations=args.cjk_continuations,
-        cjk_piece_length=args.cjk_piece_length,
-    )
-    path = tokenizer.save(args.output_dir)
-    source = "the corpus histogram" if counts is not None else "the text"
-    print(
-        f"tokenizer: {tokenizer.kind} from {source}, {tokenizer.vocab_size} ids, fingerprint {tokenizer.fingerprint} "
-        f"({time.perf_counter() - started:.1f} s) -> {path}"
-    )
-    return path
-
-
-def _import_tokenizer(name: str, output_dir: str) -> Path:
-    from lmforge.data.tokenizer_import import load_named_tokenizer
-
-    started = time.perf_counter()
-    tokenizer = load_named_tokenizer(name)
-    _check_output_dir(output_dir)
-    path = tokenizer.save(output_dir)
-    print(
-        f"tokenizer: imported {tokenizer.source} from {name}, {tokenizer.vocab_size} ids, fingerprint "
-        f"{tokenizer.fingerprint} ({time.perf_counter() - started:.1f} s) -> {path}"
-    )
-    return path
+__all__ = [
+    "DEFAULT_VOCAB_SIZE",
+    "CorpusArgs",
+    "PrepareAllArgs",
+    "ShardsArgs",
+    "TokenizerArgs",
+    "corpus_summary",
+    "prepare_all",
+    "prepare_corpus",
+    "prepare_shards",
+    "prepare_tokenizer",
+]
 
 
 @dataclass(kw_only=True)
@@ -456,12 +270,3 @@ def _check_ref_alignment(report: dict, ref_file: str | None, report_path: Path) 
             f"--train_ref_file {ref_file!r} has {found} non-blank lines but the text has {report['documents_out']}; "
             "ref line k must belong to text line k (run_chinese_ref.py on the same text)"
         )
-
-
-def _take_chars(texts, limit: int):
-    total = 0
-    for text in texts:
-        if total >= limit:
-            return
-        total += len(text)
-        yield text

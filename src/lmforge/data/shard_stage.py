@@ -256,7 +256,7 @@ class _RefWriter:
 def prepare_shards(args: ShardsArgs) -> Path:
     """Segment + tokenize the corpus into train/validation shards; returns ``output_dir``. A write error (disk full)
     deletes what both splits wrote and is an ``OutputWriteError`` naming the file."""
-    from lmforge.data.corpus import corpus_files
+    from lmforge.data.corpus_reader import corpus_files
     from lmforge.data.errors import OutputWriteError, PrepareError
     from lmforge.data.segment import resolve_segmenter
     from lmforge.data.shards import ShardWriter

@@ -315,9 +315,9 @@ def train_keeping_best(
     saving a checkpoint when ``eval_{metric_name}`` improves; then keep only the best checkpoint and load it into
     ``model``. Returns the report's entries and the metric logger (rank 0; None elsewhere) for the caller to close."""
     from lmforge.tasks.common import FeatureLoader
-    from lmforge.train.checkpoint import restore_rng_state
     from lmforge.train.job import build_training_job
     from lmforge.train.loop import train  # here, not at the top: tests patch lmforge.train.loop.train
+    from lmforge.train.rng import restore_rng_state
 
     if not features:
         raise ValueError(f"{args.data_dir}: the train split has no examples")

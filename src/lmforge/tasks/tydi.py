@@ -36,12 +36,8 @@ Legend: B batch, T characters, D hidden width.
 
 from __future__ import annotations
 
-import gzip
 import json
-import math
-from bisect import bisect_right
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,23 +45,62 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lmforge.data.tokenizer import CODEPOINT_SPECIALS
-from lmforge.eval.metrics import harmonic_f1
-from lmforge.heads.qa import SpanHead, SpanWindow, decode_spans, split_span_logits
+from lmforge.heads.qa import SpanHead
 from lmforge.nn.init import init_dense_, trunc_normal_
 from lmforge.nn.norms import upcast
+from lmforge.tasks.tydi_data import (  # re-exported: the reader and windows live in tydi_data
+    ANSWER_TYPES,
+    MINIMAL,
+    NO,
+    PASSAGE,
+    PASSAGE_MARKER,
+    QUESTION_MARKER,
+    UNKNOWN,
+    YES,
+    Annotation,
+    ByteOffsets,
+    TydiExample,
+    TydiFeature,
+    collate,
+    make_features,
+    read_tydi,
+)
+from lmforge.tasks.tydi_scoring import (  # re-exported: prediction and tydi_eval.py's metrics live in tydi_scoring
+    AnswerStat,
+    TydiPrediction,
+    answer_stats,
+    best_threshold,
+    predict,
+    read_predictions,
+    to_official,
+    tydi_eval,
+    tydi_scores,
+    untuned_prf,
+)
 
 __all__ = [
     "ANSWER_TYPES",
+    "MINIMAL",
+    "NO",
+    "PASSAGE",
+    "PASSAGE_MARKER",
+    "QUESTION_MARKER",
+    "UNKNOWN",
+    "YES",
+    "Annotation",
+    "AnswerStat",
     "ByteOffsets",
     "TydiExample",
     "TydiFeature",
     "TydiHead",
+    "TydiOutput",
     "TydiPrediction",
     "TydiQAModel",
     "answer_stats",
     "best_threshold",
     "build_tydi_task",
+    "collate",
+    "find_tydi_file",
     "make_features",
     "predict",
     "read_predictions",
@@ -73,214 +108,8 @@ __all__ = [
     "to_official",
     "tydi_eval",
     "tydi_scores",
+    "untuned_prf",
 ]
-
-ANSWER_TYPES: tuple[str, ...] = ("UNKNOWN", "YES", "NO", "MINIMAL", "PASSAGE")  # tydiqa AnswerType order
-UNKNOWN, YES, NO, MINIMAL, PASSAGE = range(5)
-QUESTION_MARKER = CODEPOINT_SPECIALS["reserved"] + 1  # 0xE005, "[Q]"
-PASSAGE_MARKER = CODEPOINT_SPECIALS["reserved"] + 2  # 0xE006, one before every passage
-
-
-class ByteOffsets:
-    """UTF-8 byte offset <-> character offset of one text; a byte inside a character maps to that character."""
-
-    def __init__(self, text: str):
-        self._char_starts = []  # byte offset where each character starts, then the total
-        position = 0
-        for char in text:
-            self._char_starts.append(position)
-            position += len(char.encode("utf-8"))
-        self._char_starts.append(position)
-
-    @property
-    def num_bytes(self) -> int:
-        return self._char_starts[-1]
-
-    def to_char(self, byte_offset: int) -> int:
-        if not 0 <= byte_offset <= self.num_bytes:
-            raise ValueError(f"byte offset {byte_offset} outside the text (0..{self.num_bytes})")
-        return bisect_right(self._char_starts, byte_offset) - 1
-
-    def to_byte(self, char_offset: int) -> int:
-        return self._char_starts[char_offset]
-
-
-@dataclass
-class Annotation:
-    passage_index: int  # -1 = no passage
-    minimal: tuple[int, int] | None  # characters [start, end) in the context
-    yes_no: str  # "NONE" | "YES" | "NO"
-
-    @property
-    def answer_type(self) -> int:
-        if self.yes_no in ("YES", "NO"):
-            return YES if self.yes_no == "YES" else NO
-        if self.minimal is not None:
-            return MINIMAL
-        return PASSAGE if self.passage_index >= 0 else UNKNOWN
-
-
-@dataclass
-class TydiExample:
-    example_id: str
-    language: str
-    question: str
-    context: str  # document_plaintext
-    passages: list[tuple[int, int]]  # characters [start, end) of every passage candidate
-    annotations: list[Annotation] = field(default_factory=list)
-    offsets: ByteOffsets | None = None
-
-
-def _char_span(offsets: ByteOffsets, start_byte: int, end_byte: int, where: str) -> tuple[int, int] | None:
-    if start_byte < 0 or end_byte < 0:
-        return None
-    if end_byte < start_byte:
-        raise ValueError(f"{where}: end byte {end_byte} before start byte {start_byte}")
-    return offsets.to_char(start_byte), offsets.to_char(end_byte)
-
-
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as file:
-        yield from enumerate(file, 1)
-
-
-def read_tydi(path: str | Path, *, require_annotations: bool = True) -> Iterator[TydiExample]:
-    """Examples of a TyDi QA primary-task jsonl (``tydiqa-v1.0-{train,dev}.jsonl[.gz]``, one record per line).
-
-    A malformed line (not JSON, not UTF-8, a missing field, a byte offset past the document, a passage index that
-    is not a candidate; no ``annotations`` when ``require_annotations``) is a ``ValueError`` naming ``file:line``."""
-    path = Path(path)
-    for number, raw in _lines(path):
-        where = f"{path}:{number}"
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise ValueError(f"{where}: not UTF-8 (byte {error.start} of the line)") from None
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            text = record["document_plaintext"]
-            offsets = ByteOffsets(text)
-            passages = [
-                _char_span(offsets, p["plaintext_start_byte"], p["plaintext_end_byte"], where)
-                for p in record["passage_answer_candidates"]
-            ]
-            if require_annotations and "annotations" not in record:
-                raise ValueError("no 'annotations' (needed for training and scoring)")
-            annotations = []
-            for annotation in record.get("annotations") or []:
-                minimal = annotation["minimal_answer"]
-                index = annotation["passage_answer"]["candidate_index"]
-                if not -1 <= index < len(passages):
-                    raise ValueError(f"passage candidate_index {index} but {len(passages)} candidates")
-                annotations.append(
-                    Annotation(
-                        passage_index=index,
-                        minimal=_char_span(
-                            offsets, minimal["plaintext_start_byte"], minimal["plaintext_end_byte"], where
-                        ),
-                        yes_no=annotation.get("yes_no_answer", "NONE").upper(),
-                    )
-                )
-            yield TydiExample(
-                example_id=str(record["example_id"]),
-                language=record.get("language", ""),
-                question=record["question_text"],
-                context=text,
-                passages=passages,
-                annotations=annotations,
-                offsets=offsets,
-            )
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{where}: not valid JSON ({error.msg})") from None
-        except (KeyError, TypeError, AttributeError) as error:
-            raise ValueError(f"{where}: not a TyDi QA record (missing or malformed {error})") from None
-        except ValueError as error:
-            message = str(error)
-            raise ValueError(message if message.startswith(where) else f"{where}: {message}") from None
-
-
-@dataclass
-class TydiFeature:
-    example_id: str
-    input_ids: list[int]  # codepoints (CANINE) or token ids
-    offsets: list[tuple[int, int] | None]  # per position: context characters [start, end), None elsewhere
-    start_position: int = 0
-    end_position: int = 0
-    answer_type: int = UNKNOWN
-    num_prefix: int = 0  # [CLS] ... question [SEP]: token type 0; the context and the last [SEP]: type 1
-
-
-def _target(example: TydiExample) -> tuple[int, tuple[int, int] | None]:
-    """(answer type, character span to point at) from the first annotation (the training split has one)."""
-    if not example.annotations:
-        return UNKNOWN, None
-    annotation = example.annotations[0]
-    kind = annotation.answer_type
-    if kind == MINIMAL:
-        return kind, annotation.minimal
-    if kind == UNKNOWN or annotation.passage_index < 0:
-        return kind, None
-    return kind, example.passages[annotation.passage_index]
-
-
-def _units(
-    example: TydiExample, tokenizer: Any, max_question_length: int
-) -> tuple[list[int], list[tuple[int, tuple[int, int] | None]], int]:
-    """(prefix ids, context as (id, characters or None), [SEP] id). Codepoints with a [Q] marker and passage
-    markers for CANINE (``tokenizer`` None or of kind ``codepoint``); the tokenizer's tokens and offsets otherwise
-    (no markers: a subword vocabulary has no ids for them)."""
-    if tokenizer is None or getattr(tokenizer, "kind", None) == "codepoint":
-        question = [ord(c) for c in example.question[:max_question_length]]
-        prefix = [CODEPOINT_SPECIALS["cls"], QUESTION_MARKER, *question, CODEPOINT_SPECIALS["sep"]]
-        passage_starts = {start for start, _ in example.passages}
-        context: list[tuple[int, tuple[int, int] | None]] = []
-        for i, char in enumerate(example.context):
-            if i in passage_starts:
-                context.append((PASSAGE_MARKER, None))
-            context.append((ord(char), (i, i + 1)))
-        return prefix, context, CODEPOINT_SPECIALS["sep"]
-    from lmforge.tasks.common import encode_texts, require_cls_sep
-
-    require_cls_sep(tokenizer, "TyDi QA")
-    (question, _), (ids, offsets) = encode_texts(tokenizer, [example.question, example.context], with_offsets=True)
-    prefix = [tokenizer.cls_token_id, *question[:max_question_length], tokenizer.sep_token_id]
-    return prefix, list(zip(ids, offsets, strict=True)), tokenizer.sep_token_id
-
-
-def make_features(
-    example: TydiExample,
-    *,
-    max_seq_length: int = 2048,
-    doc_stride: int = 512,
-    max_question_length: int = 256,
-    tokenizer: Any = None,
-) -> list[TydiFeature]:
-    """Windows of ``[CLS] [Q] question [SEP] context [SEP]`` over the context, ``doc_stride`` positions apart
-    (CANINE TyDi defaults: 2048 characters, stride 512), with a passage marker before every passage start;
-    targets as the module docstring. ``tokenizer``: see ``_units`` (None = codepoints)."""
-    prefix, context, sep = _units(example, tokenizer, max_question_length)
-    budget = max_seq_length - len(prefix) - 1
-    if budget < 1 or doc_stride < 1:
-        raise ValueError(f"max_seq_length {max_seq_length} leaves no room for context after the question")
-    kind, span = _target(example)
-    features, window_start = [], 0
-    while True:
-        window = context[window_start : window_start + budget]
-        offsets = [None] * len(prefix) + [offset for _, offset in window] + [None]
-        feature = TydiFeature(example.example_id, [*prefix, *(i for i, _ in window), sep], offsets,
-                              num_prefix=len(prefix))  # fmt: skip
-        if span is not None:  # the positions holding the span's first and last characters, both in the window
-            start = next((t for t, o in enumerate(offsets) if o is not None and o[0] <= span[0] < o[1]), None)
-            end = next((t for t, o in enumerate(offsets) if o is not None and o[0] <= span[1] - 1 < o[1]), None)
-            if start is not None and end is not None and start <= end:
-                feature.start_position, feature.end_position, feature.answer_type = start, end, kind
-        features.append(feature)
-        if window_start + budget >= len(context):
-            return features
-        window_start += doc_stride
 
 
 @dataclass
@@ -324,256 +153,6 @@ class TydiQAModel(nn.Module):
             span_loss = self.span.loss(logits_BT2, start_positions=start_positions, end_positions=end_positions)
             loss = (2 * span_loss + F.cross_entropy(upcast(type_logits_B5), answer_types)) / 3  # (s + e + type) / 3
         return TydiOutput(loss=loss, logits=logits_BT2, answer_type_logits=type_logits_B5)
-
-
-def collate(features: Sequence[TydiFeature]) -> dict[str, Tensor]:
-    """Right-padded codepoint batch (PAD 0) with the three targets."""
-    length = max(len(f.input_ids) for f in features)
-    input_ids = torch.zeros(len(features), length, dtype=torch.long)
-    attention_mask = torch.zeros_like(input_ids)
-    for b, feature in enumerate(features):
-        input_ids[b, : len(feature.input_ids)] = torch.tensor(feature.input_ids)
-        attention_mask[b, : len(feature.input_ids)] = 1
-    return {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "start_positions": torch.tensor([f.start_position for f in features]),
-        "end_positions": torch.tensor([f.end_position for f in features]),
-        "answer_types": torch.tensor([f.answer_type for f in features]),
-    }
-
-
-@dataclass
-class TydiPrediction:
-    example_id: str
-    answer_type: int
-    passage_index: int  # -1 = null
-    minimal: tuple[int, int] | None  # characters; None for null / YES / NO / PASSAGE
-    score: float  # best span score minus its window's null ([CLS], [CLS]) score, as CANINE's postprocessing
-
-
-def predict(
-    example: TydiExample,
-    features: Sequence[TydiFeature],
-    logits_BT2: Tensor,
-    answer_type_logits_B5: Tensor,
-    *,
-    n_best: int = 20,
-    max_answer_length: int = 100,
-) -> TydiPrediction:
-    """The best span over all windows (``heads.qa.decode_spans``), the answer type predicted by the first window
-    that contains it, and the passage that contains it (null when the type is UNKNOWN or no passage does)."""
-    start_BT, end_BT = split_span_logits(logits_BT2.float())
-    windows = [
-        SpanWindow(start_BT[b, : len(f.offsets)], end_BT[b, : len(f.offsets)], f.offsets)
-        for b, f in enumerate(features)
-    ]
-    best = decode_spans(windows, example.context, n_best=n_best, max_answer_length=max_answer_length)[0]
-    if best.char_start < 0:
-        return TydiPrediction(example.example_id, UNKNOWN, -1, None, float("-inf"))
-    owner = 0
-    for b, window in enumerate(windows):
-        chars = [o for o in window.offsets if o is not None]
-        if chars and chars[0][0] <= best.char_start and best.char_end <= chars[-1][1]:
-            owner = b
-            break
-    score = best.score - float(start_BT[owner, 0] + end_BT[owner, 0])
-    kind = int(answer_type_logits_B5[owner].argmax())
-    passage = next((i for i, (s, e) in enumerate(example.passages) if s <= best.char_start < e), -1)
-    if kind == UNKNOWN or passage < 0:
-        return TydiPrediction(example.example_id, UNKNOWN, -1, None, score)
-    minimal = (best.char_start, best.char_end) if kind == MINIMAL else None
-    return TydiPrediction(example.example_id, kind, passage, minimal, score)
-
-
-def to_official(example: TydiExample, prediction: TydiPrediction) -> dict[str, Any]:
-    """One line of the official prediction file (``tydi_eval.py``'s format, byte offsets into the document)."""
-    to_bytes = example.offsets or ByteOffsets(example.context)
-    start = end = -1
-    if prediction.minimal is not None:
-        start, end = to_bytes.to_byte(prediction.minimal[0]), to_bytes.to_byte(prediction.minimal[1])
-    score = prediction.score if math.isfinite(prediction.score) else -1e9  # JSON has no infinity
-    yes_no = ANSWER_TYPES[prediction.answer_type] if prediction.answer_type in (YES, NO) else "NONE"
-    example_id: int | str = int(example.example_id) if example.example_id.lstrip("-").isdigit() else example.example_id
-    return {
-        "example_id": example_id,
-        "language": example.language,
-        "passage_answer_index": prediction.passage_index,
-        "passage_answer_score": score,
-        "minimal_answer": {"start_byte_offset": start, "end_byte_offset": end},
-        "minimal_answer_score": score,
-        "yes_no_answer": yes_no,
-    }
-
-
-def read_predictions(path: str | Path) -> dict[str, dict[str, Any]]:
-    """An official-format prediction file (JSON lines) by example id; a malformed line is a ``ValueError`` with
-    ``file:line``."""
-    out = {}
-    for number, raw in _lines(Path(path)):
-        where = f"{path}:{number}"
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-            span = record["minimal_answer"]
-            record["passage_answer_index"] = int(record["passage_answer_index"])
-            record["minimal_answer"] = {k: int(span[k]) for k in ("start_byte_offset", "end_byte_offset")}
-            out[str(record["example_id"])] = record
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{where}: not a JSON line ({error})") from None
-        except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"{where}: not a TyDi QA prediction (missing or malformed {error})") from None
-    return out
-
-
-# ----------------------------------------------------------------------------- scoring as tydi_eval.py
-
-
-@dataclass(frozen=True)
-class AnswerStat:
-    """One example's contribution (``tydi_eval.py``'s answer-stats tuple): ``credit`` is 1/0 for passages and
-    the best partial-match F1 for minimal answers; ``score`` orders the threshold sweep."""
-
-    has_gold: bool
-    has_pred: bool
-    credit: float
-    score: float
-
-
-def _byte_spans(example: TydiExample) -> list[tuple[int, int] | None]:
-    to_bytes = example.offsets or ByteOffsets(example.context)
-    return [None if a.minimal is None else (to_bytes.to_byte(a.minimal[0]), to_bytes.to_byte(a.minimal[1]))
-            for a in example.annotations]  # fmt: skip
-
-
-def answer_stats(
-    example: TydiExample, prediction: dict[str, Any] | None, *, passage_threshold: int, minimal_threshold: int
-) -> tuple[AnswerStat, AnswerStat]:
-    """(passage, minimal) stats of one example. Gold is non-null when at least ``threshold`` annotators gave an
-    answer (capped at the number of annotations: a single-annotation file needs that one)."""
-    annotations = example.annotations
-    passages = [a.passage_index for a in annotations if a.passage_index >= 0]
-    passage_gold = bool(annotations) and len(passages) >= (min(passage_threshold, len(annotations)) or 1)
-    minimal_count = sum(a.answer_type in (YES, NO, MINIMAL) for a in annotations)
-    minimal_gold = bool(annotations) and minimal_count >= (min(minimal_threshold, len(annotations)) or 1)
-    if prediction is None:  # tydi_eval.py: a missing prediction counts as predicting where the gold is null
-        return (
-            AnswerStat(passage_gold, not passage_gold, 0.0, 0.0),
-            AnswerStat(minimal_gold, not minimal_gold, 0.0, 0.0),
-        )
-    index = int(prediction["passage_answer_index"])
-    passage_pred = index != -1
-    correct = float(passage_gold and passage_pred and index in passages)
-    passage = AnswerStat(passage_gold, passage_pred, correct, float(prediction.get("passage_answer_score", 0.0)))
-    span = prediction["minimal_answer"]
-    span = (int(span["start_byte_offset"]), int(span["end_byte_offset"]))
-    yes_no = str(prediction.get("yes_no_answer", "NONE")).upper()
-    span_null = span[0] < 0 or span[1] < 0
-    minimal_pred = not span_null or yes_no != "NONE"
-    credit = 0.0
-    if minimal_gold and minimal_pred:
-        if yes_no != "NONE":
-            credit = float(any(a.yes_no == yes_no for a in annotations))
-        else:
-            for gold in _byte_spans(example):
-                if gold is not None:
-                    p, r = _overlap_pr(span, gold)
-                    credit = max(credit, harmonic_f1(p, r))
-    minimal = AnswerStat(minimal_gold, minimal_pred, credit, float(prediction.get("minimal_answer_score", 0.0)))
-    return passage, minimal
-
-
-def _overlap_pr(predicted: tuple[int, int], gold: tuple[int, int]) -> tuple[float, float]:
-    overlap = max(0, min(predicted[1], gold[1]) - max(predicted[0], gold[0]))
-    return overlap / max(predicted[1] - predicted[0], 1), overlap / max(gold[1] - gold[0], 1)
-
-
-def untuned_prf(stats: Sequence[AnswerStat]) -> tuple[float, float, float]:
-    """(P, R, F1) taking every prediction (``compute_macro_f1``): P = credit / #pred, R = credit / #gold."""
-    credit = sum(s.credit for s in stats)
-    precision = credit / max(sum(s.has_pred for s in stats), 1)
-    recall = credit / max(sum(s.has_gold for s in stats), 1)
-    return precision, recall, harmonic_f1(precision, recall)
-
-
-def best_threshold(stats: Sequence[AnswerStat]) -> tuple[float, float, float, float]:
-    """(F1, P, R, threshold) at the score threshold that maximises F1 (``compute_pr_curves``): predictions sorted
-    by score, highest first; keeping those scored >= t gives one (P, R) per distinct score; ties count together."""
-    total_gold = sum(s.has_gold for s in stats)
-    credit = predicted = 0.0
-    by_score: dict[float, tuple[float, float]] = {}
-    for stat in sorted(stats, key=lambda s: -s.score):
-        credit += stat.credit
-        predicted += stat.has_pred
-        by_score[stat.score] = (credit / max(predicted, 1), credit / max(total_gold, 1))
-    best = (0.0, 0.0, 0.0, 0.0)
-    for threshold, (precision, recall) in by_score.items():
-        f1 = harmonic_f1(precision, recall)
-        if f1 > best[0]:
-            best = (f1, precision, recall, threshold)
-    return best
-
-
-def tydi_eval(
-    examples: Sequence[TydiExample],
-    predictions: dict[str, dict[str, Any]],
-    *,
-    passage_non_null_threshold: int = 2,
-    minimal_non_null_threshold: int = 2,
-) -> dict[str, Any]:
-    """``tydi_eval.py``'s metrics from official-format predictions: per language the best-threshold passage and
-    minimal-answer F1/P/R (and the threshold), then their macro average over languages excluding English
-    (``passage_f1`` ... ``minimal_recall``), plus counts."""
-    per_language: dict[str, tuple[list[AnswerStat], list[AnswerStat]]] = {}
-    for example in examples:
-        passage, minimal = answer_stats(example, predictions.get(example.example_id),
-                                        passage_threshold=passage_non_null_threshold,
-                                        minimal_threshold=minimal_non_null_threshold)  # fmt: skip
-        lists = per_language.setdefault(example.language or "unknown", ([], []))
-        lists[0].append(passage)
-        lists[1].append(minimal)
-    missing = sum(e.example_id not in predictions for e in examples)
-    metrics: dict[str, Any] = {"examples": len(examples), "missing_predictions": missing}
-    macro: dict[str, list[float]] = {}
-    for language in sorted(per_language):
-        for task, stats in zip(("passage", "minimal"), per_language[language], strict=True):
-            f1, precision, recall, threshold = best_threshold(stats)
-            values = {"f1": f1, "precision": precision, "recall": recall}
-            for name, value in values.items():
-                metrics[f"{language}/{task}_{name}"] = value
-                if language != "english":
-                    macro.setdefault(f"{task}_{name}", []).append(value)
-            metrics[f"{language}/{task}_threshold"] = threshold
-        metrics[f"{language}/examples"] = len(per_language[language][0])
-    for name in ("passage_f1", "passage_precision", "passage_recall", "minimal_f1", "minimal_precision",
-                 "minimal_recall"):  # fmt: skip
-        values = macro.get(name, [])
-        metrics[name] = sum(values) / len(values) if values else 0.0
-    metrics["languages"] = sorted(per_language)
-    return metrics
-
-
-def tydi_scores(
-    examples: Sequence[TydiExample], predictions: dict[str, TydiPrediction], *, non_null_threshold: int = 2
-) -> dict[str, float]:
-    """Passage and minimal-answer P/R/F1 over all examples taking every prediction (no threshold sweep; missing
-    predictions are null), with ``tydi_eval.py``'s credits (minimal: the best partial-match F1 in bytes)."""
-    stats: dict[str, list[AnswerStat]] = {"passage": [], "minimal": []}
-    for example in examples:
-        prediction = predictions.get(example.example_id)
-        official = to_official(example, prediction) if prediction is not None else None
-        if official is None:
-            official = {"passage_answer_index": -1, "minimal_answer": {"start_byte_offset": -1, "end_byte_offset": -1}}
-        passage, minimal = answer_stats(example, official, passage_threshold=non_null_threshold,
-                                        minimal_threshold=non_null_threshold)  # fmt: skip
-        stats["passage"].append(passage)
-        stats["minimal"].append(minimal)
-    scores = {}
-    for name, values in stats.items():
-        precision, recall, f1 = untuned_prf(values)
-        scores |= {f"{name}_precision": precision, f"{name}_recall": recall, f"{name}_f1": f1}
-    return scores
 
 
 # ----------------------------------------------------------------------------- `lmforge finetune tydi`

@@ -26,6 +26,8 @@ is checked field by field (``registry.config_from_dict``). Tests: ``tests/reliab
 
 References: HF ``Trainer._save_checkpoint``/``_rotate_checkpoints`` (names ``checkpoint-STEP``,
 ``save_total_limit``); torchtune's ``recipe_state.pt``; gpt-neox's RNG states in checkpoints.
+
+The run directory lock (``train/run_lock.py``) and the RNG states (``train/rng.py``) stay importable from here.
 """
 
 from __future__ import annotations
@@ -34,23 +36,24 @@ import hashlib
 import json
 import os
 import pickle
-import random
 import re
 import shutil
-import socket
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from lmforge.train.rng import capture_rng_state, restore_rng_state  # re-exported
+from lmforge.train.run_lock import LOCK_FILE, RunLockedError, acquire_run_lock, release_run_lock  # re-exported
+
 __all__ = [
     "CONFIG_FILE",
+    "LOCK_FILE",
     "MANIFEST_FILE",
     "MODEL_FILE",
     "STATE_FILE",
@@ -79,114 +82,11 @@ CONFIG_FILE = "config.json"
 STATE_FILE = "training_state.pt"
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_DIR = "tokenizer"
-LOCK_FILE = ".lmforge.lock"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
 class CheckpointWriteError(ValueError):
     """A checkpoint could not be written (disk full, ...): a ``ValueError``, so the CLI prints it as one line."""
-
-
-class RunLockedError(ValueError):
-    """Another live process writes this run directory."""
-
-
-# ----------------------------------------------------------------------------- run directory lock
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
-
-
-def acquire_run_lock(run_dir: str | Path) -> Path:
-    """Make this process the only writer of ``run_dir``: ``run_dir/.lmforge.lock`` holds ``{"pid", "host"}``.
-
-    Created with ``O_EXCL``; an existing lock of a live process on this host is a ``RunLockedError`` naming its pid,
-    one of a dead process (killed, SIGKILL leaves its lock behind) is taken over. Holding it already is fine.
-    A lock written on another host cannot be checked and counts as held (delete it by hand if that host is gone).
-    """
-    path = Path(run_dir) / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mine = {"pid": os.getpid(), "host": socket.gethostname()}
-    for _ in range(3):  # a stale lock removed by two processes at once: one of them retries and finds the other's
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                holder = json.loads(path.read_text(encoding="utf-8"))
-                pid, host = int(holder["pid"]), str(holder["host"])
-            except (OSError, ValueError, KeyError, TypeError):
-                pid, host = None, mine["host"]  # unreadable (torn write): stale
-            if pid == mine["pid"] and host == mine["host"]:
-                return path
-            if pid is not None and (host != mine["host"] or _pid_alive(pid)):
-                where = "" if host == mine["host"] else f" on {host}"
-                raise RunLockedError(
-                    f"{run_dir} is in use by process {pid}{where} (lock file {path}); wait for it to finish, stop it, "
-                    "or pass another --output_dir"
-                ) from None
-            path.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(mine) + "\n")
-        return path
-    raise RunLockedError(f"{run_dir}: could not take the lock {path}; another process is starting there")
-
-
-def release_run_lock(run_dir: str | Path) -> None:
-    """Remove ``run_dir``'s lock if this process holds it."""
-    path = Path(run_dir) / LOCK_FILE
-    try:
-        holder = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    if isinstance(holder, dict) and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
-        path.unlink(missing_ok=True)
-
-
-# ----------------------------------------------------------------------------- RNG
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch CPU (and CUDA when present) generator states, as tensors and primitives only."""
-    numpy_state = np.random.get_state(legacy=False)  # {"bit_generator", "state": {"key", "pos"}, ...}
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": {
-            "bit_generator": numpy_state["bit_generator"],
-            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
-            "pos": int(numpy_state["state"]["pos"]),
-            "has_gauss": int(numpy_state["has_gauss"]),
-            "gauss": float(numpy_state["gauss"]),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: Mapping[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    np.random.set_state(
-        {
-            "bit_generator": n["bit_generator"],
-            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
-            "has_gauss": n["has_gauss"],
-            "gauss": n["gauss"],
-        }
-    )
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # ----------------------------------------------------------------------------- writing

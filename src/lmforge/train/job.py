@@ -32,14 +32,7 @@ from torch import nn
 from lmforge.models.common import set_gradient_checkpointing
 from lmforge.models.loading import load_weights
 from lmforge.train.arguments import TrainingArguments
-from lmforge.train.checkpoint import (
-    acquire_run_lock,
-    find_latest_checkpoint,
-    list_checkpoints,
-    load_training_state,
-    release_run_lock,
-    verify_checkpoint,
-)
+from lmforge.train.checkpoint import find_latest_checkpoint, list_checkpoints, load_training_state, verify_checkpoint
 from lmforge.train.distributed import (
     DistInfo,
     barrier,
@@ -49,9 +42,10 @@ from lmforge.train.distributed import (
     unwrap,
     wrap_model,
 )
-from lmforge.train.loop import TrainingJob, TrainState
 from lmforge.train.metrics import collect_env, run_logger, write_yaml
 from lmforge.train.optim import build_optimizer, make_schedule, warmup_steps_for
+from lmforge.train.run_lock import acquire_run_lock, release_run_lock
+from lmforge.train.state import TrainingJob, TrainState
 from lmforge.utils import seed_everything, torch_threads
 
 __all__ = [

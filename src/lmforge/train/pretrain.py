@@ -37,12 +37,12 @@ from lmforge.eval.probe import load_probe
 from lmforge.models.footprint import TRAINING_BYTES_PER_PARAMETER, check_memory
 from lmforge.models.loading import LoadedModel, check_source, load_model
 from lmforge.models.registry import config_to_dict
-from lmforge.train.checkpoint import restore_rng_state
 from lmforge.train.config import PretrainArgs
 from lmforge.train.distributed import DistInfo, barrier, unwrap
 from lmforge.train.job import build_training_job, open_run_dir, place_model, training_session, write_run_record
 from lmforge.train.loop import TrainingJob, run_evaluation, train
 from lmforge.train.metrics import plot_loss
+from lmforge.train.rng import restore_rng_state
 
 __all__ = ["DataPaths", "build_job", "format_summary", "model_source", "pretrain", "resolve_data"]
 
