@@ -34,7 +34,7 @@ from lmforge.data.errors import PrepareError
 from lmforge.data.shard_stage import ShardsArgs, prepare_shards
 from lmforge.data.shard_stage import _byte_ranges as _byte_ranges  # re-exported for the tests
 from lmforge.data.shard_stage import _read_range as _read_range
-from lmforge.data.stage import _as_list, _check_output_dir
+from lmforge.data.stage import _as_list, _check_output_dir, make_runner
 
 DEFAULT_VOCAB_SIZE = {"char": 21128, "bpe": 32000}  # bert-base-chinese's vocabulary size for char
 
@@ -69,6 +69,15 @@ class CorpusArgs:
     """Seed of the shuffle."""
     num_proc: int = 1
     """Processes reading sources in parallel (files and zip members are the unit of work)."""
+    executor: Literal["local", "datatrove-local", "datatrove-slurm"] = "local"
+    """local: --num_proc processes on this machine. datatrove-local / datatrove-slurm: --tasks datatrove tasks (local
+    processes, or a Slurm job array on a shared filesystem) do the work; this process merges it in order, so the output
+    equals a local run's (docs/pipeline/distributed.md; pip install 'lmforge[distributed]')."""
+    tasks: int = 1
+    """Datatrove tasks (each takes every tasks-th work item) with --executor datatrove-*."""
+    executor_options: dict | None = None
+    """Keyword arguments of datatrove's LocalPipelineExecutor / SlurmPipelineExecutor as JSON, e.g. '{"workers": 2}'
+    or '{"partition": "cpu", "time": "04:00:00", "venv_path": ".venv/bin/activate"}'."""
     shard_size_mb: float = 64.0
     """Approximate size of each output jsonl part."""
     max_line_bytes: int = 4 << 20
@@ -118,6 +127,7 @@ def prepare_corpus(args: CorpusArgs) -> dict:
         shard_size_mb=args.shard_size_mb,
         source_weights=args.source_weights,
         progress=args.progress,
+        runner=make_runner(args.executor, tasks=args.tasks, options=args.executor_options),
     )
     print(corpus_summary(report, args.output_dir))
     return report
@@ -249,6 +259,15 @@ class PrepareAllArgs:
     """Receives corpus/, tokenizer/, shards/{train,validation}/ and prepare.json."""
     num_proc: int = 1
     """Processes for ingest and for segmentation + tokenization."""
+    executor: Literal["local", "datatrove-local", "datatrove-slurm"] = "local"
+    """local: --num_proc processes on this machine. datatrove-local / datatrove-slurm: --tasks datatrove tasks (local
+    processes, or a Slurm job array on a shared filesystem) do the work; this process merges it in order, so the output
+    equals a local run's (docs/pipeline/distributed.md; pip install 'lmforge[distributed]')."""
+    tasks: int = 1
+    """Datatrove tasks (each takes every tasks-th work item) with --executor datatrove-*."""
+    executor_options: dict | None = None
+    """Keyword arguments of datatrove's LocalPipelineExecutor / SlurmPipelineExecutor as JSON, e.g. '{"workers": 2}'
+    or '{"partition": "cpu", "time": "04:00:00", "venv_path": ".venv/bin/activate"}'."""
     text_field: str = "text"
     """Field holding the text in .json/.jsonl inputs (the column of .parquet/.arrow ones); a dotted path reaches
     into nested objects and lists ('meta.text', 'paragraphs.0.text'), as datasets' flattened column names do (a
@@ -350,6 +369,9 @@ def prepare_all(args: PrepareAllArgs) -> Path:
         source_weights=args.source_weights,
         seed=args.seed,
         num_proc=args.num_proc,
+        executor=args.executor,
+        tasks=args.tasks,
+        executor_options=args.executor_options,
         progress=args.progress,
     )
     if in_order:
@@ -399,6 +421,9 @@ def prepare_all(args: PrepareAllArgs) -> Path:
         validation_split_percentage=0.0 if held_out else args.validation_split_percentage,
         seed=args.seed,
         num_proc=args.num_proc,
+        executor=args.executor,
+        tasks=args.tasks,
+        executor_options=args.executor_options,
         progress=args.progress,
     )
     shards = prepare_shards(shards_args)

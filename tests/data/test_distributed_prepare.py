@@ -1,0 +1,134 @@
+"""``prepare all`` on datatrove's local executor with 2 tasks equals a one-process run on the same input: corpus parts,
+report counts, tokenizer, every shard file. And the runner's option checks, the Slurm executor built (not run)
+from its options, and the one-line error without datatrove."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from data_helpers import make_documents, write_jsonl
+
+from lmforge.data.errors import PrepareError
+from lmforge.data.prepare import PrepareAllArgs, prepare_all
+from lmforge.data.shard_stage import _byte_ranges as _ranges
+
+pytest.importorskip("datatrove")
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> Path:
+    """Six sources with duplicates across them, short documents and a truncated gzip (documents lost with
+    keep_partial): every count of the report is non-zero somewhere."""
+    root = tmp_path_factory.mktemp("raw")
+    documents = make_documents(240, seed=7)
+    for i in range(4):
+        write_jsonl(root / f"part{i}.jsonl", [*documents[i * 50 : i * 50 + 60], "短"])  # 10 shared with the next
+    (root / "plain.txt").write_text("\n\n".join(documents[200:230]) + "\n", encoding="utf-8")
+    data = gzip.compress("\n\n".join(documents[230:]).encode())
+    (root / "cut.txt.gz").write_bytes(data[: len(data) * 2 // 3])
+    return root
+
+
+def _prepare(raw: Path, out: Path, **kwargs) -> Path:
+    return prepare_all(
+        PrepareAllArgs(
+            input=[str(raw)],
+            output_dir=str(out),
+            max_seq_length=32,
+            keep_partial=True,
+            validation_split_percentage=10.0,
+            progress=False,
+            **kwargs,
+        )
+    )
+
+
+def _contents(out: Path) -> dict:
+    """Every file of the output by relative path; JSON without its timings and run settings."""
+    found = {}
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        name = str(path.relative_to(out))
+        if name == "prepare.json":
+            continue  # its args name the executor
+        if path.suffix == ".json":  # paths inside (the tokenizer's, the inputs') relative to the output directory
+            data = json.loads(path.read_text(encoding="utf-8").replace(str(out), "OUT"))
+            for key in ("seconds", "mb_per_s", "settings"):
+                data.pop(key, None)
+                data.get("build", {}).pop(key, None)
+            found[name] = data
+        else:
+            found[name] = path.read_bytes()
+    return found
+
+
+def test_two_datatrove_tasks_equal_one_process(raw: Path, tmp_path: Path, monkeypatch) -> None:
+    from lmforge.data import shard_stage
+
+    ranges = []  # 4 KB byte ranges instead of 2 MB: each of the two tasks encodes several of the shard stage's items
+    monkeypatch.setattr(shard_stage, "_byte_ranges", lambda files, size: ranges.append(1) or _ranges(files, 4096))
+    single = _prepare(raw, tmp_path / "single")
+    split = _prepare(raw, tmp_path / "datatrove", executor="datatrove-local", tasks=2, executor_options={"workers": 2})
+    one, two = _contents(single), _contents(split)
+    assert len(_ranges([single / "corpus" / "part-00000.jsonl"], 4096)) >= 4 and len(ranges) == 2
+    assert sorted(one) == sorted(two)  # the same files, and no datatrove work folders left behind
+    assert one == two
+    assert any(name.endswith(".bin") for name in one) and "tokenizer/lmforge_tokenizer.json" in one
+    report = json.loads((split / "prepare.json").read_text(encoding="utf-8"))["corpus"]
+    assert report["settings"]["executor"] == "datatrove-local" and report["settings"]["tasks"] == 2
+    out, lost, left_out = report["documents_out"], report["documents_lost"], report["documents_left_out"]
+    assert report["documents_in"] == out + sum(report["skipped"].values()) + lost + left_out
+    assert report["skipped"]["duplicate"] and report["skipped"]["too_short"] and report["documents_lost"]
+    train = json.loads((split / "shards" / "train" / "index.json").read_text(encoding="utf-8"))
+    assert (
+        train["tokenizer"]["fingerprint"]
+        == json.loads((single / "tokenizer" / "lmforge_tokenizer.json").read_text(encoding="utf-8"))["fingerprint"]
+    )
+
+
+def test_runner_options_are_checked_before_any_work(tmp_path: Path) -> None:
+    from lmforge.data.stage import make_runner
+
+    with pytest.raises(PrepareError, match="not options of datatrove-local"):
+        make_runner("datatrove-local", tasks=2, options={"partition": "cpu"})
+    with pytest.raises(PrepareError, match=r"needs --executor_options with \['partition', 'time'\]"):
+        make_runner("datatrove-slurm", tasks=2, options={})
+    with pytest.raises(PrepareError, match="--tasks and --executor_options are for --executor datatrove"):
+        make_runner("local", tasks=2, options=None)
+    with pytest.raises(PrepareError, match="tasks must be >= 1"):
+        make_runner("datatrove-local", tasks=0, options=None)
+    assert make_runner("local", tasks=1, options=None) is None
+
+
+def test_slurm_executor_is_built_from_its_options(tmp_path: Path) -> None:
+    from lmforge.data.distributed import TaskShare
+    from lmforge.data.stage import make_runner
+
+    runner = make_runner(
+        "datatrove-slurm",
+        tasks=8,
+        options={"partition": "cpu", "time": "04:00:00", "cpus_per_task": 2, "venv_path": ".venv/bin/activate",
+                 "sbatch_args": {"account": "lm"}},
+    )  # fmt: skip
+    executor = runner.executor([TaskShare(len, [], str(tmp_path))], logging_dir=str(tmp_path / "logs"))
+    script = executor.get_launch_file_contents(executor.get_sbatch_args(8), "launch_pickled_pipeline executor.pik")
+    for line in ("--partition=cpu", "--time=04:00:00", "--cpus-per-task=2", "--array=0-7", "--account=lm"):
+        assert f"#SBATCH {line}" in script
+    assert "source .venv/bin/activate" in script and executor.world_size == 8
+
+
+def test_without_datatrove_the_error_is_one_line_naming_the_extra(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['datatrove'] = None\n"
+        "from lmforge.data.stage import make_runner\n"
+        "try:\n    make_runner('datatrove-local', tasks=2, options=None)\n"
+        "except ValueError as error:\n    print(error)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == (
+        "--executor datatrove-local/datatrove-slurm needs datatrove: pip install 'lmforge[distributed]'"
+    )
