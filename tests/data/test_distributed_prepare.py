@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,15 +67,29 @@ def _contents(out: Path) -> dict:
     return found
 
 
-def test_two_datatrove_tasks_equal_one_process(raw: Path, tmp_path: Path, monkeypatch) -> None:
+def _small_ranges(
+    files, size
+):  # 4 KB byte ranges instead of 2 MB: each task encodes several of the shard stage's items
+    return _ranges(files, 4096)
+
+
+@pytest.fixture(scope="module")
+def single(raw: Path, tmp_path_factory) -> Path:
     from lmforge.data import shard_stage
 
-    ranges = []  # 4 KB byte ranges instead of 2 MB: each of the two tasks encodes several of the shard stage's items
-    monkeypatch.setattr(shard_stage, "_byte_ranges", lambda files, size: ranges.append(1) or _ranges(files, 4096))
-    single = _prepare(raw, tmp_path / "single")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(shard_stage, "_byte_ranges", _small_ranges)
+        single = _prepare(raw, tmp_path_factory.mktemp("single") / "out")
+    assert len(_small_ranges([single / "corpus" / "part-00000.jsonl"], 0)) >= 4
+    return single
+
+
+def test_two_datatrove_tasks_equal_one_process(raw: Path, single: Path, tmp_path: Path, monkeypatch) -> None:
+    from lmforge.data import shard_stage
+
+    monkeypatch.setattr(shard_stage, "_byte_ranges", _small_ranges)
     split = _prepare(raw, tmp_path / "datatrove", executor="datatrove-local", tasks=2, executor_options={"workers": 2})
     one, two = _contents(single), _contents(split)
-    assert len(_ranges([single / "corpus" / "part-00000.jsonl"], 4096)) >= 4 and len(ranges) == 2
     assert sorted(one) == sorted(two)  # the same files, and no datatrove work folders left behind
     assert one == two
     assert any(name.endswith(".bin") for name in one) and "tokenizer/lmforge_tokenizer.json" in one
@@ -132,3 +147,49 @@ def test_without_datatrove_the_error_is_one_line_naming_the_extra(tmp_path: Path
     assert out.strip() == (
         "--executor datatrove-local/datatrove-slurm needs datatrove: pip install 'lmforge[distributed]'"
     )
+
+
+# A stand-in for Slurm on this machine: sbatch runs the array's tasks one after the other (SLURM_ARRAY_TASK_ID set,
+# the --export variables passed) and prints a job id; squeue says the job has left the queue; scontrol names the node.
+FAKE_SBATCH = r"""
+import os, re, subprocess, sys
+script = open(sys.argv[-1]).read()
+env = dict(os.environ, SLURM_NODELIST="localhost")
+for arg in sys.argv[1:-1]:
+    if arg.startswith("--export=ALL,"):
+        env.update(kv.split("=", 1) for kv in arg[len("--export=ALL,"):].split(","))
+array = re.search(r"#SBATCH --array=0-(\d+)", script)
+for task in range(int(array.group(1)) + 1) if array else [None]:
+    task_env = env if task is None else dict(env, SLURM_ARRAY_TASK_ID=str(task))
+    subprocess.run(["bash", sys.argv[-1]], env=task_env, check=True, stdout=sys.stderr)
+print("Submitted batch job 4242")
+"""
+
+
+def test_slurm_executor_runs_the_stages_through_sbatch(raw: Path, single: Path, tmp_path: Path) -> None:
+    """The whole datatrove-slurm path through the CLI: the executor pickled with dill, the job array, the wait on the
+    completion markers, the merge; sbatch/squeue/scontrol are stand-ins that run the tasks here."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f"#!{sys.executable}\n{FAKE_SBATCH}", encoding="utf-8")
+    (bin_dir / "squeue").write_text("#!/bin/sh\n", encoding="utf-8")
+    (bin_dir / "scontrol").write_text("#!/bin/sh\necho localhost\n", encoding="utf-8")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    options = {"partition": "cpu", "time": "00:10:00", "with_srun": False, "mail_type": "NONE"}
+    driver = (
+        "import sys\nfrom lmforge import cli\nfrom lmforge.data import shard_stage\n"
+        "import test_distributed_prepare as t\nshard_stage._byte_ranges = t._small_ranges\ncli.main(sys.argv[1:])\n"
+    )
+    argv = ["prepare", "all", "--input", str(raw), "--output_dir", str(tmp_path / "slurm"), "--max_seq_length", "32"]
+    argv += ["--keep_partial", "true", "--validation_split_percentage", "10", "--progress", "false"]
+    argv += ["--executor", "datatrove-slurm", "--tasks", "2", "--executor_options", json.dumps(options)]
+    path = os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    process = subprocess.run(
+        [sys.executable, "-c", driver, *argv], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+    assert _contents(tmp_path / "slurm") == _contents(single)
+    report = json.loads((tmp_path / "slurm" / "corpus" / "report.json").read_text(encoding="utf-8"))
+    assert report["settings"]["executor"] == "datatrove-slurm"
