@@ -193,3 +193,21 @@ def test_slurm_executor_runs_the_stages_through_sbatch(raw: Path, single: Path, 
     assert _contents(tmp_path / "slurm") == _contents(single)
     report = json.loads((tmp_path / "slurm" / "corpus" / "report.json").read_text(encoding="utf-8"))
     assert report["settings"]["executor"] == "datatrove-slurm"
+
+
+def test_slurm_job_that_left_the_queue_unfinished_is_an_error(tmp_path: Path, monkeypatch) -> None:
+    from lmforge.data.stage import make_runner
+
+    (tmp_path / "squeue").write_text("#!/bin/sh\n", encoding="utf-8")  # the job is no longer queued
+    (tmp_path / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", os.pathsep.join([str(tmp_path), os.environ.get("PATH", "")]))
+    runner = make_runner("datatrove-slurm", tasks=2, options={"partition": "cpu", "time": "01:00:00"})
+
+    class Submitted:  # task 1 never wrote its completion marker
+        job_id = "4242"
+
+        def get_incomplete_ranks(self, skip_completed):
+            return [1]
+
+    with pytest.raises(PrepareError, match=r"tasks \[1\] of 2 did not complete; see the logs in"):
+        runner._wait(Submitted(), tmp_path)

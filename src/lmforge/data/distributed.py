@@ -15,6 +15,7 @@ of tasks (tests/data/test_distributed_prepare.py). docs/pipeline/distributed.md 
 from __future__ import annotations
 
 import inspect
+import multiprocessing
 import os
 import pickle
 import shutil
@@ -92,7 +93,7 @@ class DatatroveRunner:
         if kind == "datatrove-slurm" and (missing := [k for k in ("partition", "time") if k not in options]):
             raise PrepareError(f"--executor datatrove-slurm needs --executor_options with {missing}")
         if kind == "datatrove-local":  # fork as the --num_proc pool does: workers inherit the imported modules
-            options.setdefault("start_method", "fork" if "fork" in _start_methods() else "spawn")
+            options.setdefault("start_method", "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
         self.kind, self.tasks, self.options, self.poll_seconds = kind, tasks, options, poll_seconds
         self.executor([], logging_dir=tempfile.gettempdir())  # datatrove's own checks, before any work (writes nothing)
 
@@ -138,8 +139,12 @@ class DatatroveRunner:
 
     def _wait(self, executor, work_dir: Path) -> None:
         """Until every task has marked itself complete; a Slurm job that left the queue short of that is an error."""
-        while incomplete := executor.get_incomplete_ranks(skip_completed=True):
-            if self.kind == "datatrove-local" or not _slurm_job_queued(executor.job_id):
+        while True:
+            queued = self.kind == "datatrove-slurm" and _slurm_job_queued(executor.job_id)
+            incomplete = executor.get_incomplete_ranks(skip_completed=True)  # after squeue: no race with the last task
+            if not incomplete:
+                return
+            if not queued:
                 raise PrepareError(
                     f"{self.kind}: tasks {incomplete[:10]} of {self.tasks} did not complete; see the logs in "
                     f"{work_dir / 'logs'}"
@@ -148,13 +153,10 @@ class DatatroveRunner:
 
 
 def _slurm_job_queued(job_id) -> bool:
-    if job_id in (None, -1):
+    if job_id in (None, -1):  # -1: datatrove launched nothing, every task was complete
         return False
-    queued = subprocess.run(["squeue", "-h", "-j", str(job_id)], capture_output=True, text=True, check=False)
+    try:
+        queued = subprocess.run(["squeue", "-h", "-j", str(job_id)], capture_output=True, text=True, check=False)
+    except OSError as error:
+        raise PrepareError(f"--executor datatrove-slurm waits on its job with squeue, which failed: {error}") from error
     return bool(queued.stdout.strip())
-
-
-def _start_methods() -> list[str]:
-    import multiprocessing
-
-    return multiprocessing.get_all_start_methods()
