@@ -1,15 +1,25 @@
 """Multi-process reading under torchrun (2 processes, gloo, CPU): the ranks' ``ShardLoader``s read disjoint sequences
 whose union is the epoch, each rank reading only its own (the in-process split of one global batch is
-``test_loader.test_ranks_partition_each_global_batch``; docs/pipeline/distributed.md says which bytes a node reads)."""
+``test_loader.test_ranks_partition_each_global_batch``); and the pages one rank of 32 brings in from disk are about
+its share, not the whole shard set (docs/pipeline/distributed.md says which bytes a node reads)."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
+import mmap
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmforge.data.loader import ShardLoader
+from lmforge.data.shards import ShardSet, ShardWriter
 
 # Every rank records the sequence indices its ShardSet.read is asked for: one epoch of iter_epoch (drop_last false:
 # the whole epoch) and one epoch of training batches (next(), drop_last true, what pretrain uses); rank 0 gathers.
@@ -72,3 +82,48 @@ def test_torchrun_ranks_read_disjoint_sequences_covering_the_epoch(prepared: Pat
         else:  # drop_last: the epoch less the last partial global batch, both ranks equally
             assert len(union) == total // global_batch * global_batch and len(first) == len(second)
         assert abs(len(first) - len(second)) <= 4  # each rank reads about half, not everything
+
+
+def _resident_bytes(path: Path) -> int:
+    """Bytes of ``path`` in the page cache (mincore)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    size, page = path.stat().st_size, mmap.PAGESIZE
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        pages = ctypes.create_string_buffer((size + page - 1) // page)
+        assert libc.mincore(address, size, pages) == 0
+        libc.munmap(address, size)
+    finally:
+        os.close(fd)
+    return sum(b & 1 for b in pages.raw) * page
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore and posix_fadvise: Linux")
+def test_one_rank_of_32_reads_about_its_share_of_the_pages(tmp_path: Path) -> None:
+    """4096 CLM blocks of 512 uint16 tokens (1 KB each, 4 per page): rank 0 of 32 wants 1/32 of them, so it should
+    touch ~12% of the token pages (and every page of the 1-bit word flags, 1/16 of the bytes), not the default
+    read-around's 100%."""
+    info = {"fingerprint": "f", "kind": "char", "path": "", "pad_token_id": 0, "cls_token_id": 1, "sep_token_id": 2,
+            "mask_token_id": 3, "eos_token_id": 2, "separator_id": 2}  # fmt: skip
+    writer = ShardWriter(tmp_path, objective="clm", vocab_size=30000, tokenizer_info=info, block_size=512)
+    ids = np.random.default_rng(0).integers(5, 30000, size=4096 * 512).astype(np.uint16)
+    writer.add(ids, word_starts=np.ones(ids.size, bool), doc_lengths=np.full(2048, 1024))
+    writer.close(extra={"split": "train", "build": {}})
+    files = sorted(tmp_path.glob("*.bin"))
+    for path in files:  # out of the page cache (works on disk-backed filesystems, not tmpfs)
+        fd = os.open(path, os.O_RDONLY)
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+    if sum(map(_resident_bytes, files)):
+        pytest.skip("the shard files cannot be evicted from the page cache here (tmpfs?)")
+    loader = ShardLoader(ShardSet(tmp_path), batch_size=4, collator=lambda examples, g: examples, seed=0, world_size=32)
+    for _ in range(len(loader)):
+        next(loader)
+    share = sum(map(_resident_bytes, files)) / sum(p.stat().st_size for p in files)
+    assert share < 0.3, f"rank 0 of 32 brought {share:.0%} of the shard bytes into memory"

@@ -28,7 +28,10 @@ into ``block_size`` blocks (HF ``run_clm.py`` ``group_texts``); a CLM file alway
 final partial block is dropped (counted in ``dropped_tokens``). The model shifts labels itself.
 
 Reading re-opens the memmaps on every ``read`` call instead of holding them: a long-lived ``np.memmap`` makes the
-process RSS grow with every page touched (karpathy/nanoGPT#287, PR #428).
+process RSS grow with every page touched (karpathy/nanoGPT#287, PR #428). The maps are advised ``MADV_RANDOM``: the
+loader reads sequences in random order, and the kernel's default read-around (128 KB per page fault) would pull in
+~128 sequences per one wanted, so every torchrun rank would read the whole shard set from disk instead of its share
+(docs/pipeline/distributed.md, tests/data/test_loader_torchrun.py).
 
 ``index.json`` is written last (atomically), so a directory without it is an interrupted write, not a dataset.
 A write that fails (disk full, file too large, permissions) is an ``OutputWriteError`` (a ``ValueError``) naming
@@ -42,6 +45,7 @@ import bisect
 import contextlib
 import io
 import json
+import mmap
 import os
 from pathlib import Path
 from typing import Literal
@@ -454,10 +458,14 @@ class ShardSet:
 
     def _open(self, file: dict, key: str) -> np.ndarray:
         if key == "tokens":
-            return np.memmap(self.path / file["tokens"], dtype=self.dtype, mode="r", shape=(file["num_tokens"],))
-        if key == "words":
-            return np.memmap(self.path / file["words"], dtype=np.uint8, mode="r")
-        return np.load(self.path / file[key], mmap_mode="r")
+            array = np.memmap(self.path / file["tokens"], dtype=self.dtype, mode="r", shape=(file["num_tokens"],))
+        elif key == "words":
+            array = np.memmap(self.path / file["words"], dtype=np.uint8, mode="r")
+        else:
+            array = np.load(self.path / file[key], mmap_mode="r")
+        if hasattr(mmap, "MADV_RANDOM"):  # pages read: those of the wanted sequences, no read-around (module doc)
+            array._mmap.madvise(mmap.MADV_RANDOM)
+        return array
 
     def _slice(self, tokens: np.ndarray, words: np.ndarray, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
         ids = np.asarray(tokens[start:end], dtype=np.int64)
