@@ -69,15 +69,6 @@ class CorpusArgs:
     """Seed of the shuffle."""
     num_proc: int = 1
     """Processes reading sources in parallel (files and zip members are the unit of work)."""
-    executor: Literal["local", "datatrove-local", "datatrove-slurm"] = "local"
-    """local: --num_proc processes on this machine. datatrove-local / datatrove-slurm: --tasks datatrove tasks (local
-    processes, or a Slurm job array on a shared filesystem) do the work; this process merges it in order, so the output
-    equals a local run's (docs/pipeline/distributed.md; pip install 'lmforge[distributed]')."""
-    tasks: int = 1
-    """Datatrove tasks (each takes every tasks-th work item) with --executor datatrove-*."""
-    executor_options: dict | None = None
-    """Keyword arguments of datatrove's LocalPipelineExecutor / SlurmPipelineExecutor as JSON, e.g. '{"workers": 2}'
-    or '{"partition": "cpu", "time": "04:00:00", "venv_path": ".venv/bin/activate"}'."""
     shard_size_mb: float = 64.0
     """Approximate size of each output jsonl part."""
     max_line_bytes: int = 4 << 20
@@ -96,6 +87,15 @@ class CorpusArgs:
     follow_symlinks: bool = True
     """Walk into symlinked directories inside input directories (each directory once: a link back to an ancestor is
     reported as symlink_loop, never followed); false skips them, reported as symlinked_directory."""
+    executor: Literal["local", "datatrove-local", "datatrove-slurm"] = "local"
+    """local: --num_proc processes on this machine. datatrove-local / datatrove-slurm: --tasks datatrove tasks (local
+    processes, or a Slurm job array on a shared filesystem) do the work; this process merges it in order, so the output
+    equals a local run's (docs/pipeline/distributed.md; pip install 'lmforge[distributed]')."""
+    tasks: int = 1
+    """Datatrove tasks (each takes every tasks-th work item) with --executor datatrove-*."""
+    executor_options: dict | None = None
+    """Keyword arguments of datatrove's LocalPipelineExecutor / SlurmPipelineExecutor as JSON, e.g. '{"workers": 2}'
+    or '{"partition": "cpu", "time": "04:00:00", "venv_path": ".venv/bin/activate"}'."""
     progress: bool = True
     """Show a progress bar with MB/s (only when stderr is a terminal)."""
 
@@ -259,15 +259,6 @@ class PrepareAllArgs:
     """Receives corpus/, tokenizer/, shards/{train,validation}/ and prepare.json."""
     num_proc: int = 1
     """Processes for ingest and for segmentation + tokenization."""
-    executor: Literal["local", "datatrove-local", "datatrove-slurm"] = "local"
-    """local: --num_proc processes on this machine. datatrove-local / datatrove-slurm: --tasks datatrove tasks (local
-    processes, or a Slurm job array on a shared filesystem) do the work; this process merges it in order, so the output
-    equals a local run's (docs/pipeline/distributed.md; pip install 'lmforge[distributed]')."""
-    tasks: int = 1
-    """Datatrove tasks (each takes every tasks-th work item) with --executor datatrove-*."""
-    executor_options: dict | None = None
-    """Keyword arguments of datatrove's LocalPipelineExecutor / SlurmPipelineExecutor as JSON, e.g. '{"workers": 2}'
-    or '{"partition": "cpu", "time": "04:00:00", "venv_path": ".venv/bin/activate"}'."""
     text_field: str = "text"
     """Field holding the text in .json/.jsonl inputs (the column of .parquet/.arrow ones); a dotted path reaches
     into nested objects and lists ('meta.text', 'paragraphs.0.text'), as datasets' flattened column names do (a
@@ -327,6 +318,15 @@ class PrepareAllArgs:
     line of the text (read in order as with --train_ref_file), for HF run_mlm_wwm.py --train_ref_file."""
     seed: int = 42
     """Seed of the corpus shuffle and the validation split."""
+    executor: Literal["local", "datatrove-local", "datatrove-slurm"] = "local"
+    """local: --num_proc processes on this machine. datatrove-local / datatrove-slurm: --tasks datatrove tasks (local
+    processes, or a Slurm job array on a shared filesystem) do the work; this process merges it in order, so the output
+    equals a local run's (docs/pipeline/distributed.md; pip install 'lmforge[distributed]')."""
+    tasks: int = 1
+    """Datatrove tasks (each takes every tasks-th work item) with --executor datatrove-*."""
+    executor_options: dict | None = None
+    """Keyword arguments of datatrove's LocalPipelineExecutor / SlurmPipelineExecutor as JSON, e.g. '{"workers": 2}'
+    or '{"partition": "cpu", "time": "04:00:00", "venv_path": ".venv/bin/activate"}'."""
     progress: bool = True
     """Show progress bars (only when stderr is a terminal)."""
 

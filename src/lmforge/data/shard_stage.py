@@ -55,15 +55,6 @@ class ShardsArgs:
     """Seed of the validation split."""
     num_proc: int = 1
     """Processes segmenting and tokenizing batches of documents."""
-    executor: Literal["local", "datatrove-local", "datatrove-slurm"] = "local"
-    """local: --num_proc processes on this machine. datatrove-local / datatrove-slurm: --tasks datatrove tasks (local
-    processes, or a Slurm job array on a shared filesystem) do the work; this process merges it in order, so the output
-    equals a local run's (docs/pipeline/distributed.md; pip install 'lmforge[distributed]')."""
-    tasks: int = 1
-    """Datatrove tasks (each takes every tasks-th work item) with --executor datatrove-*."""
-    executor_options: dict | None = None
-    """Keyword arguments of datatrove's LocalPipelineExecutor / SlurmPipelineExecutor as JSON, e.g. '{"workers": 2}'
-    or '{"partition": "cpu", "time": "04:00:00", "venv_path": ".venv/bin/activate"}'."""
     tokens_per_file: int = 1 << 25
     """Tokens per bin file (about 64 MB of uint16)."""
     text_field: str = "text"
@@ -75,6 +66,15 @@ class ShardsArgs:
     an error before any work."""
     write_ref_file: str | None = None
     """Also write our segmentation in run_chinese_ref.py format: one line per document, in corpus order."""
+    executor: Literal["local", "datatrove-local", "datatrove-slurm"] = "local"
+    """local: --num_proc processes on this machine. datatrove-local / datatrove-slurm: --tasks datatrove tasks (local
+    processes, or a Slurm job array on a shared filesystem) do the work; this process merges it in order, so the output
+    equals a local run's (docs/pipeline/distributed.md; pip install 'lmforge[distributed]')."""
+    tasks: int = 1
+    """Datatrove tasks (each takes every tasks-th work item) with --executor datatrove-*."""
+    executor_options: dict | None = None
+    """Keyword arguments of datatrove's LocalPipelineExecutor / SlurmPipelineExecutor as JSON, e.g. '{"workers": 2}'
+    or '{"partition": "cpu", "time": "04:00:00", "venv_path": ".venv/bin/activate"}'."""
     progress: bool = True
     """Show a progress bar with MB/s (only when stderr is a terminal)."""
 
