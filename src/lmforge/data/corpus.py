@@ -309,11 +309,13 @@ def _ingest(
     shard_size_mb: float = 64.0,
     source_weights: str | dict | None = None,
     progress: bool = True,
+    runner=None,
 ) -> dict:
     """Run the ingest stage; returns the report (also written to ``output_dir/report.json``).
 
     Sources are processed in the shuffled source order and merged as they complete: in-process for
-    ``num_proc == 1``, else through one temporary file per source in flight."""
+    ``num_proc == 1``, else through one temporary file per source in flight, written by ``num_proc`` processes or,
+    with a ``runner`` (``stage.make_runner``), by datatrove tasks."""
     check_num_proc(num_proc)
     if shuffle_buffer < 1:
         raise PrepareError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
@@ -354,7 +356,7 @@ def _ingest(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        if num_proc == 1:
+        if num_proc == 1 and runner is None:
             for i in order:
                 merger.add_source(
                     ingest_source(
@@ -363,18 +365,25 @@ def _ingest(
                 )
         else:
             tasks = [(i, sources[i], options, str(tmp / f"source-{i:07d}.txt")) for i in order]
-            counter = mp_context().Value("q", 0)
+            counter = mp_context().Value("q", 0) if runner is None else None
+            if runner is None:
+                results = bounded_imap(
+                    _ingest_task, tasks, num_proc=num_proc, initializer=_init_ingest_worker, initargs=(counter,)
+                )
+            else:  # the same tasks on datatrove (distributed.py); the parts land in tmp, on the shared filesystem
+                results = runner.map(_ingest_task, tasks, work_dir=output_dir / ".datatrove-ingest")
             shown = 0
-            for *result, part in bounded_imap(
-                _ingest_task, tasks, num_proc=num_proc, initializer=_init_ingest_worker, initargs=(counter,)
-            ):
+            for *result, part in results:
                 merger.add_source(tuple(result))
                 with open(part, "rb") as lines:
                     for line in lines:
                         merger.add(line)
                 os.unlink(part)
-                bar.update(counter.value - shown)
-                shown = counter.value
+                if counter is None:  # datatrove tasks report no progress on the way: a source at a time
+                    bar.update(result[0].bytes_read)
+                else:
+                    bar.update(counter.value - shown)
+                    shown = counter.value
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     outputs = merger.finish()
@@ -425,6 +434,7 @@ def _ingest(
             "inputs": [str(i) for i in inputs],
             **asdict(options),
             "num_proc": num_proc,
+            **({"executor": runner.kind, "tasks": runner.tasks} if runner is not None else {}),
             "dedup": dedup,
             "shuffle": shuffle,
             "shuffle_buffer": shuffle_buffer,

@@ -122,6 +122,15 @@ class PrepareAllArgs:
     line of the text (read in order as with --train_ref_file), for HF run_mlm_wwm.py --train_ref_file."""
     seed: int = 42
     """Seed of the corpus shuffle and the validation split."""
+    executor: Literal["local", "datatrove-local", "datatrove-slurm"] = "local"
+    """local: --num_proc processes on this machine. datatrove-local / datatrove-slurm: --tasks datatrove tasks (local
+    processes, or a Slurm job array on a shared filesystem) do the work; this process merges it in order, so the output
+    equals a local run's (docs/pipeline/distributed.md; pip install 'lmforge[distributed]')."""
+    tasks: int = 1
+    """Datatrove tasks (each takes every tasks-th work item) with --executor datatrove-*."""
+    executor_options: dict | None = None
+    """Keyword arguments of datatrove's LocalPipelineExecutor / SlurmPipelineExecutor as JSON, e.g. '{"workers": 2}'
+    or '{"partition": "cpu", "time": "04:00:00", "venv_path": ".venv/bin/activate"}'."""
     progress: bool = True
     """Show progress bars (only when stderr is a terminal)."""
 
@@ -164,6 +173,9 @@ def prepare_all(args: PrepareAllArgs) -> Path:
         source_weights=args.source_weights,
         seed=args.seed,
         num_proc=args.num_proc,
+        executor=args.executor,
+        tasks=args.tasks,
+        executor_options=args.executor_options,
         progress=args.progress,
     )
     if in_order:
@@ -213,6 +225,9 @@ def prepare_all(args: PrepareAllArgs) -> Path:
         validation_split_percentage=0.0 if held_out else args.validation_split_percentage,
         seed=args.seed,
         num_proc=args.num_proc,
+        executor=args.executor,
+        tasks=args.tasks,
+        executor_options=args.executor_options,
         progress=args.progress,
     )
     shards = prepare_shards(shards_args)

@@ -4,6 +4,7 @@ tokenizer fingerprint check. The format is described in ``lmforge.data.shards``.
 from __future__ import annotations
 
 import json
+import mmap
 from pathlib import Path
 
 import numpy as np
@@ -69,10 +70,14 @@ class ShardSet:
 
     def _open(self, file: dict, key: str) -> np.ndarray:
         if key == "tokens":
-            return np.memmap(self.path / file["tokens"], dtype=self.dtype, mode="r", shape=(file["num_tokens"],))
-        if key == "words":
-            return np.memmap(self.path / file["words"], dtype=np.uint8, mode="r")
-        return np.load(self.path / file[key], mmap_mode="r")
+            array = np.memmap(self.path / file["tokens"], dtype=self.dtype, mode="r", shape=(file["num_tokens"],))
+        elif key == "words":
+            array = np.memmap(self.path / file["words"], dtype=np.uint8, mode="r")
+        else:
+            array = np.load(self.path / file[key], mmap_mode="r")
+        if hasattr(mmap, "MADV_RANDOM"):  # pages read: those of the wanted sequences, no read-around (shards.py doc)
+            array._mmap.madvise(mmap.MADV_RANDOM)
+        return array
 
     def _slice(self, tokens: np.ndarray, words: np.ndarray, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
         ids = np.asarray(tokens[start:end], dtype=np.int64)

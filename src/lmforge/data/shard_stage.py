@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from lmforge.data.stage import _as_list, _check_output_dir, _progress_bar, bounded_imap, check_num_proc
+from lmforge.data.stage import _as_list, _check_output_dir, _progress_bar, bounded_imap, check_num_proc, make_runner
 
 
 @dataclass(kw_only=True)
@@ -66,6 +66,15 @@ class ShardsArgs:
     an error before any work."""
     write_ref_file: str | None = None
     """Also write our segmentation in run_chinese_ref.py format: one line per document, in corpus order."""
+    executor: Literal["local", "datatrove-local", "datatrove-slurm"] = "local"
+    """local: --num_proc processes on this machine. datatrove-local / datatrove-slurm: --tasks datatrove tasks (local
+    processes, or a Slurm job array on a shared filesystem) do the work; this process merges it in order, so the output
+    equals a local run's (docs/pipeline/distributed.md; pip install 'lmforge[distributed]')."""
+    tasks: int = 1
+    """Datatrove tasks (each takes every tasks-th work item) with --executor datatrove-*."""
+    executor_options: dict | None = None
+    """Keyword arguments of datatrove's LocalPipelineExecutor / SlurmPipelineExecutor as JSON, e.g. '{"workers": 2}'
+    or '{"partition": "cpu", "time": "04:00:00", "venv_path": ".venv/bin/activate"}'."""
     progress: bool = True
     """Show a progress bar with MB/s (only when stderr is a terminal)."""
 
@@ -279,6 +288,7 @@ def prepare_shards(args: ShardsArgs) -> Path:
         if not Path(args.train_ref_file).is_file():
             raise PrepareError(f"--train_ref_file {args.train_ref_file!r} does not exist")
     tokenizer_path = _tokenizer_path(args)
+    runner = make_runner(args.executor, tasks=args.tasks, options=args.executor_options)
     started = time.perf_counter()
     files = corpus_files(_as_list(args.input))
     _check_output_dir(args.output_dir)
@@ -320,7 +330,9 @@ def prepare_shards(args: ShardsArgs) -> Path:
                 tokens_per_file=args.tokens_per_file,
                 layout="document" if args.line_by_line else "packed",
             )
-        return _write_shards(args, files, writers, tokenizer=tokenizer, segmenter=segmenter, init=init, started=started)
+        return _write_shards(
+            args, files, writers, tokenizer=tokenizer, segmenter=segmenter, init=init, started=started, runner=runner
+        )
     except OutputWriteError:
         for writer in writers.values():
             writer.abort()
@@ -358,7 +370,9 @@ def _check_sequence_tokens(tokenizer, objective: str) -> None:
         )
 
 
-def _write_shards(args: ShardsArgs, files: list[Path], writers: dict, *, tokenizer, segmenter, init, started) -> Path:
+def _write_shards(
+    args: ShardsArgs, files: list[Path], writers: dict, *, tokenizer, segmenter, init, started, runner
+) -> Path:
     """Encode every byte range of ``files`` (in ``num_proc`` processes) into the split writers and close them."""
     from lmforge.data.errors import PrepareError
 
@@ -370,7 +384,7 @@ def _write_shards(args: ShardsArgs, files: list[Path], writers: dict, *, tokeniz
         tasks = _with_refs(tasks, args.train_ref_file)
     refs_out = _RefWriter(args.write_ref_file) if args.write_ref_file is not None else None
     try:
-        _encode_all(tasks, args, writers, init, counts, bar, refs_out)
+        _encode_all(tasks, args, writers, init, counts, bar, refs_out, runner)
         bar.close()
         if counts["documents"] == 0:
             raise PrepareError(
@@ -403,13 +417,19 @@ def _write_shards(args: ShardsArgs, files: list[Path], writers: dict, *, tokeniz
     return output_dir
 
 
-def _encode_all(tasks, args: ShardsArgs, writers: dict, init: tuple, counts: dict, bar, refs_out) -> None:
-    """The encoded ranges, in order, into the split writers (and the ref file), counting as they come."""
+def _encode_all(tasks, args: ShardsArgs, writers: dict, init: tuple, counts: dict, bar, refs_out, runner) -> None:
+    """The encoded ranges, in order, into the split writers (and the ref file), counting as they come. They are
+    encoded by ``num_proc`` processes, or by datatrove tasks with a ``runner`` (``distributed.py``)."""
     import numpy as np
 
-    for result in bounded_imap(
-        _encode_range, tasks, num_proc=args.num_proc, initializer=_init_shard_worker, initargs=init
-    ):
+    if runner is None:
+        results = bounded_imap(
+            _encode_range, tasks, num_proc=args.num_proc, initializer=_init_shard_worker, initargs=init
+        )
+    else:
+        work_dir = Path(args.output_dir) / ".datatrove-shards"
+        results = runner.map(_encode_range, tasks, work_dir=work_dir, initializer=_init_shard_worker, initargs=init)
+    for result in results:
         if refs_out is not None:
             refs_out.write(result["refs_text"])
         validation, lengths = result["validation"], result["lengths"]

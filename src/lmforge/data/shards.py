@@ -28,7 +28,10 @@ into ``block_size`` blocks (HF ``run_clm.py`` ``group_texts``); a CLM file alway
 final partial block is dropped (counted in ``dropped_tokens``). The model shifts labels itself.
 
 Reading re-opens the memmaps on every ``read`` call instead of holding them: a long-lived ``np.memmap`` makes the
-process RSS grow with every page touched (karpathy/nanoGPT#287, PR #428).
+process RSS grow with every page touched (karpathy/nanoGPT#287, PR #428). The maps are advised ``MADV_RANDOM``: the
+loader reads sequences in random order, and the kernel's default read-around (128 KB per page fault) would pull in
+~128 sequences per one wanted, so every torchrun rank would read the whole shard set from disk instead of its share
+(docs/pipeline/distributed.md, tests/data/test_loader_torchrun.py).
 
 ``index.json`` is written last (atomically), so a directory without it is an interrupted write, not a dataset.
 A write that fails (disk full, file too large, permissions) is an ``OutputWriteError`` (a ``ValueError``) naming

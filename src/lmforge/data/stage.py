@@ -1,5 +1,6 @@
 """Plumbing shared by the ``prepare`` stages: an order-keeping parallel map with bounded memory, the worker
-start method, the ``num_proc`` and ``output_dir`` checks, the MB/s progress bar and the ``--input`` list."""
+start method, the ``num_proc`` and ``output_dir`` checks, the ``--executor`` runner, the MB/s progress bar and the
+``--input`` list."""
 
 from __future__ import annotations
 
@@ -48,6 +49,25 @@ def check_num_proc(num_proc: int) -> int:
     if num_proc < 1:
         raise PrepareError(f"num_proc must be >= 1, got {num_proc}")
     return num_proc
+
+
+EXECUTOR_KINDS = ("local", "datatrove-local", "datatrove-slurm")
+
+
+def make_runner(executor: str, *, tasks: int, options: dict | None):
+    """None for ``--executor local`` (the stage maps its work items over ``--num_proc`` processes with
+    ``bounded_imap``), else a ``distributed.DatatroveRunner`` whose ``map`` hands the same items to datatrove tasks.
+    Built at the start of a stage, so a missing datatrove or a wrong option is one line before any work."""
+    if executor not in EXECUTOR_KINDS:
+        raise PrepareError(f"unknown executor {executor!r}; choose from {EXECUTOR_KINDS}")
+    if executor == "local":
+        if tasks != 1 or options:
+            raise PrepareError("--tasks and --executor_options are for --executor datatrove-*; --num_proc sets the "
+                               "processes of --executor local")  # fmt: skip
+        return None
+    from lmforge.data.distributed import DatatroveRunner
+
+    return DatatroveRunner(executor, tasks=tasks, options=options)
 
 
 def _progress_bar(total: int, description: str, enabled: bool):
