@@ -11,14 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import datatrove  # noqa: F401  (a dev dependency: the test fails, never skips, without it)
 import pytest
 from data_helpers import make_documents, write_jsonl
 
 from lmforge.data.errors import PrepareError
 from lmforge.data.prepare import PrepareAllArgs, prepare_all
 from lmforge.data.shard_stage import _byte_ranges as _ranges
-
-pytest.importorskip("datatrove")
 
 
 @pytest.fixture(scope="module")
