@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -112,7 +113,7 @@ def environment(device: torch.device, threads: int) -> dict[str, Any]:
         names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
         cpu = names[0] if names else cpu
     return {
-        "command": " ".join(["lmforge", *sys.argv[1:]]) if Path(sys.argv[0]).name == "lmforge" else " ".join(sys.argv),
+        "command": shlex.join(["lmforge", *sys.argv[1:]] if Path(sys.argv[0]).name == "lmforge" else sys.argv),
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {cpu}",
         "cpu_count": os.cpu_count(),
