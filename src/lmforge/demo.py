@@ -238,9 +238,9 @@ def _probe_step(args: DemoArgs, checkpoint: Path, model: Any) -> dict[str, dict[
         verdict += (
             ". The demo's budget is too small to show what pretraining buys (measured: 250 steps on the LibreOffice "
             "help score 3.4 points below random init on lo_topic with 200 labels). configs/recipes/"
-            "gau-alpha-domain.yaml pretrains this model 3,000 steps (17-21 min on one core) on that text alone and "
-            "beats random init by +7.4 points on lo_topic and +8.2 with 200 labels (3 seeds, beyond the spread; "
-            "benchmarks/quality.md)"
+            "gau-alpha-domain.yaml pretrains this model 3,000 steps (15-35 min on one core) on that text alone and "
+            "beats random init by +5.1 points on lo_topic and +5.4 with 200 labels (mean of 3 pretraining runs x 3 "
+            "fine-tuning seeds; benchmarks/quality.md)"
         )
     print(
         f"cloze probe: {len(items)} sentences with known answers, top-5 = the answer among the 5 best guesses "
