@@ -209,6 +209,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "prepare")
     parser.add_argument("--baseline_src", type=Path, help="an older src/ to time in the same run (num_proc=1)")
     parser.add_argument("--skip_reference", action="store_true", help="leave out (b), the slow per-document recipe")
+    parser.add_argument(
+        "--skip_memory",
+        action="store_true",
+        help="leave out the separate num_proc=1 memory runs at 1x and --repeat x (at 1 GB each is another full run); "
+        "the rows' own peak RSS still covers the --repeat x input",
+    )
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
@@ -256,7 +262,7 @@ def main() -> None:
             args.trials,
         )
     memory = {}
-    for repeat, directory in ((1, small), (args.repeat, large)):
+    for repeat, directory in () if args.skip_memory else ((1, small), (args.repeat, large)):
         output = str(args.out / f"memory-{repeat}x")
         memory[f"{repeat}x"] = run(PIPELINE.format(input=str(directory), output=output, num_proc=1))["peak_rss_mb"]
 
@@ -276,8 +282,9 @@ def main() -> None:
             f"{row['mb_per_s'] / reference_mbs:.2f}x | {row['cpu_seconds'] / mb:.3f} | "
             f"{rjieba_cpu / row['cpu_seconds']:.2f}x | {row['peak_rss_mb']:.0f} |"
         )
-    print(f"\npeak RSS of the pipeline (num_proc=1): 1x input {memory['1x']:.0f} MB, "
-          f"{args.repeat}x input {memory[f'{args.repeat}x']:.0f} MB")  # fmt: skip
+    if memory:
+        print(f"\npeak RSS of the pipeline (num_proc=1): 1x input {memory['1x']:.0f} MB, "
+              f"{args.repeat}x input {memory[f'{args.repeat}x']:.0f} MB")  # fmt: skip
     result = {
         "date": str(datetime.date.today()),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
