@@ -114,8 +114,8 @@ def build_c3_task(
     splits: tuple[str, ...],
 ) -> TaskBundle:
     """Read, encode (one ``[CLS] context [SEP] question choice [SEP]`` per choice) and wrap C3 for the engine."""
-    from lmforge.heads.multiple_choice import MultipleChoiceHead
     from lmforge.tasks.common import TaskBundle, choice_row, encode_texts, require_cls_sep
+    from lmforge.tasks.registry import build_head
 
     require_cls_sep(tokenizer, "c3")
     data, files, documents = read_c3(data_dir, splits=splits)
@@ -165,10 +165,11 @@ def build_c3_task(
         }
         for split, questions in data.items()
     }
+    head_config = {"kind": "multiple_choice", "pooling": pooling, "dropout": dropout}  # rebuilt by build_head
     return TaskBundle(
         name="c3",
-        head=MultipleChoiceHead(hidden_size, pooling=pooling, dropout=dropout),
-        head_config={"kind": "multiple_choice", "pooling": pooling, "dropout": dropout},
+        head=build_head(head_config, hidden_size),
+        head_config=head_config,
         features=features,
         score=score,
         write_predictions=write_predictions,

@@ -143,8 +143,8 @@ def build_chid_task(
     splits: tuple[str, ...],
 ) -> TaskBundle:
     """Read, encode (one ``[CLS] candidate [SEP] window [SEP]`` per candidate) and wrap CHID for the engine."""
-    from lmforge.heads.multiple_choice import MultipleChoiceHead
     from lmforge.tasks.common import TaskBundle, choice_row, encode_texts, require_cls_sep
+    from lmforge.tasks.registry import build_head
 
     require_cls_sep(tokenizer, "chid")
     data, files, lines = read_chid(data_dir, splits=splits)
@@ -202,10 +202,11 @@ def build_chid_task(
         }
         for split, blanks in data.items()
     }
+    head_config = {"kind": "multiple_choice", "pooling": pooling, "dropout": dropout}  # rebuilt by build_head
     return TaskBundle(
         name="chid",
-        head=MultipleChoiceHead(hidden_size, pooling=pooling, dropout=dropout),
-        head_config={"kind": "multiple_choice", "pooling": pooling, "dropout": dropout},
+        head=build_head(head_config, hidden_size),
+        head_config=head_config,
         features=features,
         score=score,
         write_predictions=write_predictions,
