@@ -136,6 +136,7 @@ def stage_finetune(args: argparse.Namespace, work: Path, out: dict[str, Any], sa
         "random": dict(model=info["model"], model_overrides=info["config"],
                        tokenizer_dir=str(checkpoint / TOKENIZER_DIR)),
     }  # fmt: skip
+    arms = {name: arms[name] for name in args.arms.split(",")}
     wanted = args.tasks.split(",")
     tasks = {
         name: (ROOT / "data" / "clue" / name, args.epochs) for name in ("lo_topic", "poem_genre") if name in wanted
@@ -147,7 +148,7 @@ def stage_finetune(args: argparse.Namespace, work: Path, out: dict[str, Any], sa
     runs = out.setdefault("runs", [])
     done = {(r["task"], r["pooling"], r["arm"], r["seed"], r["lr"], r.get("llrd", 1.0), r.get("pretrain", "pretrain"))
             for r in runs}  # fmt: skip
-    tag = Path(args.pretrain_dir).name if args.pretrain_dir else "pretrain"
+    tag = args.tag or (Path(args.pretrain_dir).name if args.pretrain_dir else "pretrain")
     llrds = [float(x) for x in args.llrds.split(",")]
     lrs = [float(x) for x in args.lrs.split(",")]
     # every task at the first lr, then the lr sweep (lo_topic only) last: a run cut short still has the main grid
@@ -159,7 +160,7 @@ def stage_finetune(args: argparse.Namespace, work: Path, out: dict[str, Any], sa
         for arm, model_args in arms.items():  # interleaved per seed
             if (task, pooling, arm, seed, lr, llrd, tag) in done:
                 continue
-            run_dir = work / "finetune" / f"{task}-{pooling}-{arm}-lr{lr:g}-d{llrd:g}-s{seed}"
+            run_dir = work / "finetune" / f"{tag}-{task}-{pooling}-{arm}-lr{lr:g}-d{llrd:g}-s{seed}"
             started = time.perf_counter()
             report = finetune(
                 FinetuneArgs(
@@ -251,6 +252,13 @@ def main() -> None:
         "--pretrain_dir",
         default=None,
         help="fine-tune this pretraining run (default WORK/pretrain); runs are tagged with its name",
+    )
+    parser.add_argument("--tag", default="", help="name of the pretraining run in the records (default: its directory)")
+    parser.add_argument(
+        "--arms",
+        default="pretrained,random",
+        choices=["pretrained,random", "pretrained", "random"],
+        help="which arms to fine-tune (a second pretraining run of one architecture needs no new random arm)",
     )
     parser.add_argument("--json", default="benchmarks/quality.json")
     args = parser.parse_args()
