@@ -4,15 +4,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-from lmforge.data.stage import _as_list, make_runner
+from lmforge.data.stage import ExecutorArgs, _as_list, make_runner
 
 __all__ = ["CorpusArgs", "corpus_summary", "prepare_corpus"]
 
 
 @dataclass(kw_only=True)
-class CorpusArgs:
+class CorpusArgs(ExecutorArgs):
     input: list[str] | str
     """Files and directories to read: .txt (or any text), .gz/.bz2/.xz, .jsonl/.json, .zip archives (read in
     place, no unzip), datasets .parquet/.arrow files (pip install 'lmforge[arrow]'). Directories are walked
@@ -59,15 +58,6 @@ class CorpusArgs:
     follow_symlinks: bool = True
     """Walk into symlinked directories inside input directories (each directory once: a link back to an ancestor is
     reported as symlink_loop, never followed); false skips them, reported as symlinked_directory."""
-    executor: Literal["local", "datatrove-local", "datatrove-slurm"] = "local"
-    """local: --num_proc processes on this machine. datatrove-local / datatrove-slurm: --tasks datatrove tasks (local
-    processes, or a Slurm job array on a shared filesystem) do the work; this process merges it in order, so the output
-    equals a local run's (docs/pipeline/distributed.md; pip install 'lmforge[distributed]')."""
-    tasks: int = 1
-    """Datatrove tasks (each takes every tasks-th work item) with --executor datatrove-*."""
-    executor_options: dict | None = None
-    """Keyword arguments of datatrove's LocalPipelineExecutor / SlurmPipelineExecutor as JSON, e.g. '{"workers": 2}'
-    or '{"partition": "cpu", "time": "04:00:00", "venv_path": ".venv/bin/activate"}'."""
     progress: bool = True
     """Show a progress bar with MB/s (only when stderr is a terminal)."""
 

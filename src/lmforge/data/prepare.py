@@ -37,7 +37,7 @@ from lmforge.data.errors import PrepareError
 from lmforge.data.shard_stage import ShardsArgs, prepare_shards
 from lmforge.data.shard_stage import _byte_ranges as _byte_ranges  # re-exported for the tests
 from lmforge.data.shard_stage import _read_range as _read_range
-from lmforge.data.stage import _as_list
+from lmforge.data.stage import ExecutorArgs, _as_list
 from lmforge.data.tokenizer_stage import DEFAULT_VOCAB_SIZE, TokenizerArgs, prepare_tokenizer
 
 __all__ = [
@@ -55,7 +55,7 @@ __all__ = [
 
 
 @dataclass(kw_only=True)
-class PrepareAllArgs:
+class PrepareAllArgs(ExecutorArgs):
     input: list[str] | str
     """Raw inputs: files and directories of .txt, .gz/.bz2/.xz, .jsonl/.json, .zip archives and datasets
     .parquet/.arrow files (save_to_disk directories, parquet shard folders)."""
@@ -122,15 +122,6 @@ class PrepareAllArgs:
     line of the text (read in order as with --train_ref_file), for HF run_mlm_wwm.py --train_ref_file."""
     seed: int = 42
     """Seed of the corpus shuffle and the validation split."""
-    executor: Literal["local", "datatrove-local", "datatrove-slurm"] = "local"
-    """local: --num_proc processes on this machine. datatrove-local / datatrove-slurm: --tasks datatrove tasks (local
-    processes, or a Slurm job array on a shared filesystem) do the work; this process merges it in order, so the output
-    equals a local run's (docs/pipeline/distributed.md; pip install 'lmforge[distributed]')."""
-    tasks: int = 1
-    """Datatrove tasks (each takes every tasks-th work item) with --executor datatrove-*."""
-    executor_options: dict | None = None
-    """Keyword arguments of datatrove's LocalPipelineExecutor / SlurmPipelineExecutor as JSON, e.g. '{"workers": 2}'
-    or '{"partition": "cpu", "time": "04:00:00", "venv_path": ".venv/bin/activate"}'."""
     progress: bool = True
     """Show progress bars (only when stderr is a terminal)."""
 

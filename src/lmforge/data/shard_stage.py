@@ -24,11 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from lmforge.data.stage import _as_list, _check_output_dir, _progress_bar, bounded_imap, check_num_proc, make_runner
+from lmforge.data.stage import (
+    ExecutorArgs,
+    _as_list,
+    _check_output_dir,
+    _progress_bar,
+    bounded_imap,
+    check_num_proc,
+    make_runner,
+)
 
 
 @dataclass(kw_only=True)
-class ShardsArgs:
+class ShardsArgs(ExecutorArgs):
     input: list[str] | str
     """The corpus: a 'prepare corpus' directory or jsonl files."""
     tokenizer_path: str | None = None
@@ -66,15 +74,6 @@ class ShardsArgs:
     an error before any work."""
     write_ref_file: str | None = None
     """Also write our segmentation in run_chinese_ref.py format: one line per document, in corpus order."""
-    executor: Literal["local", "datatrove-local", "datatrove-slurm"] = "local"
-    """local: --num_proc processes on this machine. datatrove-local / datatrove-slurm: --tasks datatrove tasks (local
-    processes, or a Slurm job array on a shared filesystem) do the work; this process merges it in order, so the output
-    equals a local run's (docs/pipeline/distributed.md; pip install 'lmforge[distributed]')."""
-    tasks: int = 1
-    """Datatrove tasks (each takes every tasks-th work item) with --executor datatrove-*."""
-    executor_options: dict | None = None
-    """Keyword arguments of datatrove's LocalPipelineExecutor / SlurmPipelineExecutor as JSON, e.g. '{"workers": 2}'
-    or '{"partition": "cpu", "time": "04:00:00", "venv_path": ".venv/bin/activate"}'."""
     progress: bool = True
     """Show a progress bar with MB/s (only when stderr is a terminal)."""
 

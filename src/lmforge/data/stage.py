@@ -1,14 +1,15 @@
 """Plumbing shared by the ``prepare`` stages: an order-keeping parallel map with bounded memory, the worker
-start method, the ``num_proc`` and ``output_dir`` checks, the ``--executor`` runner, the MB/s progress bar and the
-``--input`` list."""
+start method, the ``num_proc`` and ``output_dir`` checks, the ``--executor`` flags (``ExecutorArgs``, which the
+corpus, shards and all stages extend) and their runner, the MB/s progress bar and the ``--input`` list."""
 
 from __future__ import annotations
 
 import collections
 import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from lmforge.data.errors import PrepareError
 
@@ -51,7 +52,24 @@ def check_num_proc(num_proc: int) -> int:
     return num_proc
 
 
-EXECUTOR_KINDS = ("local", "datatrove-local", "datatrove-slurm")
+ExecutorKind = Literal["local", "datatrove-local", "datatrove-slurm"]
+EXECUTOR_KINDS: tuple[str, ...] = get_args(ExecutorKind)
+
+
+@dataclass(kw_only=True)
+class ExecutorArgs:
+    """The flags that choose who does a stage's work, written once for every stage that has them. Keyword-only, so
+    a stage's fields without a default may follow these in its own class."""
+
+    executor: ExecutorKind = "local"
+    """local: --num_proc processes on this machine. datatrove-local / datatrove-slurm: --tasks datatrove tasks (local
+    processes, or a Slurm job array on a shared filesystem) do the work; this process merges it in order, so the output
+    equals a local run's (docs/pipeline/distributed.md; pip install 'lmforge[distributed]')."""
+    tasks: int = 1
+    """Datatrove tasks (each takes every tasks-th work item) with --executor datatrove-*."""
+    executor_options: dict | None = None
+    """Keyword arguments of datatrove's LocalPipelineExecutor / SlurmPipelineExecutor as JSON, e.g. '{"workers": 2}'
+    or '{"partition": "cpu", "time": "04:00:00", "venv_path": ".venv/bin/activate"}'."""
 
 
 def make_runner(executor: str, *, tasks: int, options: dict | None):
