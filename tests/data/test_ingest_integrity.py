@@ -17,12 +17,13 @@ import json
 import lzma
 import os
 import random
+import tempfile
 import zipfile
 from pathlib import Path
 
 import pytest
 
-import lmforge.data.corpus as corpus
+import lmforge.data.source_ingest as source_ingest
 from lmforge.data.corpus import IngestOptions, ingest
 from lmforge.data.prepare import corpus_summary
 
@@ -196,13 +197,23 @@ def test_a_large_member_spills_to_disk_with_the_same_output(tmp_path: Path, monk
     start, _ = member_span(bytes(data), "b.txt")
     data[start + 2] ^= 0xFF
     (tmp_path / "b.zip").write_bytes(bytes(data))
+    spilled: list[int] = []  # the memory limit of every spool that went to disk
+
+    class RecordingSpool(tempfile.SpooledTemporaryFile):
+        def rollover(self) -> None:
+            if not self._rolled:
+                spilled.append(self._max_size)
+            super().rollover()
+
+    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", RecordingSpool)
     reference = {}
-    for spool_bytes in (corpus.SPOOL_MEMORY_BYTES, 4096):
-        monkeypatch.setattr(corpus, "SPOOL_MEMORY_BYTES", spool_bytes)
+    for spool_bytes in (source_ingest.SPOOL_MEMORY_BYTES, 4096):
+        monkeypatch.setattr(source_ingest, "SPOOL_MEMORY_BYTES", spool_bytes)  # where ingest_source looks it up
         for name in ("a.zip", "b.zip"):
             report, records = run([tmp_path / name], tmp_path / f"out-{spool_bytes}-{name}", keep_partial=False)
             reference.setdefault(name, (records, report["skipped"]))
             assert (records, report["skipped"]) == reference[name]
+    assert spilled and set(spilled) == {4096}  # the default limit holds these members in memory; 4096 spills
     assert len(reference["a.zip"][0]) == 3001 and len(reference["b.zip"][0]) == 3000  # b.txt skipped whole
 
 

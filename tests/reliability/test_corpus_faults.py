@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import lmforge.data.corpus as corpus
+import lmforge.data.source_ingest as source_ingest
 from lmforge.data.corpus import IngestOptions, PrepareError, corpus_files, ingest
 
 DOCS = ["第一篇文档的内容在这里，足够长。", "第二篇文档也有一些文字，足够长。", "第三篇文档是最后一篇，足够长。"]
@@ -43,7 +44,7 @@ def _parts(out: Path) -> bytes:
 
 def _on_source(monkeypatch: pytest.MonkeyPatch, index: int, action) -> None:
     """Run ``action(source)`` right after source number ``index`` (in reading order) has been parsed."""
-    original = corpus._parse_text
+    original = source_ingest._parse_text
     calls = {"n": 0}
 
     def parse(lines, name, sink, options):
@@ -52,7 +53,7 @@ def _on_source(monkeypatch: pytest.MonkeyPatch, index: int, action) -> None:
             action(name)
         calls["n"] += 1
 
-    monkeypatch.setattr(corpus, "_parse_text", parse)
+    monkeypatch.setattr(source_ingest, "_parse_text", parse)  # where ingest_source looks it up
 
 
 def test_input_that_disappears_during_ingest_is_an_error_and_the_rerun_is_complete(
@@ -158,14 +159,14 @@ def test_unreadable_input_is_reported_not_silently_dropped(tmp_path: Path, monke
     """Permission errors on an input are a skipped file with its reason in the report and the summary line (the
     data stage's rule: bad input never stops a long ingest); the output holds every other file."""
     inputs = _inputs(tmp_path / "in")
-    original = corpus._open_source
+    original = source_ingest._open_source
 
     def open_source(source, stack):
         if source.path.endswith("input-1.txt"):
             raise PermissionError(errno.EACCES, "Permission denied", source.path)
         return original(source, stack)
 
-    monkeypatch.setattr(corpus, "_open_source", open_source)
+    monkeypatch.setattr(source_ingest, "_open_source", open_source)
     report = _ingest(inputs, tmp_path / "out")
     assert report["files_skipped"] == {"unreadable": 1} and report["files_read"] == 2
     assert "input-1.txt" in report["examples"]["unreadable"][0]
