@@ -20,8 +20,8 @@ shard index and checked before training (architectures.md §2 note 5: refs silen
 the tokenizer differed between preprocessing and training).
 
 Modules: ``tokenizer_spec.py`` (kinds, special tokens, codepoint helpers), ``char_table.py`` (the ``char`` fast
-path), ``lm_tokenizer.py`` (``LMTokenizer``, saving, ``load_tokenizer``), ``tokenizer_build.py`` (building the
-three kinds). Every name stays importable from this module.
+path), ``lm_tokenizer.py`` (``LMTokenizer``, saving), ``tokenizer_load.py`` (``load_tokenizer``),
+``tokenizer_build.py`` (building the three kinds). Every name stays importable from this module.
 
 Fast path (style R5): BERT's normalizer + pre-tokenizer + WordPiece cost ~1.3 us per character in ``tokenizers``
 (2-3 MB/s of Chinese on one core, ~7x slower than rjieba). For a vocabulary of single characters WordPiece reduces
