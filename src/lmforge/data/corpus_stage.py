@@ -11,7 +11,7 @@ __all__ = ["CorpusArgs", "corpus_summary", "prepare_corpus"]
 
 
 @dataclass(kw_only=True)
-class CorpusArgs(ExecutorArgs):
+class _CorpusFields:
     input: list[str] | str
     """Files and directories to read: .txt (or any text), .gz/.bz2/.xz, .jsonl/.json, .zip archives (read in
     place, no unzip), datasets .parquet/.arrow files (pip install 'lmforge[arrow]'). Directories are walked
@@ -60,6 +60,12 @@ class CorpusArgs(ExecutorArgs):
     reported as symlink_loop, never followed); false skips them, reported as symlinked_directory."""
     progress: bool = True
     """Show a progress bar with MB/s (only when stderr is a terminal)."""
+
+
+@dataclass(kw_only=True)
+class CorpusArgs(ExecutorArgs, _CorpusFields):
+    """_CorpusFields's fields, then ``ExecutorArgs``'s: a base listed first contributes its fields last, so
+    --help lists the stage's own flags before the executor's."""
 
 
 def prepare_corpus(args: CorpusArgs) -> dict:

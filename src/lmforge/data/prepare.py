@@ -55,7 +55,7 @@ __all__ = [
 
 
 @dataclass(kw_only=True)
-class PrepareAllArgs(ExecutorArgs):
+class _PrepareAllFields:
     input: list[str] | str
     """Raw inputs: files and directories of .txt, .gz/.bz2/.xz, .jsonl/.json, .zip archives and datasets
     .parquet/.arrow files (save_to_disk directories, parquet shard folders)."""
@@ -124,6 +124,12 @@ class PrepareAllArgs(ExecutorArgs):
     """Seed of the corpus shuffle and the validation split."""
     progress: bool = True
     """Show progress bars (only when stderr is a terminal)."""
+
+
+@dataclass(kw_only=True)
+class PrepareAllArgs(ExecutorArgs, _PrepareAllFields):
+    """_PrepareAllFields's fields, then ``ExecutorArgs``'s: a base listed first contributes its fields last, so
+    --help lists the stage's own flags before the executor's."""
 
 
 def prepare_all(args: PrepareAllArgs) -> Path:

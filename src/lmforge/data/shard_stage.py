@@ -40,7 +40,7 @@ from lmforge.data.stage import (
 
 
 @dataclass(kw_only=True)
-class ShardsArgs(ExecutorArgs):
+class _ShardsFields:
     input: list[str] | str
     """The corpus: a 'prepare corpus' directory or jsonl files."""
     tokenizer_path: str | None = None
@@ -80,6 +80,12 @@ class ShardsArgs(ExecutorArgs):
     """Also write our segmentation in run_chinese_ref.py format: one line per document, in corpus order."""
     progress: bool = True
     """Show a progress bar with MB/s (only when stderr is a terminal)."""
+
+
+@dataclass(kw_only=True)
+class ShardsArgs(ExecutorArgs, _ShardsFields):
+    """_ShardsFields's fields, then ``ExecutorArgs``'s: a base listed first contributes its fields last, so
+    --help lists the stage's own flags before the executor's."""
 
 
 class _RefWriter:
