@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lmforge.data.stage import ExecutorArgs, _as_list, make_runner
+from lmforge.data.stage import ExecutorArgs, _as_list
 
 __all__ = ["CorpusArgs", "corpus_summary", "prepare_corpus"]
 
@@ -95,7 +95,7 @@ def prepare_corpus(args: CorpusArgs) -> dict:
         shard_size_mb=args.shard_size_mb,
         source_weights=args.source_weights,
         progress=args.progress,
-        runner=make_runner(args.executor, tasks=args.tasks, options=args.executor_options),
+        runner=args.runner(),
     )
     print(corpus_summary(report, args.output_dir))
     return report

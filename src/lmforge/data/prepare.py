@@ -170,9 +170,7 @@ def prepare_all(args: PrepareAllArgs) -> Path:
         source_weights=args.source_weights,
         seed=args.seed,
         num_proc=args.num_proc,
-        executor=args.executor,
-        tasks=args.tasks,
-        executor_options=args.executor_options,
+        **args.executor_fields(),
         progress=args.progress,
     )
     if in_order:
@@ -222,9 +220,7 @@ def prepare_all(args: PrepareAllArgs) -> Path:
         validation_split_percentage=0.0 if held_out else args.validation_split_percentage,
         seed=args.seed,
         num_proc=args.num_proc,
-        executor=args.executor,
-        tasks=args.tasks,
-        executor_options=args.executor_options,
+        **args.executor_fields(),
         progress=args.progress,
     )
     shards = prepare_shards(shards_args)

@@ -35,7 +35,6 @@ from lmforge.data.stage import (
     _progress_bar,
     bounded_imap,
     check_num_proc,
-    make_runner,
 )
 
 
@@ -140,7 +139,7 @@ def prepare_shards(args: ShardsArgs) -> Path:
         if not Path(args.train_ref_file).is_file():
             raise PrepareError(f"--train_ref_file {args.train_ref_file!r} does not exist")
     tokenizer_path = _tokenizer_path(args)
-    runner = make_runner(args.executor, tasks=args.tasks, options=args.executor_options)
+    runner = args.runner()
     started = time.perf_counter()
     files = corpus_files(_as_list(args.input))
     _check_output_dir(args.output_dir)

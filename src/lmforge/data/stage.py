@@ -7,7 +7,7 @@ from __future__ import annotations
 import collections
 import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -70,6 +70,14 @@ class ExecutorArgs:
     executor_options: dict | None = None
     """Keyword arguments of datatrove's LocalPipelineExecutor / SlurmPipelineExecutor as JSON, e.g. '{"workers": 2}'
     or '{"partition": "cpu", "time": "04:00:00", "venv_path": ".venv/bin/activate"}'."""
+
+    def executor_fields(self) -> dict[str, Any]:
+        """These flags' values, to hand on to another stage's arguments (``prepare all`` -> corpus, shards)."""
+        return {f.name: getattr(self, f.name) for f in fields(ExecutorArgs)}
+
+    def runner(self):
+        """``make_runner`` for these flags."""
+        return make_runner(self.executor, tasks=self.tasks, options=self.executor_options)
 
 
 def make_runner(executor: str, *, tasks: int, options: dict | None):
